@@ -1,0 +1,3 @@
+from emotionlab.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""The `emotionlab` command line: data ... | train | evaluate | predict | export | serve | label."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from emotionlab import __version__
+from emotionlab.errors import EmotionlabError
+
+app = typer.Typer(
+    help="Recognise emotions on faces: label, audit, train, evaluate, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: download, audit, split, face crops.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"emotionlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+def main() -> None:
+    """Console entry point: user errors print one line, no traceback, exit code 2."""
+    try:
+        app()
+    except EmotionlabError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+# ---- commands -------------------------------------------------------------------------------------------
+# Each command parses options into the project's dataclasses and calls one library function.

@@ -1,0 +1,1 @@
+"""Data: safe image reading, datasets, manifests, audit, splits and face crops."""

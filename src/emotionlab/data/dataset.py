@@ -1,0 +1,270 @@
+"""Datasets: folder trees and manifests -> labelled samples -> a deterministic torch Dataset."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, is_image_name, read_image
+from emotionlab.errors import EmotionlabError
+from emotionlab.labels import order_labels
+
+log = logging.getLogger("emotionlab")
+
+# Folder names accepted as splits, mapped to the name used everywhere else.
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}
+SPLITS = ("train", "validation", "test")
+
+DATA_ENV = "EMOTIONLAB_DATA"
+SEED_DOWNLOAD_HINT = "get it with `emotionlab data download seed-emotions DEST` and pass --data DEST"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image. ``path`` is absolute; ``relpath`` is relative to the dataset root."""
+
+    path: Path
+    label: str
+    split: str | None = None
+    relpath: str = ""
+    face_box: tuple[int, int, int, int] | None = None
+
+
+@dataclass
+class SampleSet:
+    """The usable images of a dataset, its fixed class order, and the files that were skipped (and why)."""
+
+    root: Path
+    samples: list[Sample]
+    labels: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = "folders"
+
+    def split(self, name: str) -> list[Sample]:
+        name = SPLIT_NAMES.get(name, name)
+        return [sample for sample in self.samples if sample.split == name]
+
+    @property
+    def has_splits(self) -> bool:
+        return any(sample.split for sample in self.samples)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and label (``{"train": {"angry": 10, ...}, ...}``), as the study tabulated."""
+        table: dict[str, dict[str, int]] = {}
+        for sample in self.samples:
+            row = table.setdefault(sample.split or "all", {label: 0 for label in self.labels})
+            row[sample.label] += 1
+        return table
+
+    def summary(self) -> dict:
+        return {
+            "root": str(self.root),
+            "source": self.source,
+            "labels": list(self.labels),
+            "num_images": len(self.samples),
+            "num_skipped": len(self.skipped),
+            "counts": self.counts(),
+        }
+
+
+def default_data_root() -> Path | None:
+    """Where the seed dataset is when no path is given: $EMOTIONLAB_DATA, else ../shared/datasets/seed-emotions."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[3]
+    for candidate in (repo.parent / "shared/datasets/seed-emotions", Path.cwd().parent / "shared/datasets/seed-emotions"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def resolve_data_root(explicit: str | Path | None) -> Path:
+    """An explicit path wins, then $EMOTIONLAB_DATA, then the workspace copy; otherwise a clear error."""
+    if explicit is not None:
+        root = Path(explicit)
+    else:
+        found = default_data_root()
+        if found is None:
+            raise EmotionlabError(f"no dataset given and none found: set {DATA_ENV} or {SEED_DOWNLOAD_HINT}")
+        root = found
+    if not root.is_dir():
+        raise EmotionlabError(f"{root}: dataset folder not found")
+    return root
+
+
+def _check_classes(root: Path, per_label: Counter, declared: list[str]) -> None:
+    empty = [label for label in declared if per_label[label] == 0]
+    if empty:
+        raise EmotionlabError(f"{root}: class folder(s) with no usable image: {', '.join(sorted(empty))}")
+    if len(declared) < 2:
+        raise EmotionlabError(f"{root}: need at least two class folders, found {len(declared)} ({', '.join(declared)})")
+
+
+def scan_image_folder(root: str | Path, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> SampleSet:
+    """Read a folder of class folders, optionally under ``train/``, ``validation/`` (or ``val/``), ``test/``.
+
+    Every file is decoded once when ``verify`` is set, so unreadable ones are skipped here and reported once
+    (path and reason) rather than failing later in the middle of training. Files are never modified.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EmotionlabError(f"{root}: dataset folder not found")
+    children = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+    split_dirs = [child for child in children if child.name.lower() in SPLIT_NAMES]
+    if split_dirs:
+        class_dirs = [
+            (SPLIT_NAMES[split_dir.name.lower()], class_dir)
+            for split_dir in split_dirs
+            for class_dir in sorted(split_dir.iterdir())
+            if class_dir.is_dir() and not class_dir.name.startswith(".")
+        ]
+    else:
+        class_dirs = [(None, child) for child in children]
+    declared = order_labels(class_dir.name for _, class_dir in class_dirs)
+    samples: list[Sample] = []
+    skipped: list[tuple[str, str]] = []
+    for split, class_dir in class_dirs:
+        for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            relpath = path.relative_to(root).as_posix()
+            if verify:
+                try:
+                    read_image(path, max_pixels=max_pixels)
+                except ImageReadError as error:
+                    skipped.append((str(path), error.reason))
+                    continue
+            elif not is_image_name(path):
+                skipped.append((str(path), "not an image (extension)"))
+                continue
+            samples.append(Sample(path=path, label=class_dir.name, split=split, relpath=relpath))
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    _check_classes(root, Counter(sample.label for sample in samples), declared)
+    return SampleSet(root=root, samples=samples, labels=declared, skipped=skipped, source="folders")
+
+
+def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
+    if not text:
+        return None
+    parts = [int(round(float(value))) for value in text.replace(";", " ").replace(",", " ").split()]
+    return tuple(parts) if len(parts) == 4 else None  # type: ignore[return-value]
+
+
+def read_manifest(manifest: str | Path, root: str | Path | None = None) -> SampleSet:
+    """Read a manifest CSV (columns ``path``, ``label``, ``split``; paths relative to ``root``).
+
+    ``root`` defaults to the manifest's ``# root:`` comment, else the manifest's folder.
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise EmotionlabError(f"{manifest}: manifest file not found")
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        lines = [line for line in handle if not line.startswith("#")]
+    rows = list(csv.DictReader(lines))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise EmotionlabError(f"{manifest}: not a manifest (needs at least the columns path,label)")
+    base = Path(root) if root is not None else manifest.parent
+    samples = []
+    for row in rows:
+        split = row.get("split") or None
+        samples.append(
+            Sample(
+                path=(base / row["path"]).resolve(),
+                label=row["label"],
+                split=SPLIT_NAMES.get(split, split) if split else None,
+                relpath=row["path"],
+                face_box=_parse_box(row.get("face_box")),
+            )
+        )
+    missing = [sample for sample in samples if not sample.path.is_file()]
+    if missing:
+        raise EmotionlabError(
+            f"{manifest}: {len(missing)} listed file(s) not found under {base} (first: {missing[0].relpath}); "
+            "pass the dataset root with --data"
+        )
+    labels = order_labels(sample.label for sample in samples)
+    _check_classes(manifest, Counter(sample.label for sample in samples), labels)
+    return SampleSet(root=base, samples=samples, labels=labels, source=f"manifest:{manifest.name}")
+
+
+def load_samples(data: str | Path | None = None, manifest: str | Path | None = None, **kwargs) -> SampleSet:
+    """The CLI's one entry to datasets: a manifest when given (its paths under ``data``), else a folder tree."""
+    if manifest is not None:
+        return read_manifest(manifest, root=resolve_data_root(data) if data is not None else None)
+    return scan_image_folder(resolve_data_root(data), **kwargs)
+
+
+class EpochSampler(Sampler):
+    """Shuffles with a permutation that depends only on (seed, epoch) and shards it over processes.
+
+    It yields ``(index, epoch)`` pairs so that augmentation can also be a pure function of (seed, epoch,
+    index): a run resumed after a kill, or spread over workers and devices, sees exactly the same batches.
+    """
+
+    def __init__(self, size: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        padded = order + order[: len(self) * self.world_size - len(order)]
+        for index in padded[self.rank :: self.world_size]:
+            yield (index, self.epoch)
+
+
+class ImageDataset(Dataset):
+    """Samples -> (tensor, label index). Augmentation randomness is seeded per (seed, epoch, index)."""
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        labels: list[str],
+        transform: Callable,
+        *,
+        loader: Callable[[Sample], object] | None = None,
+        seed: int = 0,
+    ):
+        self.samples = samples
+        self.label_index = {label: index for index, label in enumerate(labels)}
+        self.transform = transform
+        self.loader = loader or (lambda sample: read_image(sample.path))
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        sample = self.samples[index]
+        image = self.loader(sample)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + index) % (2**63))
+            tensor = self.transform(image)
+        return tensor, self.label_index[sample.label]

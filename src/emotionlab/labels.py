@@ -1,0 +1,33 @@
+"""Canonical emotion labels: the one source of label names and their order."""
+
+from collections.abc import Iterable
+
+# The study's five emotions, in the order every model shipped by this project uses.
+EMOTIONS: tuple[str, ...] = ("angry", "fearful", "happy", "sad", "surprised")
+
+# Spellings found in other datasets and tools, mapped to ours.
+ALIASES: dict[str, str] = {
+    "anger": "angry",
+    "fear": "fearful",
+    "happiness": "happy",
+    "joy": "happy",
+    "sadness": "sad",
+    "surprise": "surprised",
+}
+
+
+def canonical_label(name: str) -> str:
+    """Return our spelling of an emotion name (``"fear"`` -> ``"fearful"``); unknown names pass through."""
+    key = name.strip().lower()
+    return ALIASES.get(key, key)
+
+
+def order_labels(names: Iterable[str]) -> list[str]:
+    """Fix the class order of a dataset: canonical emotions first in their order, then any others sorted."""
+    unique = sorted(set(names))
+    known = [label for label in EMOTIONS if label in unique]
+    return known + [label for label in unique if label not in EMOTIONS]
+
+
+def label_to_index(labels: list[str]) -> dict[str, int]:
+    return {label: index for index, label in enumerate(labels)}
