@@ -1,0 +1,1 @@
+"""Training: the LightningModule, data module, callbacks and the recipes built on them."""

@@ -1,0 +1,96 @@
+"""The LightningModule: one ``model_step`` shared by train, validation and test; optimiser per config."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from emotionlab.config import TrainConfig
+
+
+class EmotionClassifier(L.LightningModule):
+    """Wraps a plain ``nn.Module`` (kept apart, as in lightning-hydra-template) with loss, metrics, optimiser.
+
+    ``head_only`` trains only ``parameters_trainable`` (transfer learning); ``backbone_lr_scale`` gives the
+    backbone a lower learning rate than the head (fine-tuning).
+    """
+
+    def __init__(self, net: nn.Module, config: TrainConfig, *, backbone_lr_scale: float = 1.0, soft_targets: bool = False):
+        super().__init__()
+        self.net = net
+        self.config = config
+        self.backbone_lr_scale = backbone_lr_scale
+        self.soft_targets = soft_targets
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def model_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, targets = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+        hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
+        correct = (logits.argmax(dim=1) == hard).float().mean()
+        return loss, correct, logits
+
+    def training_step(self, batch, batch_index):
+        loss, accuracy, _ = self.model_step(batch)
+        size = batch[0].shape[0]
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("train/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_index):
+        loss, accuracy, _ = self.model_step(batch)
+        size = batch[0].shape[0]
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("val/acc", accuracy, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+
+    def _parameter_groups(self) -> list[dict]:
+        lr = self.config.learning_rate
+        trainable = [(name, p) for name, p in self.net.named_parameters() if p.requires_grad]
+        if self.backbone_lr_scale == 1.0:
+            return [{"params": [p for _, p in trainable], "lr": lr}]
+        head_names = _head_parameter_names(self.net)
+        head = [p for name, p in trainable if name in head_names]
+        body = [p for name, p in trainable if name not in head_names]
+        return [{"params": body, "lr": lr * self.backbone_lr_scale}, {"params": head, "lr": lr}]
+
+    def configure_optimizers(self):
+        groups = self._parameter_groups()
+        name, decay = self.config.optimizer, self.config.weight_decay
+        if name == "adam":
+            optimizer = torch.optim.Adam(groups, weight_decay=decay)
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(groups, weight_decay=decay)
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=decay)
+        else:
+            raise ValueError(f"unknown optimizer {name!r} (adam, adamw, sgd)")
+        if self.config.scheduler == "none" and self.config.warmup_epochs == 0:
+            return optimizer
+        epochs, warmup = max(1, self.config.epochs), self.config.warmup_epochs
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / (warmup + 1)
+            if self.config.scheduler == "cosine":
+                progress = (epoch - warmup) / max(1, epochs - warmup)
+                return 0.5 * (1 + math.cos(math.pi * progress))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def _head_parameter_names(net: nn.Module) -> set[str]:
+    """Names of the classifier's parameters (timm's ``get_classifier`` or a ``classifier``/``head`` module)."""
+    head = net.get_classifier() if hasattr(net, "get_classifier") else getattr(net, "classifier", None)
+    if head is None:
+        return set()
+    ids = {id(p) for p in head.parameters()}
+    return {name for name, p in net.named_parameters() if id(p) in ids}

@@ -1,0 +1,176 @@
+"""Run a training job: dataset -> recipe -> Lightning fit with checkpoints -> exported model file.
+
+A run folder holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
+``checkpoints/best.ckpt`` (lowest validation loss, as the study kept), ``checkpoints/last.ckpt`` (for resume)
+and ``model.safetensors`` (the best weights with their metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from torch.utils.data import DataLoader
+
+from emotionlab.config import RunConfig, load_config, save_config, to_dict
+from emotionlab.data.dataset import EpochSampler, SampleSet, load_samples
+from emotionlab.data.split import split_samples
+from emotionlab.errors import EmotionlabError
+from emotionlab.models.io import save_model_file
+from emotionlab.training.callbacks import EpochMetricsCSV, EpochReseed, read_history
+from emotionlab.training.module import EmotionClassifier
+from emotionlab.training.recipes import Prepared, create_recipe
+
+log = logging.getLogger("emotionlab")
+
+CONFIG_NAME = "config.yaml"
+MODEL_NAME = "model.safetensors"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path | None  # None on non-zero ranks of a multi-process run
+    best_val_loss: float | None
+    epochs_run: int
+
+
+class _DataModule(L.LightningDataModule):
+    """Builds loaders once the trainer knows this process's rank, so each process reads its own shard."""
+
+    def __init__(self, prepared: Prepared, config: RunConfig):
+        super().__init__()
+        self.prepared, self.config = prepared, config
+
+    def _loader(self, dataset, *, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochSampler(len(dataset), seed=self.config.train.seed, shuffle=shuffle, rank=rank, world_size=world)
+        workers = self.config.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.train.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.prepared.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.prepared.val_set, shuffle=False)
+
+
+def resolve_splits(config: RunConfig, sample_set: SampleSet):
+    """Train and validation samples: folder/manifest splits when present, else a seeded stratified split."""
+    samples = sample_set.samples
+    if not sample_set.has_splits:
+        samples = split_samples(samples, seed=config.data.split_seed)
+        log.info("no split folders or manifest: made a stratified 80/10/10 split with seed %d", config.data.split_seed)
+    train = [s for s in samples if s.split == "train"]
+    validation = [s for s in samples if s.split == "validation"]
+    if not train:
+        raise EmotionlabError(f"{sample_set.root}: no training images (no train split)")
+    if not validation:
+        raise EmotionlabError(f"{sample_set.root}: no validation images (add a validation/ folder or use a manifest)")
+    return train, validation
+
+
+def _data_summary(sample_set: SampleSet, train, validation) -> dict:
+    summary = sample_set.summary()
+    summary["num_train"], summary["num_validation"] = len(train), len(validation)
+    return summary
+
+
+def _progress_bar():
+    # Rich draws a live bar on a terminal; in logs and CI plain tqdm lines read better.
+    if os.isatty(2):
+        return RichProgressBar(leave=True)
+    return TQDMProgressBar(refresh_rate=0)
+
+
+def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train per ``config``; with ``resume`` continue the run in ``config.out`` from its last checkpoint."""
+    run_dir = Path(config.out)
+    checkpoints = run_dir / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if resume:
+        if not (run_dir / CONFIG_NAME).is_file():
+            raise EmotionlabError(f"{run_dir}: not a run folder (no {CONFIG_NAME}); nothing to resume")
+        config = replace(load_config(run_dir / CONFIG_NAME), out=str(run_dir))
+        if not last.is_file():
+            log.warning("%s: no checkpoint yet, starting the run from the beginning", run_dir)
+    elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
+        raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        save_config(config, run_dir / CONFIG_NAME)
+
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    sample_set = load_samples(config.data.root, config.data.manifest)
+    for path, reason in sample_set.skipped:
+        log.warning("skipped %s: %s", path, reason)
+    train_samples, val_samples = resolve_splits(config, sample_set)
+    prepared = create_recipe(config.train.recipe)(config, sample_set, train_samples, val_samples)
+
+    module = EmotionClassifier(
+        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale, soft_targets=prepared.soft_targets
+    )
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks: list = [best, EpochMetricsCSV(run_dir / "metrics.csv"), EpochReseed(config.train.seed)]
+    if config.train.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.train.early_stopping_patience))
+    if progress:
+        callbacks.append(_progress_bar())
+    devices = config.train.devices
+    trainer = L.Trainer(
+        max_epochs=config.train.epochs,
+        accelerator=config.train.accelerator,
+        devices=int(devices) if str(devices).isdigit() else devices,
+        strategy=config.train.strategy,
+        precision=config.train.precision,
+        deterministic=True,
+        callbacks=callbacks,
+        logger=False,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+        trainer.fit(module, datamodule=_DataModule(prepared, config), ckpt_path=str(last) if resume and last.is_file() else None)
+
+    if trainer.global_rank != 0:
+        return TrainResult(run_dir, None, None, trainer.current_epoch)
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    # Our own checkpoint, written by this run: safe to read, and weights_only keeps it to tensors and primitives.
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    history = read_history(run_dir / "metrics.csv")
+    metadata = {
+        **prepared.metadata,
+        "labels": list(sample_set.labels),
+        "training": {
+            "config": to_dict(config),
+            "data": _data_summary(sample_set, train_samples, val_samples),
+            "history": history,
+            "best_checkpoint": best_path.name,
+            "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+        },
+    }
+    model_path = save_model_file(run_dir / MODEL_NAME, prepared.export(module.net).cpu(), metadata)
+    return TrainResult(run_dir, model_path, metadata["training"]["best_val_loss"], len(history))
