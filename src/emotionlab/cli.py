@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -52,3 +52,186 @@ def main() -> None:
 
 # ---- commands -------------------------------------------------------------------------------------------
 # Each command parses options into the project's dataclasses and calls one library function.
+
+
+def _faces_option(faces: bool, detector: str | None, margin: float) -> dict | None:
+    """The face-crop settings dict stored in configs and model files (None: whole images)."""
+    if not faces:
+        return None
+    from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig
+
+    return FaceCropConfig(detector=detector or PREPARE_DETECTOR, margin=margin).to_dict()
+
+
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Option(help="Dataset root (class folders, optionally under train/validation/test). Default: $EMOTIONLAB_DATA.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest CSV (path,label,split,...) with paths under --data.")] = None,
+    model: Annotated[str, typer.Option(help="seed_cnn, fer_cnn or any timm model name.")] = "seed_cnn",
+    out: Annotated[Path, typer.Option(help="Run folder: config, metrics.csv, checkpoints, model.safetensors.")] = Path("runs/latest"),
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
+    recipe: Annotated[str, typer.Option(help="scratch | transfer | finetune | pretrain.")] = "scratch",
+    image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 128,
+    epochs: Annotated[int, typer.Option()] = 50,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option("--lr", "--learning-rate")] = 1e-4,
+    optimizer: Annotated[str, typer.Option(help="adam | adamw | sgd")] = "adam",
+    weight_decay: Annotated[float, typer.Option()] = 0.0,
+    scheduler: Annotated[str, typer.Option(help="none | cosine")] = "none",
+    warmup_epochs: Annotated[int, typer.Option()] = 0,
+    label_smoothing: Annotated[float, typer.Option()] = 0.0,
+    augment: Annotated[str, typer.Option(help="none | flip | seed (the study's) | light | randaugment | trivialaugment")] = "none",
+    seed: Annotated[int, typer.Option()] = 0,
+    early_stopping: Annotated[int | None, typer.Option(help="Stop after this many epochs without a new lowest validation loss.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone (offline pre-training).")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Download the backbone's pretrained weights from the hub (online).")] = False,
+    init_from: Annotated[Path | None, typer.Option("--from", help="finetune: a run folder or model file to start from.")] = None,
+    faces: Annotated[bool, typer.Option("--faces/--no-faces", help="Train on face crops (cached) instead of whole images.")] = False,
+    detector: Annotated[str | None, typer.Option(help="Face detector for --faces.")] = None,
+    margin: Annotated[float, typer.Option(help="Face crop margin per side, as a fraction of the box.")] = 0.1,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    accelerator: Annotated[str, typer.Option(help="Lightning accelerator: auto, cpu, gpu, mps, ...")] = "auto",
+    devices: Annotated[str, typer.Option(help="Lightning devices: auto, 1, 2, ...")] = "auto",
+    strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")] = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train a model; the run folder gets the best (lowest validation loss) and last checkpoints and a model file."""
+    from emotionlab.config import DataConfig, RunConfig, TrainConfig
+    from emotionlab.training.train import train as run_training
+
+    if resume is not None:
+        result = run_training(RunConfig(out=str(resume)), resume=True, progress=progress)
+    else:
+        config = RunConfig(
+            data=DataConfig(
+                root=str(data) if data else None,
+                manifest=str(manifest) if manifest else None,
+                image_size=image_size,
+                augment=augment,
+                faces=_faces_option(faces, detector, margin),
+                num_workers=workers,
+            ),
+            train=TrainConfig(
+                model=model, recipe=recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, warmup_epochs=warmup_epochs,
+                label_smoothing=label_smoothing, seed=seed, early_stopping_patience=early_stopping,
+                weights=str(weights) if weights else None, pretrained=pretrained,
+                init_from=str(init_from) if init_from else None,
+                accelerator=accelerator, devices=devices, strategy=strategy,
+            ),
+            out=str(out),
+        )
+        result = run_training(config, progress=progress)
+    if result.model_path is not None:
+        print(f"model: {result.model_path}")
+        print(f"best validation loss: {result.best_val_loss:.4f} after {result.epochs_run} epoch(s); run folder: {result.run_dir}")
+
+
+def _print_metrics(metrics: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{metrics.get('split', '')} split: {metrics['num_images']} images")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, row in metrics["per_class"].items():
+        table.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    low, high = metrics.get("accuracy_ci95", (float("nan"), float("nan")))
+    Console().print(table)
+    print(f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f})  macro-F1 {metrics['macro_f1']:.3f}  loss {metrics['loss']:.3f}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset root. Default: $EMOTIONLAB_DATA.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest CSV whose split column selects images.")] = None,
+    split: Annotated[str, typer.Option(help="train | validation | test | all")] = "test",
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv and figures.")] = Path("runs/evaluation"),
+) -> None:
+    """Evaluate a model on a split: metrics.json, confusion matrices, training curves, misclassified gallery."""
+    from emotionlab.data.dataset import load_samples
+    from emotionlab.evaluation.evaluate import evaluate as run_evaluation
+    from emotionlab.inference import default_model_path
+
+    sample_set = load_samples(data, manifest)
+    samples = sample_set.samples if split == "all" else sample_set.split(split)
+    if not samples and split != "all" and not sample_set.has_splits:
+        raise EmotionlabError(f"{sample_set.root}: the dataset has no split folders; use --split all or a --manifest")
+    metrics = run_evaluation(model or default_model_path(), samples, out, split=split)
+    _print_metrics(metrics)
+    print(f"figures and metrics.json in {out}/")
+
+
+def _expand_inputs(paths: list[str]) -> list[Path]:
+    """Files, folders (recursive, images only) and glob patterns -> a sorted, de-duplicated file list."""
+    import glob
+
+    from emotionlab.data.images import is_image_name
+
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise EmotionlabError(f"{item}: no such file, folder or matching pattern")
+            found += matches
+    return list(dict.fromkeys(found))
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or glob patterns.")],
+    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table | jsonl | csv")] = "table",
+    batch_size: Annotated[int, typer.Option()] = 32,
+    detect: Annotated[bool, typer.Option("--detect/--no-detect", help="Detect and crop faces as the model was trained.")] = True,
+) -> None:
+    """Predict the emotion of each image; jsonl/csv give one record per image for machines."""
+    import csv as csv_module
+    import json
+
+    from emotionlab.inference import load_recognizer
+
+    recognizer = load_recognizer(model, detect=detect)
+    files = _expand_inputs(paths)
+    records = recognizer.predict_many(files, batch_size=batch_size)
+    labels = recognizer.labels
+    if output_format == "jsonl":
+        for record in records:
+            print(json.dumps(record), flush=True)
+    elif output_format == "csv":
+        writer = csv_module.writer(sys.stdout)
+        writer.writerow(["path", "label", "confidence", *labels, "error"])
+        for record in records:
+            probabilities = record.get("probabilities", {})
+            writer.writerow([record["path"], record.get("label", ""), f"{record.get('confidence', 0):.4f}",
+                             *(f"{probabilities.get(label, 0):.4f}" for label in labels), record.get("error", "")])
+    elif output_format == "table":
+        from rich.table import Table
+
+        table = Table()
+        for column in ("path", "label", "confidence", *labels):
+            table.add_column(column, justify="left" if column in ("path", "label") else "right")
+        for record in records:
+            if "error" in record:
+                table.add_row(record["path"], "[red]error[/]", record["error"], *[""] * len(labels))
+                continue
+            table.add_row(record["path"], record["label"], f"{record['confidence']:.2f}",
+                          *(f"{record['probabilities'][label]:.2f}" for label in labels))
+        Console().print(table)
+    else:
+        raise EmotionlabError(f"unknown --format {output_format!r}: use table, jsonl or csv")
+
+
+@app.command("models")
+def list_models_command() -> None:
+    """List the project's own architectures (every timm model name works too)."""
+    from emotionlab.models.registry import list_models
+
+    for name in list_models():
+        print(name)

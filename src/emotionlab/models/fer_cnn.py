@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from emotionlab.data.transforms import UNIT_NORMALIZATION
 from emotionlab.models.registry import register_model
 
 
