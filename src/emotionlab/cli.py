@@ -12,6 +12,7 @@ from rich.console import Console
 
 from emotionlab import __version__
 from emotionlab.errors import EmotionlabError
+from emotionlab.labels import EMOTIONS
 
 app = typer.Typer(
     help="Recognise emotions on faces: label, audit, train, evaluate, predict.",
@@ -235,3 +236,32 @@ def list_models_command() -> None:
 
     for name in list_models():
         print(name)
+
+
+@app.command("label")
+def label_photos(
+    folder: Annotated[Path, typer.Argument(help="Folder of photos to label (searched recursively; only read).")],
+    classes: Annotated[str, typer.Option(help="Comma-separated class names; keys 1..9 follow this order.")] = ",".join(
+        EMOTIONS
+    ),
+    journal: Annotated[
+        Path | None, typer.Option(help="Journal of every action (default: ./<folder name>.labels.jsonl).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port for the page (0: any free port).")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")] = "127.0.0.1",
+    model: Annotated[Path | None, typer.Option(help="Show this model's suggestion and confidence per image.")] = None,
+    apply: Annotated[
+        Path | None, typer.Option("--apply", help="No server: copy labelled images into DEST/<label>/ and exit.")
+    ] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="No server: write path,label rows to this CSV.")] = None,
+) -> None:
+    """Label photos one at a time in a local web page (keys, skip, undo); every action is saved at once."""
+    from emotionlab.labeling import apply_and_export, default_journal_path, parse_classes
+
+    class_names = parse_classes(classes)
+    if apply is not None or export is not None:
+        apply_and_export(folder, journal or default_journal_path(folder), dest=apply, csv_path=export)
+        return
+    from emotionlab.serving.label_app import serve_labels
+
+    serve_labels(folder, class_names, journal=journal, host=host, port=port, model=model)
