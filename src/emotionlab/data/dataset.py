@@ -204,10 +204,18 @@ def read_manifest(manifest: str | Path, root: str | Path | None = None) -> Sampl
 
 
 def load_samples(data: str | Path | None = None, manifest: str | Path | None = None, **kwargs) -> SampleSet:
-    """The CLI's one entry to datasets: a manifest when given (its paths under ``data``), else a folder tree."""
+    """The CLI's one entry to datasets: a manifest when given (its paths under ``data``), else a folder tree.
+
+    A FER+ folder (``FER2013Train/label.csv`` ...) is read from its vote files: majority labels, five classes.
+    """
     if manifest is not None:
         return read_manifest(manifest, root=resolve_data_root(data) if data is not None else None)
-    return scan_image_folder(resolve_data_root(data), **kwargs)
+    root = resolve_data_root(data)
+    from emotionlab.data.ferplus import is_ferplus_root, load_ferplus
+
+    if is_ferplus_root(root):
+        return load_ferplus(root)
+    return scan_image_folder(root, **kwargs)
 
 
 class EpochSampler(Sampler):

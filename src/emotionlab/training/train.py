@@ -163,7 +163,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     history = read_history(run_dir / "metrics.csv")
     metadata = {
         **prepared.metadata,
-        "labels": list(sample_set.labels),
+        "labels": list(prepared.metadata.get("labels") or sample_set.labels),  # a recipe may choose its classes
         "training": {
             "config": to_dict(config),
             "data": _data_summary(sample_set, train_samples, val_samples),
