@@ -265,3 +265,73 @@ def label_photos(
     from emotionlab.serving.label_app import serve_labels
 
     serve_labels(folder, class_names, journal=journal, host=host, port=port, model=model)
+
+
+# ---- data: face detection and crops (library: emotionlab.data.faces) ------------------------------------
+
+
+@data_app.command("faces")
+def data_faces(
+    root: Annotated[Path, typer.Argument(help="Dataset folder. Only read, never changed.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Manifest CSV to write (outside ROOT), with face_box filled.")
+    ],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="Input manifest (paths under ROOT); its columns are kept. Default: scan ROOT."),
+    ] = None,
+    detector: Annotated[
+        str | None,
+        typer.Option(help="haar | hog | mmod | yunet | cascade (default: cascade = hog, then mmod)."),
+    ] = None,
+    detector_model: Annotated[
+        Path | None, typer.Option(help="YuNet ONNX file (for --detector yunet).")
+    ] = None,
+    margin: Annotated[float, typer.Option(help="Crop margin per side, as a fraction of the box.")] = 0.1,
+    align: Annotated[bool, typer.Option("--align", help="Rotate crops so the eyes are level.")] = False,
+    workers: Annotated[int, typer.Option(help="Detection processes.")] = 1,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Crop cache (default: $EMOTIONLAB_CACHE/faces or ~/.cache/emotionlab/faces)."),
+    ] = None,
+) -> None:
+    """Detect a face on every image, fill the crop cache, and write a manifest with face_box (x y w h)."""
+    from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig, prepare_face_manifest
+
+    config = FaceCropConfig(
+        detector=detector or PREPARE_DETECTOR,
+        margin=margin,
+        align=align,
+        detector_model=str(detector_model) if detector_model else None,
+    )
+    report = prepare_face_manifest(
+        root, out, manifest=manifest, config=config, cache_dir=cache_dir, workers=workers
+    )
+    found_by = ", ".join(f"{name} {count}" for name, count in sorted(report.by_detector.items()))
+    print(
+        f"{report.total} images: face found in {report.with_face} ({found_by}), no face in {len(report.no_face)}"
+    )
+    for path in report.no_face:
+        print(f"  no face: {path}")
+    for path, reason in report.unreadable:
+        print(f"  unreadable: {path}: {reason}")
+    print(f"wrote {report.out}")
+
+
+@data_app.command("download-yunet")
+def data_download_yunet(
+    dest: Annotated[
+        Path, typer.Argument(help="File to write, or a folder for face_detection_yunet_2023mar.onnx.")
+    ],
+    url: Annotated[
+        str | None, typer.Option(help="Download URL (default: the OpenCV model zoo on GitHub).")
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="Copy this local file instead of downloading.")
+    ] = None,
+) -> None:
+    """Fetch OpenCV's YuNet face-detector model (ONNX) for --detector yunet, or copy a local file --from."""
+    from emotionlab.data.faces import YUNET_URL, download_yunet
+
+    path = download_yunet(dest, url=url or YUNET_URL, source_file=source)
+    print(f"wrote {path}; use it with --detector yunet --detector-model {path}")
