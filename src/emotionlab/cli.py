@@ -238,6 +238,66 @@ def list_models_command() -> None:
         print(name)
 
 
+# ---- data: audit, split, download (library: emotionlab.data.audit / manifest / download) -----------------
+
+
+@data_app.command("audit")
+def data_audit(
+    root: Annotated[Path, typer.Argument(help="Dataset folder ([split/]label/image). Only read, never changed.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for audit.json and class_balance.png (outside ROOT).")],
+    threshold: Annotated[
+        int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64.")
+    ] = None,
+) -> None:
+    """Check a dataset: unreadable files, real formats, duplicates, cross-split leakage, label conflicts."""
+    from emotionlab.data.audit import DEFAULT_THRESHOLD, run_audit
+
+    run_audit(root, out, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, console=Console())
+
+
+@data_app.command("split")
+def data_split(
+    root: Annotated[Path, typer.Argument(help="Dataset folder ([split/]label/image). Only read, never changed.")],
+    out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write (outside ROOT).")],
+    ratios: Annotated[str, typer.Option(help="train,validation,test fractions.")] = "0.8,0.1,0.1",
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    threshold: Annotated[
+        int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64.")
+    ] = None,
+    keep_splits: Annotated[
+        bool, typer.Option("--keep-splits", help="Keep the folder splits; move only duplicate groups that leak.")
+    ] = False,
+) -> None:
+    """Write a manifest with a stratified split in which no duplicate group straddles splits."""
+    from emotionlab.data.audit import DEFAULT_THRESHOLD
+    from emotionlab.data.manifest import run_split
+
+    run_split(
+        root,
+        out,
+        ratios=ratios,
+        seed=seed,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        keep_splits=keep_splits,
+        console=Console(),
+    )
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name: seed-emotions.")],
+    dest: Annotated[Path, typer.Argument(help="New or empty folder to put the dataset in.")],
+    url: Annotated[str | None, typer.Option(help="Archive URL (default: $EMOTIONLAB_SEED_URL, else GitHub).")] = None,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="Use a local zip or an already extracted folder instead.")
+    ] = None,
+) -> None:
+    """Fetch a known dataset (zip from its repository, or --from a local copy) and check its layout and counts."""
+    from emotionlab.data.download import download_dataset
+
+    download_dataset(name, dest, url=url, source=source, console=Console(stderr=True))
+
+
 @app.command("label")
 def label_photos(
     folder: Annotated[Path, typer.Argument(help="Folder of photos to label (searched recursively; only read).")],

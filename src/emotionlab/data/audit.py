@@ -1,0 +1,515 @@
+"""Dataset audit: unreadable files, real formats, exact and near duplicates, cross-split leakage, label conflicts.
+
+Everything here only reads the dataset: files are opened for reading, and all output goes to a folder that must
+lie outside the dataset root.
+
+Near duplicates are found with a 64-bit perceptual hash (``imagehash.phash`` of the RGB image): two images whose
+hashes differ in at most ``threshold`` bits are twins, and twins are grouped transitively (union-find), so a
+resized copy of a re-encoded copy lands in the same group as the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotionlab.data.images import ImageReadError, read_image
+from emotionlab.errors import EmotionlabError
+from emotionlab.labels import order_labels
+
+log = logging.getLogger("emotionlab")
+
+# Hamming distance (bits out of 64) at or below which two images count as the same picture. Chosen by measurement
+# on seed-emotions (benchmarks/audit_seed.py -> benchmarks/results/phash_threshold.json): nearest-neighbour
+# distances there have a gap at 8 between the duplicates (<= 6) and the distinct images (>= 10).
+DEFAULT_THRESHOLD = 6
+
+# Folder names accepted as splits. Same mapping as emotionlab.data.dataset.SPLIT_NAMES (a test keeps them equal);
+# repeated here so that the audit does not import torch.
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}
+SPLIT_ORDER = ("train", "validation", "test")
+
+# Extensions that honestly describe each format Pillow can identify.
+FORMAT_EXTENSIONS = {
+    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
+    "MPO": {".jpg", ".jpeg", ".mpo"},
+    "PNG": {".png"},
+    "GIF": {".gif"},
+    "BMP": {".bmp", ".dib"},
+    "WEBP": {".webp"},
+    "TIFF": {".tif", ".tiff"},
+    "PPM": {".ppm", ".pgm", ".pbm", ".pnm"},
+    "ICO": {".ico"},
+}
+
+
+@dataclass
+class FileRecord:
+    """What the audit learnt about one file. ``path`` is relative to the dataset root (posix)."""
+
+    path: str
+    split: str | None
+    label: str | None
+    readable: bool
+    reason: str | None  # why the file cannot be used, when it cannot
+    format: str | None  # from the bytes, not the name
+    extension: str
+    extension_matches: bool | None  # None when the format is unknown
+    mode: str | None
+    width: int | None
+    height: int | None
+    bytes: int
+    sha256: str
+    phash: str | None  # 16 hex digits
+
+
+# ---- files ------------------------------------------------------------------------------------------------
+
+
+def dataset_files(root: Path) -> list[tuple[Path, str | None, str | None]]:
+    """Every non-hidden file under ``root`` with the split and label its folders give it.
+
+    The layout is ``[split/]label/...``: the same rules as ``scan_image_folder``, except that files outside the
+    layout are listed too (with no label), since the audit must see everything.
+    """
+    root = Path(root)
+    top = [child for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")]
+    has_splits = any(child.name.lower() in SPLIT_NAMES for child in top)
+    found = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        parts = relative.parts
+        split = label = None
+        if has_splits:
+            if parts[0].lower() in SPLIT_NAMES:
+                split = SPLIT_NAMES[parts[0].lower()]
+                label = parts[1] if len(parts) >= 3 else None
+        elif len(parts) >= 2:
+            label = parts[0]
+        found.append((path, split, label))
+    return found
+
+
+def inspect_file(
+    path: Path, relpath: str, split: str | None, label: str | None
+) -> tuple[FileRecord, int | None]:
+    """Read one file (once) and describe it; also return its perceptual hash as an integer (None if unreadable)."""
+    from PIL import Image
+
+    extension = path.suffix.lower()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        reason = f"cannot read file ({error.strerror or error})"
+        record = FileRecord(
+            relpath, split, label, False, reason, None, extension, None, None, None, None, 0, "", None
+        )
+        return record, None
+    fmt = mode = width = height = None
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            fmt, mode = header.format, header.mode
+            width, height = header.size
+    except Exception as error:  # noqa: BLE001 - read_image below reports the reason to the user
+        log.debug("no header for %s: %s", relpath, error)
+    reason = None
+    hash_value = None
+    try:
+        hash_value = perceptual_hash(read_image(data, name=relpath))
+    except ImageReadError as error:
+        reason = error.reason
+    matches = extension in FORMAT_EXTENSIONS[fmt] if fmt in FORMAT_EXTENSIONS else None
+    record = FileRecord(
+        path=relpath,
+        split=split,
+        label=label,
+        readable=reason is None,
+        reason=reason,
+        format=fmt,
+        extension=extension,
+        extension_matches=matches,
+        mode=mode,
+        width=width,
+        height=height,
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=f"{hash_value:016x}" if hash_value is not None else None,
+    )
+    return record, hash_value
+
+
+def perceptual_hash(image) -> int:
+    """64-bit perceptual hash (``imagehash.phash``) of an RGB ``PIL.Image`` as an unsigned integer."""
+    import imagehash
+
+    bits = imagehash.phash(image).hash.flatten()  # row-major, first bit most significant, as str(ImageHash)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---- near duplicates --------------------------------------------------------------------------------------
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(values)
+    table = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
+    as_bytes = values.view(np.uint8).reshape(*values.shape, 8)
+    return table[as_bytes].sum(axis=-1, dtype=np.uint8)
+
+
+def hamming_blocks(hashes: np.ndarray, block: int = 1024) -> Iterable[tuple[int, np.ndarray]]:
+    """Yield ``(start, distances)`` with the Hamming distances of rows ``start:start+block`` to all hashes.
+
+    Blocks keep memory at ``block * n`` bytes, so 35,000 images need ~36 MB rather than a 1.2 G-entry matrix.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    for start in range(0, len(hashes), block):
+        yield start, _popcount(hashes[start : start + block, None] ^ hashes[None, :]).astype(np.uint8)
+
+
+def near_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` whose hashes differ in at most ``threshold`` bits: arrays ``(i, j, distance)``."""
+    firsts, seconds, distances = [], [], []
+    for start, block in hamming_blocks(hashes):
+        rows, cols = np.nonzero(block <= threshold)
+        rows = rows + start
+        keep = cols > rows
+        firsts.append(rows[keep])
+        seconds.append(cols[keep])
+        distances.append(block[rows[keep] - start, cols[keep]])
+    if not firsts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(firsts), np.concatenate(seconds), np.concatenate(distances).astype(np.int64)
+
+
+def nearest_distances(hashes: np.ndarray) -> np.ndarray:
+    """For each hash, the Hamming distance to its closest other hash (64 when it is alone)."""
+    result = np.full(len(hashes), 64, dtype=np.int64)
+    for start, block in hamming_blocks(hashes):
+        rows = np.arange(block.shape[0])
+        block[rows, rows + start] = 64  # ignore self
+        result[start : start + block.shape[0]] = block.min(axis=1)
+    return result
+
+
+def _components(size: int, firsts: Sequence[int], seconds: Sequence[int]) -> list[int]:
+    """Union-find: the representative of every index after joining each pair."""
+    parent = list(range(size))
+
+    def find(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    for first, second in zip(firsts, seconds, strict=True):
+        a, b = find(int(first)), find(int(second))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return [find(index) for index in range(size)]
+
+
+def group_ids(paths: Sequence[str], hashes: Sequence[int], threshold: int) -> list[str]:
+    """A duplicate-group id for every image: images within ``threshold`` bits, transitively, share one id.
+
+    Ids (``g0001``, ...) number the groups by their first path in sorted order, so the same files and threshold
+    always give the same ids; an image with no twin gets an id of its own.
+    """
+    array = np.array([int(value) for value in hashes], dtype=np.uint64)
+    firsts, seconds, _ = near_pairs(array, threshold)
+    roots = _components(len(paths), firsts, seconds)
+    first_path: dict[int, str] = {}
+    for root, path in zip(roots, paths, strict=True):
+        first_path[root] = min(first_path.get(root, path), path)
+    ordered = sorted(first_path, key=first_path.__getitem__)
+    width = max(4, len(str(len(ordered))))
+    names = {root: f"g{number:0{width}d}" for number, root in enumerate(ordered, start=1)}
+    return [names[root] for root in roots]
+
+
+# ---- the audit --------------------------------------------------------------------------------------------
+
+
+def _split_key(split: str | None) -> int:
+    return SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
+
+
+def _member(record: FileRecord) -> dict:
+    return {"path": record.path, "split": record.split, "label": record.label, "sha256": record.sha256}
+
+
+def _describe_group(group_id: str, members: list[FileRecord], hashes: dict[str, int]) -> dict:
+    values = np.array([hashes[m.path] for m in members], dtype=np.uint64)
+    distances = _popcount(values[:, None] ^ values[None, :])
+    splits = sorted({m.split for m in members if m.split}, key=_split_key)
+    return {
+        "group": group_id,
+        "size": len(members),
+        "exact": len({m.sha256 for m in members}) == 1,
+        "max_distance": int(distances.max()),
+        "splits": splits,
+        "labels": order_labels(m.label for m in members if m.label),
+        "members": [_member(m) for m in sorted(members, key=lambda m: (_split_key(m.split), m.path))],
+    }
+
+
+def audit_dataset(root: str | Path, *, threshold: int = DEFAULT_THRESHOLD) -> dict:
+    """Audit a dataset folder; returns ``{"summary": {...}, ...details}`` ready for JSON. Reads only."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EmotionlabError(f"{root}: dataset folder not found")
+    if not 0 <= threshold <= 64:
+        raise EmotionlabError(f"threshold {threshold}: must be between 0 and 64 bits")
+    records: list[FileRecord] = []
+    hashes: dict[str, int] = {}
+    for path, split, label in dataset_files(root):
+        relpath = path.relative_to(root).as_posix()
+        record, hash_value = inspect_file(path, relpath, split, label)
+        records.append(record)
+        if hash_value is not None:
+            hashes[relpath] = hash_value
+    readable = [record for record in records if record.readable]
+    by_path = {record.path: record for record in records}
+
+    # Exact copies: same bytes.
+    by_sha: dict[str, list[FileRecord]] = defaultdict(list)
+    for record in readable:
+        by_sha[record.sha256].append(record)
+    exact = [
+        {"sha256": sha, "size": len(members), "members": [_member(m) for m in members]}
+        for sha, members in sorted(by_sha.items(), key=lambda item: item[1][0].path)
+        if len(members) > 1
+    ]
+
+    # Near copies: perceptual hash within the threshold, grouped transitively.
+    paths = [record.path for record in readable]
+    ids = group_ids(paths, [hashes[path] for path in paths], threshold)
+    members_of: dict[str, list[FileRecord]] = defaultdict(list)
+    for path, group_id in zip(paths, ids, strict=True):
+        members_of[group_id].append(by_path[path])
+    groups = [
+        _describe_group(group_id, members, hashes)
+        for group_id, members in sorted(members_of.items())
+        if len(members) > 1
+    ]
+
+    # Leakage: a group whose members sit in more than one split.
+    spanning = [group for group in groups if len(group["splits"]) > 1]
+    with_train_twin: dict[str, list[str]] = {"validation": [], "test": []}
+    test_with_validation_twin = []
+    for group in spanning:
+        for member in group["members"]:
+            if member["split"] in with_train_twin and "train" in group["splits"]:
+                with_train_twin[member["split"]].append(member["path"])
+            elif member["split"] == "test" and "validation" in group["splits"]:
+                test_with_validation_twin.append(member["path"])
+    conflicts = [group for group in groups if len(group["labels"]) > 1]
+
+    labels = order_labels(record.label for record in readable if record.label)
+    balance: dict[str, dict[str, int]] = {}
+    for record in sorted(readable, key=lambda r: _split_key(r.split)):
+        if record.label is None:
+            continue
+        row = balance.setdefault(record.split or "all", {label: 0 for label in labels})
+        row[record.label] += 1
+
+    unreadable = [{"path": r.path, "reason": r.reason} for r in records if not r.readable]
+    mismatched = [
+        {"path": r.path, "extension": r.extension, "format": r.format}
+        for r in records
+        if r.extension_matches is False
+    ]
+    outside = [r.path for r in records if r.label is None]
+    sizes = Counter(f"{r.width}x{r.height}" for r in readable)
+    summary = {
+        "root": str(root),
+        "threshold": threshold,
+        "num_files": len(records),
+        "num_readable": len(readable),
+        "num_unreadable": len(unreadable),
+        "unreadable_reasons": dict(Counter(r["reason"].split(":")[0] for r in unreadable).most_common()),
+        "files_outside_layout": len(outside),
+        "formats": dict(Counter(r.format or "unknown" for r in records).most_common()),
+        "modes": dict(Counter(r.mode for r in readable).most_common()),
+        "extension_mismatches": len(mismatched),
+        "extension_mismatch_kinds": dict(
+            Counter(f"{m['format']} named {m['extension'] or '(none)'}" for m in mismatched).most_common()
+        ),
+        "most_common_sizes": dict(sizes.most_common(5)),
+        "other_sizes": sum(sizes.values()) - sum(count for _, count in sizes.most_common(5)),
+        "exact_duplicate_groups": len(exact),
+        "exact_duplicate_files": sum(group["size"] for group in exact),
+        "duplicate_groups": len(groups),
+        "duplicate_files": sum(group["size"] for group in groups),
+        "groups_spanning_splits": len(spanning),
+        "validation_images_with_train_twin": len(with_train_twin["validation"]),
+        "test_images_with_train_twin": len(with_train_twin["test"]),
+        "eval_images_with_train_twin": len(with_train_twin["validation"]) + len(with_train_twin["test"]),
+        "test_images_with_validation_twin": len(test_with_validation_twin),
+        "label_conflict_groups": len(conflicts),
+        "labels": labels,
+        "class_balance": balance,
+    }
+    return {
+        "summary": summary,
+        "unreadable": unreadable,
+        "extension_mismatches": mismatched,
+        "files_outside_layout": outside,
+        "exact_duplicates": exact,
+        "duplicate_groups": groups,
+        "leakage": {
+            "groups": spanning,
+            "validation_with_train_twin": with_train_twin["validation"],
+            "test_with_train_twin": with_train_twin["test"],
+            "test_with_validation_twin": test_with_validation_twin,
+        },
+        "label_conflicts": conflicts,
+        "class_balance": balance,
+        "files": [asdict(record) for record in records],
+    }
+
+
+# ---- output -----------------------------------------------------------------------------------------------
+
+
+def ensure_outside_root(root: str | Path, target: str | Path) -> None:
+    """Refuse to write ``target`` inside the dataset ``root``: tools never add files to a dataset."""
+    root_resolved, target_resolved = Path(root).resolve(), Path(target).resolve()
+    if target_resolved == root_resolved or root_resolved in target_resolved.parents:
+        raise EmotionlabError(f"{target}: is inside the dataset root {root}; write outputs elsewhere")
+
+
+def plot_class_balance(balance: dict[str, dict[str, int]], path: str | Path, *, title: str = "") -> Path:
+    """Grouped bar chart (labels on x, one bar per split) saved as PNG. Uses Agg without touching pyplot state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    splits = list(balance)
+    labels = list(next(iter(balance.values()))) if balance else []
+    figure = Figure(figsize=(max(6.0, 1.3 * len(labels) + 2.5), 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(splits))
+    for position, split in enumerate(splits):
+        xs = [index + (position - (len(splits) - 1) / 2) * width for index in range(len(labels))]
+        bars = axes.bar(xs, [balance[split][label] for label in labels], width, label=split)
+        axes.bar_label(bars, fontsize=7, padding=1)
+    axes.set_xticks(range(len(labels)), labels)
+    axes.set_ylabel("images")
+    axes.set_title(title or "Images per class and split")
+    if len(splits) > 1:
+        figure.legend(loc="outside right upper")
+    axes.spines[["top", "right"]].set_visible(False)
+    figure.savefig(path)
+    return Path(path)
+
+
+def write_audit(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``audit.json`` and ``class_balance.png`` into ``out_dir`` (created); returns their paths."""
+    out_dir = Path(out_dir)
+    ensure_outside_root(report["summary"]["root"], out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "audit.json"
+    json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    written = {"json": json_path}
+    if report["class_balance"]:
+        root_name = Path(report["summary"]["root"]).name
+        written["chart"] = plot_class_balance(
+            report["class_balance"],
+            out_dir / "class_balance.png",
+            title=f"{root_name}: images per class and split",
+        )
+    return written
+
+
+def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
+    """A readable summary on a rich console: counts, the worst offenders, and the class-balance table."""
+    from rich.table import Table
+
+    s = report["summary"]
+    console.print(f"[bold]Audit of {s['root']}[/] (near-duplicate threshold {s['threshold']} bits of 64)")
+    formats = ", ".join(f"{name} {count}" for name, count in s["formats"].items())
+    console.print(
+        f"  files: {s['num_files']} ({formats}); readable {s['num_readable']}, unreadable {s['num_unreadable']}"
+    )
+    for item in report["unreadable"][:limit]:
+        console.print(f"    [red]unreadable[/] {item['path']}: {item['reason']}", highlight=False)
+    if s["extension_mismatches"]:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in s["extension_mismatch_kinds"].items())
+        console.print(f"  extension does not match the bytes: {s['extension_mismatches']} ({kinds})")
+    if s["files_outside_layout"]:
+        console.print(f"  files outside split/label folders: {s['files_outside_layout']}")
+    console.print(
+        f"  exact duplicates: {s['exact_duplicate_groups']} groups ({s['exact_duplicate_files']} files); "
+        f"near duplicates: {s['duplicate_groups']} groups ({s['duplicate_files']} files)"
+    )
+    style = "red" if s["groups_spanning_splits"] else "green"
+    console.print(
+        f"  [{style}]leakage[/]: {s['groups_spanning_splits']} groups span splits; "
+        f"{s['validation_images_with_train_twin']} validation and {s['test_images_with_train_twin']} test images "
+        f"have a twin in train; {s['test_images_with_validation_twin']} more test images have one in validation"
+    )
+    for group in report["leakage"]["groups"][:limit]:
+        members = ", ".join(f"{m['path']}" for m in group["members"])
+        console.print(f"    {group['group']} ({'/'.join(group['splits'])}): {members}", highlight=False)
+    style = "red" if s["label_conflict_groups"] else "green"
+    console.print(
+        f"  [{style}]label conflicts[/]: {s['label_conflict_groups']} groups carry more than one label"
+    )
+    for group in report["label_conflicts"][:limit]:
+        members = ", ".join(f"{m['path']}" for m in group["members"])
+        console.print(f"    {group['group']} ({'/'.join(group['labels'])}): {members}", highlight=False)
+    balance = report["class_balance"]
+    if balance:
+        labels = s["labels"]
+        table = Table(title="Images per split and class", title_justify="left")
+        table.add_column("split")
+        for label in labels:
+            table.add_column(label, justify="right")
+        table.add_column("total", justify="right")
+        for split, row in balance.items():
+            table.add_row(split, *(str(row[label]) for label in labels), str(sum(row.values())))
+        if len(balance) > 1:
+            totals = [sum(row[label] for row in balance.values()) for label in labels]
+            table.add_row("all", *(str(total) for total in totals), str(sum(totals)), style="bold")
+        console.print(table)
+
+
+def run_audit(
+    root: str | Path, out_dir: str | Path, *, threshold: int = DEFAULT_THRESHOLD, console=None
+) -> dict:
+    """The ``emotionlab data audit`` command: audit, write outputs, print the summary."""
+    ensure_outside_root(root, out_dir)
+    report = audit_dataset(root, threshold=threshold)
+    written = write_audit(report, out_dir)
+    if console is not None:
+        print_audit_summary(report, console)
+        console.print("  wrote " + ", ".join(str(path) for path in written.values()), highlight=False)
+    return report
