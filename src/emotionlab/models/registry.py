@@ -126,6 +126,27 @@ def _is_emotionlab_file(path: Path) -> bool:
     return is_model_file(path)
 
 
+def classifier_of(model: nn.Module) -> tuple[str, nn.Module]:
+    """(attribute path, module) of the model's classifier: timm's ``get_classifier()`` or ``.classifier``."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "classifier", None)
+    for path, module in model.named_modules():
+        if head is not None and module is head and path:
+            return path, module
+    raise EmotionlabError(f"{type(model).__name__}: cannot find its classifier to replace")
+
+
+def attach_mlp_head(model: nn.Module, num_classes: int, hidden: int) -> nn.Module:
+    """Replace the linear classifier with Linear -> ReLU -> Dropout -> Linear (a transfer-learning head)."""
+    path, head = classifier_of(model)
+    in_features = head.in_features if isinstance(head, nn.Linear) else model.num_features
+    mlp = nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(hidden, num_classes)
+    )
+    parent_path, _, attribute = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attribute, mlp)
+    return model
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -133,9 +154,20 @@ def create_model(
     image_size: int | None = None,
     pretrained: bool = False,
     weights: str | None = None,
+    head_hidden: int | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build model ``name`` with a fresh ``num_classes`` head; ``weights`` is a local file for the backbone."""
+    """Build model ``name`` with a fresh ``num_classes`` head; ``weights`` is a local file for the backbone.
+
+    ``head_hidden`` replaces the linear classifier by a small MLP with that many hidden units (transfer heads).
+    """
+    model = _create_model(name, num_classes, image_size=image_size, pretrained=pretrained, weights=weights, **kwargs)
+    if head_hidden:
+        attach_mlp_head(model, num_classes, int(head_hidden))
+    return model
+
+
+def _create_model(name: str, num_classes: int, *, image_size, pretrained, weights, **kwargs) -> nn.Module:
     spec = model_spec(name)
     size = image_size or spec.input_size
     if name in _REGISTRY:
