@@ -449,43 +449,60 @@ def write_audit(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return written
 
 
+def _print_groups(console, groups: list[dict], key: str, limit: int) -> None:
+    for group in groups[:limit]:
+        members = ", ".join(member["path"] for member in group["members"])
+        console.print(
+            f"    {group['group']} ({'/'.join(group[key])}): {members}", highlight=False, soft_wrap=True
+        )
+    if len(groups) > limit:
+        console.print(f"    ... and {len(groups) - limit} more (all in audit.json)", soft_wrap=True)
+
+
 def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
     """A readable summary on a rich console: counts, the worst offenders, and the class-balance table."""
     from rich.table import Table
 
     s = report["summary"]
-    console.print(f"[bold]Audit of {s['root']}[/] (near-duplicate threshold {s['threshold']} bits of 64)")
+    console.print(
+        f"[bold]Audit of {s['root']}[/] (near-duplicate threshold {s['threshold']} bits of 64)",
+        soft_wrap=True,
+    )
     formats = ", ".join(f"{name} {count}" for name, count in s["formats"].items())
     console.print(
-        f"  files: {s['num_files']} ({formats}); readable {s['num_readable']}, unreadable {s['num_unreadable']}"
+        f"  files: {s['num_files']} ({formats}); readable {s['num_readable']}, unreadable {s['num_unreadable']}",
+        soft_wrap=True,
     )
     for item in report["unreadable"][:limit]:
-        console.print(f"    [red]unreadable[/] {item['path']}: {item['reason']}", highlight=False)
+        console.print(
+            f"    [red]unreadable[/] {item['path']}: {item['reason']}", highlight=False, soft_wrap=True
+        )
     if s["extension_mismatches"]:
         kinds = ", ".join(f"{count} {kind}" for kind, count in s["extension_mismatch_kinds"].items())
-        console.print(f"  extension does not match the bytes: {s['extension_mismatches']} ({kinds})")
+        console.print(
+            f"  extension does not match the bytes: {s['extension_mismatches']} ({kinds})", soft_wrap=True
+        )
     if s["files_outside_layout"]:
-        console.print(f"  files outside split/label folders: {s['files_outside_layout']}")
+        console.print(f"  files outside split/label folders: {s['files_outside_layout']}", soft_wrap=True)
     console.print(
         f"  exact duplicates: {s['exact_duplicate_groups']} groups ({s['exact_duplicate_files']} files); "
-        f"near duplicates: {s['duplicate_groups']} groups ({s['duplicate_files']} files)"
+        f"near duplicates: {s['duplicate_groups']} groups ({s['duplicate_files']} files)",
+        soft_wrap=True,
     )
     style = "red" if s["groups_spanning_splits"] else "green"
     console.print(
-        f"  [{style}]leakage[/]: {s['groups_spanning_splits']} groups span splits; "
-        f"{s['validation_images_with_train_twin']} validation and {s['test_images_with_train_twin']} test images "
-        f"have a twin in train; {s['test_images_with_validation_twin']} more test images have one in validation"
+        f"  [{style}]leakage[/]: {s['groups_spanning_splits']} groups span splits; images with a twin in train: "
+        f"{s['validation_images_with_train_twin']} validation, {s['test_images_with_train_twin']} test; "
+        f"test images with a twin only in validation: {s['test_images_with_validation_twin']}",
+        soft_wrap=True,
     )
-    for group in report["leakage"]["groups"][:limit]:
-        members = ", ".join(f"{m['path']}" for m in group["members"])
-        console.print(f"    {group['group']} ({'/'.join(group['splits'])}): {members}", highlight=False)
+    _print_groups(console, report["leakage"]["groups"], "splits", limit)
     style = "red" if s["label_conflict_groups"] else "green"
     console.print(
-        f"  [{style}]label conflicts[/]: {s['label_conflict_groups']} groups carry more than one label"
+        f"  [{style}]label conflicts[/]: {s['label_conflict_groups']} groups carry more than one label",
+        soft_wrap=True,
     )
-    for group in report["label_conflicts"][:limit]:
-        members = ", ".join(f"{m['path']}" for m in group["members"])
-        console.print(f"    {group['group']} ({'/'.join(group['labels'])}): {members}", highlight=False)
+    _print_groups(console, report["label_conflicts"], "labels", limit)
     balance = report["class_balance"]
     if balance:
         labels = s["labels"]
@@ -511,5 +528,7 @@ def run_audit(
     written = write_audit(report, out_dir)
     if console is not None:
         print_audit_summary(report, console)
-        console.print("  wrote " + ", ".join(str(path) for path in written.values()), highlight=False)
+        console.print(
+            "  wrote " + ", ".join(str(path) for path in written.values()), highlight=False, soft_wrap=True
+        )
     return report

@@ -268,7 +268,7 @@ def download_dataset(
         else:
             origin = url or os.environ.get(spec.url_env) or spec.url
             if console is not None:
-                console.print(f"fetching {spec.name} from {origin}", highlight=False)
+                console.print(f"fetching {spec.name} from {origin}", highlight=False, soft_wrap=True)
             archive = fetch(origin, staging / "archive.zip", console=console)
             skipped = extract_zip(archive, target, spec.folder)
         if dest.exists():
@@ -288,16 +288,25 @@ def download_dataset(
 def _print_report(report: DownloadReport, spec: DatasetSpec, console) -> None:
     totals = Counter({split: sum(labels.values()) for split, labels in report.counts.items()})
     listing = ", ".join(f"{split} {totals[split]}" for split in report.counts)
-    console.print(f"{spec.name} -> {report.dest}: {sum(totals.values())} images ({listing})", highlight=False)
+    console.print(
+        f"{spec.name} -> {report.dest}: {sum(totals.values())} images ({listing})",
+        highlight=False,
+        soft_wrap=True,
+    )
     if report.skipped:
-        console.print(f"  left out {report.skipped} file(s) outside split/label/ (hidden or stray files)")
+        console.print(
+            f"  left out {report.skipped} file(s) outside split/label/ (hidden or stray files)",
+            soft_wrap=True,
+        )
     if report.problems:
         console.print(
-            f"[yellow]warning:[/] {report.dest} differs from the expected {spec.name}:", highlight=False
+            f"[yellow]warning:[/] {report.dest} differs from the expected {spec.name}:",
+            highlight=False,
+            soft_wrap=True,
         )
         for problem in report.problems:
-            console.print(f"  - {problem}", highlight=False)
+            console.print(f"  - {problem}", highlight=False, soft_wrap=True)
     else:
-        console.print("  checked: labels, splits and counts match the expected dataset")
+        console.print("  checked: labels, splits and counts match the expected dataset", soft_wrap=True)
     if spec.note:
-        console.print(f"  note: {spec.note}")
+        console.print(f"  note: {spec.note}", soft_wrap=True)

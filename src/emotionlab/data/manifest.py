@@ -158,16 +158,24 @@ def print_split_summary(
     in_groups = sum(size * number for size, number in sizes.items() if size > 1)
     groups = sum(number for size, number in sizes.items() if size > 1)
     console.print(
-        f"  {len(rows)} images; {groups} duplicate groups ({in_groups} images), each kept within one split"
+        f"  {len(rows)} images; {groups} duplicate groups ({in_groups} images), each kept within one split",
+        soft_wrap=True,
     )
     if keep_splits:
-        console.print(f"  kept the folder splits; moved {len(moves)} image(s) to remove leakage:")
+        console.print(
+            f"  kept the folder splits; moved {len(moves)} image(s) to remove leakage:", soft_wrap=True
+        )
         for move in moves:
             console.print(
-                f"    {move['path']} ({move['group']}): {move['from']} -> {move['to']}", highlight=False
+                f"    {move['path']} ({move['group']}): {move['from']} -> {move['to']}",
+                highlight=False,
+                soft_wrap=True,
             )
     else:
-        console.print(f"  fresh split; {len(moves)} image(s) are in a different split than their folder says")
+        console.print(
+            f"  fresh split; {len(moves)} image(s) are in a different split than their folder says",
+            soft_wrap=True,
+        )
 
 
 def run_split(
@@ -202,5 +210,5 @@ def run_split(
     write_manifest(rows, out, comments=comments)
     if console is not None:
         print_split_summary(rows, moves, sample_set.labels, console, keep_splits=keep_splits)
-        console.print(f"  wrote {out}", highlight=False)
+        console.print(f"  wrote {out}", highlight=False, soft_wrap=True)
     return rows
