@@ -76,6 +76,15 @@ def test_split_without_groups_hits_the_rounded_targets_exactly():
     ]  # 13.6, 1.7, 1.7 by largest remainder
 
 
+def test_small_classes_still_get_an_image_in_every_split():
+    samples, _ = make_samples({"angry": 5, "sad": 3, "happy": 2}, group_share=0)
+    placed = split_samples(samples, ratios=RATIOS, seed=0)
+    table = Counter((sample.label, sample.split) for sample in placed)
+    assert [table[("angry", split)] for split in ("train", "validation", "test")] == [3, 1, 1]
+    assert [table[("sad", split)] for split in ("train", "validation", "test")] == [1, 1, 1]
+    assert table[("happy", "train")] == 2  # too few to spread: train first
+
+
 def test_split_is_deterministic_per_seed_and_keeps_input_order():
     samples, groups = make_samples({"angry": 60, "happy": 60})
     first = split_samples(samples, seed=7, groups=groups)

@@ -18,12 +18,22 @@ def _unit_key(sample: Sample) -> str:
 
 
 def _integer_targets(count: int, ratios: Sequence[float]) -> list[int]:
-    """Split ``count`` into integers proportional to ``ratios`` (largest remainder; ties go to earlier splits)."""
+    """Split ``count`` into integers proportional to ``ratios`` (largest remainder; ties go to earlier splits).
+
+    A small class still gets one image in every split whose ratio is not zero (taken from the largest), so
+    that each class can be validated and tested: 5 images at 80/10/10 give 3/1/1, not 4/1/0.
+    """
     exact = [ratio * count for ratio in ratios]
     targets = [int(value) for value in exact]
     by_remainder = sorted(range(len(ratios)), key=lambda i: (-(exact[i] - targets[i]), i))
     for index in by_remainder[: count - sum(targets)]:
         targets[index] += 1
+    wanted = [index for index, ratio in enumerate(ratios) if ratio > 0]
+    if count >= len(wanted):
+        for index in wanted:
+            if targets[index] == 0:
+                targets[max(range(len(targets)), key=lambda i: targets[i])] -= 1
+                targets[index] += 1
     return targets
 
 
