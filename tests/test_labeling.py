@@ -460,3 +460,17 @@ def test_when_everything_is_labelled_there_is_no_current_image(client):
     state = client.get("/api/state").json()
     assert state["current"] is None and (state["done"], state["left"]) == (4, 0)
     assert client.post("/api/undo").json()["current"]["name"] == "img4.png"
+
+
+@pytest.mark.slow  # the shared trained_model fixture trains a small model (~20 s) unless another test did
+def test_a_real_model_file_gives_a_suggestion_in_the_page_format(photos, trained_model):
+    import emotionlab
+
+    session = open_session(photos)
+    app = create_label_app(session, predictor=emotionlab.load_model(trained_model))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        state = client.get("/api/state").json()
+        suggestion = client.get(f"/api/suggestion/{state['current']['id']}").json()
+    session.close()
+    assert suggestion["error"] is None and suggestion["label"] in CLASSES
+    assert 0.0 < suggestion["confidence"] <= 1.0 and suggestion["top"][0][0] == suggestion["label"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import sys
 import threading
 from collections import OrderedDict
@@ -192,6 +193,7 @@ def _suggest(predictor: Predictor, lock: threading.Lock, path: Path, classes: li
     top = sorted(probabilities.items(), key=lambda item: -item[1])[:3]
     return {
         "label": label,
+        "no_face": bool(result.get("no_face")),
         "confidence": probabilities.get(label) if label is not None else None,
         "top": top,
         "in_classes": label in classes,
@@ -280,6 +282,9 @@ def serve_labels(
             session, predictor=predictor, allowed_hosts=LOOPBACK_HOSTS if loopback else None
         )
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # uvicorn stops cleanly on SIGTERM, then re-raises it: exit through `finally` to print the summary.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         done_now = session.snapshot()["done"]

@@ -55,6 +55,8 @@
       button.tabIndex = -1;
       button.className = "class-button";
       button.dataset.label = cls.name;
+      button.title = cls.keys.length ? `${cls.name} (key ${cls.keys.join(" or ")})` : cls.name;
+      button.setAttribute("aria-label", button.title);
       button.append(cls.name);
       for (const key of cls.keys) {
         const kbd = document.createElement("kbd");
@@ -160,6 +162,7 @@
     const strong = document.createElement("strong");
     strong.textContent = data.label + confidence;
     box.append(strong);
+    if (data.no_face) box.append(" (no face found: judged on the whole image)");
     if (data.in_classes) {
       suggestion = data;
       buttons[data.label].classList.add("suggested");
