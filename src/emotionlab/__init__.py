@@ -4,14 +4,25 @@ from emotionlab.errors import EmotionlabError
 
 __version__ = "0.1.0"
 
-__all__ = ["EmotionlabError", "__version__", "load_model"]
+__all__ = ["EmotionlabError", "Recognizer", "__version__", "load_model"]
 
 
 def load_model(path=None, **kwargs):
     """Load a model file (or the shipped model when ``path`` is None) as a ready-to-use recognizer.
 
-    The returned object's ``predict(image_or_path)`` gives ``{"path", "label", "probabilities", ...}``.
+    Returns an ``emotionlab.Recognizer``: ``predict(image_or_path)`` gives ``{"path", "label", "probabilities",
+    "no_face", "faces": [{"box", "label", "probabilities", ...}, ...]}``; keyword arguments go to
+    ``emotionlab.inference.load_recognizer`` (``detect``, ``detector``, ``backend="onnx"``, ...).
     """
     from emotionlab.inference import load_recognizer
 
     return load_recognizer(path, **kwargs)
+
+
+def __getattr__(name):
+    # Lazy: `import emotionlab` stays light (no torch) until the recognizer is used.
+    if name == "Recognizer":
+        from emotionlab.inference import Recognizer
+
+        return Recognizer
+    raise AttributeError(f"module 'emotionlab' has no attribute {name!r}")

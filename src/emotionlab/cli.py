@@ -164,69 +164,46 @@ def evaluate(
 
 
 def _expand_inputs(paths: list[str]) -> list[Path]:
-    """Files, folders (recursive, images only) and glob patterns -> a sorted, de-duplicated file list."""
-    import glob
+    """Files, folders (recursive: images and videos) and glob patterns -> a de-duplicated file list."""
+    from emotionlab.inference import expand_inputs
 
-    from emotionlab.data.images import is_image_name
-
-    found: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p))
-        elif path.is_file():
-            found.append(path)
-        else:
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not matches:
-                raise EmotionlabError(f"{item}: no such file, folder or matching pattern")
-            found += matches
-    return list(dict.fromkeys(found))
+    return expand_inputs(paths)
 
 
 @app.command()
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or glob patterns.")],
-    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    paths: Annotated[list[str] | None, typer.Argument(help="Images, videos, folders (recursive) or glob patterns.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file: .safetensors, or .onnx with --backend onnx (default: the shipped model).")] = None,
     output_format: Annotated[str, typer.Option("--format", help="table | jsonl | csv")] = "table",
-    batch_size: Annotated[int, typer.Option()] = 32,
-    detect: Annotated[bool, typer.Option("--detect/--no-detect", help="Detect and crop faces as the model was trained.")] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write jsonl/csv records to this file instead of stdout.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")] = False,
+    shard: Annotated[str | None, typer.Option(help="i/n: process only the i-th of n disjoint parts of the sorted inputs.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Faces per network call.")] = 32,
+    workers: Annotated[int, typer.Option(help="Processes that decode, detect and crop images (0: in this process).")] = 0,
+    detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images (they are faces already). Default: as the model was trained.")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's (haar, hog, mmod, yunet, cascade).")] = None,
+    max_faces: Annotated[int | None, typer.Option(help="Classify at most this many faces per image (largest first).")] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime; exports a .safetensors model once to the cache).")] = "torch",
+    int8: Annotated[bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")] = False,
+    fps: Annotated[float | None, typer.Option(help="Videos and camera: frames per second to classify (default: every frame).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for each video's emotion-over-time CSV and PNG plot.")] = None,
+    annotate: Annotated[Path | None, typer.Option(help="Folder for copies of images and videos with boxes, labels and confidences drawn.")] = None,
+    camera: Annotated[int | None, typer.Option(help="Read this camera (0: the first) instead of files.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Camera: stop after this many frames.")] = None,
+    window: Annotated[bool | None, typer.Option("--window/--no-window", help="Camera: show a live window (default: when a display exists).")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: on a terminal).")] = None,
 ) -> None:
-    """Predict the emotion of each image; jsonl/csv give one record per image for machines."""
-    import csv as csv_module
-    import json
+    """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame."""
+    from emotionlab.inference import PredictOptions, run_predict
 
-    from emotionlab.inference import load_recognizer
-
-    recognizer = load_recognizer(model, detect=detect)
-    files = _expand_inputs(paths)
-    records = recognizer.predict_many(files, batch_size=batch_size)
-    labels = recognizer.labels
-    if output_format == "jsonl":
-        for record in records:
-            print(json.dumps(record), flush=True)
-    elif output_format == "csv":
-        writer = csv_module.writer(sys.stdout)
-        writer.writerow(["path", "label", "confidence", *labels, "error"])
-        for record in records:
-            probabilities = record.get("probabilities", {})
-            writer.writerow([record["path"], record.get("label", ""), f"{record.get('confidence', 0):.4f}",
-                             *(f"{probabilities.get(label, 0):.4f}" for label in labels), record.get("error", "")])
-    elif output_format == "table":
-        from rich.table import Table
-
-        table = Table()
-        for column in ("path", "label", "confidence", *labels):
-            table.add_column(column, justify="left" if column in ("path", "label") else "right")
-        for record in records:
-            if "error" in record:
-                table.add_row(record["path"], "[red]error[/]", record["error"], *[""] * len(labels))
-                continue
-            table.add_row(record["path"], record["label"], f"{record['confidence']:.2f}",
-                          *(f"{record['probabilities'][label]:.2f}" for label in labels))
-        Console().print(table)
-    else:
-        raise EmotionlabError(f"unknown --format {output_format!r}: use table, jsonl or csv")
+    run_predict(
+        PredictOptions(
+            inputs=list(paths or []), model=model, output_format=output_format, output=output, resume=resume,
+            shard=shard, batch_size=batch_size, workers=workers, detect=detect, detector=detector,
+            max_faces=max_faces, backend=backend, int8=int8, fps=fps, out_dir=out, annotate=annotate,
+            camera=camera, max_frames=max_frames, window=window, progress=progress,
+        )
+    )
 
 
 @app.command("models")
@@ -395,3 +372,16 @@ def data_download_yunet(
 
     path = download_yunet(dest, url=url or YUNET_URL, source_file=source)
     print(f"wrote {path}; use it with --detector yunet --detector-model {path}")
+
+
+@app.command("export")
+def export_command(
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (metadata embedded).")],
+    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantise to int8 (dynamic; static with --calibration).")] = False,
+    calibration: Annotated[list[str] | None, typer.Option(help="Images/folders for static int8 calibration (not the test set).")] = None,
+) -> None:
+    """Export a model to ONNX for ONNX Runtime (and any other ONNX tool)."""
+    from emotionlab.onnx_export import export_onnx_command
+
+    print(export_onnx_command(model, onnx, int8=int8, calibration=calibration))

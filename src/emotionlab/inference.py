@@ -1,19 +1,34 @@
-"""Inference: a model file -> ``Classifier`` (faces in, probabilities out) -> ``Recognizer`` (images in, records out).
+"""Inference: a model file -> classifier (faces in, probabilities out) -> ``Recognizer`` (images in, records out).
 
-``emotionlab.load_model(path)`` returns a ``Recognizer``; ``recognizer.predict(image_or_path)`` gives
-``{"path", "label", "probabilities": {label: p}}`` exactly like one line of ``emotionlab predict --format jsonl``.
+``emotionlab.load_model(path)`` returns a ``Recognizer``; ``recognizer.predict(image_or_path)`` gives one record,
+exactly one line of ``emotionlab predict --format jsonl``::
+
+    {"path": "group.jpg", "label": "happy", "confidence": 0.91, "no_face": false,
+     "probabilities": {"angry": 0.01, ...},
+     "faces": [{"box": [x, y, w, h], "label": "happy", "confidence": 0.91, "probabilities": {...}}, ...]}
+
+Faces are found and cropped exactly as the model's training data was (the model file's ``faces`` settings:
+detector, margin, alignment); every face of every image in a batch goes through the network in one call.
+``faces`` is sorted largest first and the image's ``label``/``probabilities`` are the largest face's. When no
+face is found the whole image is classified and ``no_face`` is true. Models trained on whole images
+(``faces`` null) classify whole images unless detection is forced.
+
+The pipeline is split so that decoding, detection and cropping (``FacePreparer``, no model inside) can run in
+DataLoader worker processes while the main process only runs the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from emotionlab.data.images import read_image
+from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.data.transforms import build_eval_transform
 from emotionlab.errors import EmotionlabError
 from emotionlab.models.io import load_model_file
@@ -21,12 +36,13 @@ from emotionlab.models.io import load_model_file
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 MODEL_ENV = "EMOTIONLAB_MODEL"
+BACKENDS = ("torch", "onnx")
+# Probabilities in records are rounded: six decimals is far below any meaningful difference and keeps jsonl short.
+DECIMALS = 6
 
 
 def default_model_path() -> Path:
     """The model used when none is given: $EMOTIONLAB_MODEL, else the model shipped with the package."""
-    import os
-
     env = os.environ.get(MODEL_ENV)
     if env:
         return Path(env)
@@ -38,13 +54,42 @@ def default_model_path() -> Path:
     )
 
 
-class Classifier:
-    """A trained network with its own preprocessing: face images (PIL) -> class probabilities."""
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads share a core's arithmetic units)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        available = os.cpu_count() or 1
+    cores = set()
+    try:
+        physical = core = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                physical = value.strip()
+            elif key == "core id":
+                core = value.strip()
+            elif not key and core is not None:
+                cores.add((physical, core))
+                physical = core = None
+        if core is not None:
+            cores.add((physical, core))
+    except OSError:
+        pass
+    return max(1, min(available, len(cores) or available))
 
-    def __init__(self, model: torch.nn.Module, metadata: dict, *, device: str = "cpu"):
-        self.model = model.to(device).eval()
+
+# ---- classifiers: model-ready inputs -> probabilities ----------------------------------------------------
+
+
+class BaseClassifier:
+    """Shared part of the PyTorch and ONNX Runtime classifiers: labels, preprocessing, batching."""
+
+    backend = ""
+
+    def __init__(self, metadata: dict):
         self.metadata = metadata
-        self.device = device
         self.labels: list[str] = list(metadata["labels"])
         self.input_size: int = int(metadata["input_size"])
         self.transform = build_eval_transform(
@@ -52,6 +97,43 @@ class Classifier:
             normalization=metadata["normalization"],
             grayscale=bool(metadata.get("grayscale", False)),
         )
+        self.path: Path | None = None
+
+    def preprocess(self, images: Iterable[Image.Image]) -> torch.Tensor:
+        """Face images (PIL RGB) -> the normalised batch the network was trained on."""
+        return torch.stack([self.transform(image) for image in images])
+
+    def probabilities(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N x classes, float32) for a preprocessed batch."""
+        raise NotImplementedError
+
+    def predict_inputs(self, inputs: np.ndarray | torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities for preprocessed inputs, ``batch_size`` at a time."""
+        if len(inputs) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        parts = [
+            self.probabilities(inputs[start : start + batch_size])
+            for start in range(0, len(inputs), batch_size)
+        ]
+        return np.concatenate(parts)
+
+    def predict_proba(self, images: list[Image.Image], *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N x classes) for face images, in batches."""
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            outputs.append(self.probabilities(self.preprocess(images[start : start + batch_size])))
+        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+
+class Classifier(BaseClassifier):
+    """A trained PyTorch network with its own preprocessing: face images (PIL) -> class probabilities."""
+
+    backend = "torch"
+
+    def __init__(self, model: torch.nn.Module, metadata: dict, *, device: str = "cpu"):
+        super().__init__(metadata)
+        self.model = model.to(device).eval()
+        self.device = device
 
     @classmethod
     def from_file(cls, path: str | Path, *, device: str = "cpu") -> Classifier:
@@ -60,85 +142,710 @@ class Classifier:
         classifier.path = Path(path)
         return classifier
 
-    def preprocess(self, images: Iterable[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.transform(image) for image in images])
-
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         return self.model(batch.to(self.device)).float().cpu()
 
-    def predict_proba(self, images: list[Image.Image], *, batch_size: int = 64) -> np.ndarray:
-        """Probabilities (N x classes) for face images, in batches."""
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            batch = self.preprocess(images[start : start + batch_size])
-            outputs.append(torch.softmax(self.logits(batch), dim=1).numpy())
-        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.labels)), dtype=np.float32)
+    def probabilities(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
+        return torch.softmax(self.logits(batch), dim=1).numpy()
+
+
+def load_classifier(
+    path: str | Path | None = None, *, backend: str = "torch", device: str = "cpu", int8: bool = False
+) -> BaseClassifier:
+    """A model file as a classifier. ``backend="onnx"`` runs ONNX Runtime: a ``.onnx`` file is loaded as is,
+    a ``.safetensors`` model is exported once to the cache (``int8``: quantised) and loaded from there."""
+    path = Path(path) if path is not None else default_model_path()
+    if backend not in BACKENDS:
+        raise EmotionlabError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+    if path.suffix.lower() == ".onnx":
+        from emotionlab.onnx_export import OnnxClassifier
+
+        if backend != "onnx":
+            raise EmotionlabError(f"{path}: an ONNX model runs only with --backend onnx")
+        return OnnxClassifier.from_file(path)
+    if backend == "onnx":
+        from emotionlab.onnx_export import OnnxClassifier, cached_onnx
+
+        classifier = OnnxClassifier.from_file(cached_onnx(path, int8=int8))
+        classifier.path = path
+        return classifier
+    if int8:
+        raise EmotionlabError("int8 quantisation needs the ONNX backend (--backend onnx)")
+    return Classifier.from_file(path, device=device)
+
+
+# ---- preparation: image -> faces -> model inputs (no model; runs in worker processes) -----------------
+
+
+@dataclass
+class PreparedImage:
+    """One image ready for the network: its faces' boxes and crops as model inputs, or why it failed."""
+
+    name: str
+    size: tuple[int, int] = (0, 0)  # width, height
+    boxes: list = field(default_factory=list)  # FaceBox, largest first; empty when no face was found
+    inputs: np.ndarray | None = None  # one row per box, or one row for the whole image
+    no_face: bool = False
+    error: str | None = None
+    image: np.ndarray | None = None  # the RGB pixels, kept only for annotation
+    extra: dict = field(default_factory=dict)  # e.g. frame and time for video frames
+
+    @property
+    def num_inputs(self) -> int:
+        return 0 if self.inputs is None else len(self.inputs)
+
+
+class FacePreparer:
+    """``preparer(path_or_image) -> PreparedImage``: decode, find every face, crop each as in training,
+    and apply the model's eval transform. Holds no model, so it pickles cheaply into worker processes."""
+
+    def __init__(
+        self,
+        transform,
+        crop_config=None,
+        *,
+        detector=None,
+        max_faces: int | None = None,
+        keep_image: bool = False,
+    ):
+        self.transform = transform
+        self.crop_config = crop_config
+        self.detector = detector  # an object with detect(image); None: the crop config's detector by name
+        self.max_faces = max_faces
+        self.keep_image = keep_image
+
+    def detect(self, array: np.ndarray) -> list:
+        from emotionlab.data.faces import create_detector
+
+        config = self.crop_config
+        detector = self.detector or create_detector(config.detector, model_file=config.detector_model)
+        boxes = detector.detect(array)
+        return boxes[: self.max_faces] if self.max_faces else boxes
+
+    def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return torch.stack([self.transform(image) for image in images]).numpy()
+
+    def __call__(self, source, *, name: str | None = None, extra: dict | None = None) -> PreparedImage:
+        from emotionlab.data.faces import FaceBox, as_rgb_array, crop_face
+
+        if name is None:
+            name = str(source) if isinstance(source, str | Path) else "<image>"
+        extra = extra or {}
+        try:
+            if isinstance(source, str | Path):
+                image = read_image(source)
+            elif isinstance(source, Image.Image):
+                image = source.convert("RGB")
+            else:
+                image = Image.fromarray(as_rgb_array(source))
+        except ImageReadError as error:
+            return PreparedImage(name, error=error.reason, extra=extra)
+        except EmotionlabError as error:
+            return PreparedImage(name, error=str(error), extra=extra)
+        width, height = image.size
+        array = as_rgb_array(image)
+        kept = array if self.keep_image else None
+        if self.crop_config is None:  # the image is the face
+            box = FaceBox(0, 0, width, height, detector="none")
+            return PreparedImage(
+                name, (width, height), [box], self._inputs([image]), False, None, kept, extra
+            )
+        boxes = self.detect(array)
+        if not boxes:
+            return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
+        config = self.crop_config
+        crops = [crop_face(array, box, margin=config.margin, align=config.align) for box in boxes]
+        return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
+
+
+# ---- recognizer: images -> records -------------------------------------------------------------------------
+
+
+def _as_list(batch):
+    return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Each worker runs detection on one core; threads inside a worker would only fight over the 2 cores.
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+class _SourceDataset(torch.utils.data.Dataset):
+    def __init__(self, sources: Sequence, preparer: FacePreparer):
+        self.sources, self.preparer = sources, preparer
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> PreparedImage:
+        return self.preparer(self.sources[index])
+
+
+def progress_bar(items: Iterable, *, total: int | None, description: str, enabled: bool = True) -> Iterator:
+    """Yield ``items`` while a rich progress bar (on stderr) counts them."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)
 
 
 class Recognizer:
-    """Images in, one record per image out: crops faces as the model was trained, then classifies."""
+    """Images in, one record per image out: finds every face, crops it as the model was trained, classifies.
 
-    def __init__(self, classifier: Classifier, *, detect: bool = True):
+    ``detect``: None follows the model (detect when it was trained on face crops), True forces detection
+    (with the model's crop settings, or a 10% margin for whole-image models), False uses whole images.
+    ``detector`` overrides the model's detector (e.g. a faster one for video): a name for
+    ``emotionlab.data.faces.create_detector`` or any object with ``detect(image) -> [FaceBox]``.
+    """
+
+    def __init__(
+        self,
+        classifier: BaseClassifier,
+        *,
+        detect: bool | None = None,
+        detector=None,
+        max_faces: int | None = None,
+    ):
+        from emotionlab.data.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper
+
         self.classifier = classifier
         self.labels = classifier.labels
         faces = classifier.metadata.get("faces")
-        self.cropper = None
-        if detect and faces:
-            from emotionlab.data.faces import FaceCropConfig, FaceCropper
+        self.detect = bool(faces) if detect is None else bool(detect)
+        self.crop_config = None
+        self.cropper = None  # the largest-face cropper that evaluation and training use
+        if self.detect:
+            config = FaceCropConfig.from_dict(faces) if faces else FaceCropConfig(detector=PREDICT_DETECTOR)
+            if isinstance(detector, str) and detector:
+                config = FaceCropConfig.from_dict(
+                    {**config.to_dict(), "detector": detector}
+                )  # checks the name
+            self.crop_config = config
+            self.cropper = FaceCropper(config)
+        self.face_detector = None if detector is None or isinstance(detector, str) else detector
+        self.max_faces = max_faces
 
-            self.cropper = FaceCropper(FaceCropConfig.from_dict(faces))
+    @property
+    def detector_name(self) -> str:
+        if not self.detect:
+            return "none"
+        if self.face_detector is not None:
+            return getattr(self.face_detector, "name", type(self.face_detector).__name__)
+        return self.crop_config.detector
 
-    def _prepare(self, source) -> tuple[str, Image.Image, bool]:
-        name = str(source) if isinstance(source, (str, Path)) else "<image>"
-        image = source if isinstance(source, Image.Image) else read_image(source)
-        image = image.convert("RGB")
-        if self.cropper is None:
-            return name, image, False
-        crop, box = self.cropper(source if isinstance(source, (str, Path)) else image)
-        return name, crop, box is None
+    def preparer(self, *, keep_image: bool = False) -> FacePreparer:
+        return FacePreparer(
+            self.classifier.transform,
+            self.crop_config,
+            detector=self.face_detector,
+            max_faces=self.max_faces,
+            keep_image=keep_image,
+        )
 
-    def _record(self, name: str, probabilities: np.ndarray, no_face: bool) -> dict:
-        best = int(np.argmax(probabilities))
-        record = {
-            "path": name,
+    # Records ---------------------------------------------------------------------------------------------
+    def _probabilities_dict(self, row: np.ndarray) -> dict[str, float]:
+        return {label: round(float(p), DECIMALS) for label, p in zip(self.labels, row, strict=True)}
+
+    def make_record(self, item: PreparedImage, probabilities: np.ndarray | None) -> dict:
+        """The record of one prepared image, given one probability row per input."""
+        if item.error is not None:
+            return {"path": item.name, **item.extra, "error": item.error}
+        faces = []
+        for box, row in zip(item.boxes, probabilities, strict=False):
+            best = int(np.argmax(row))
+            faces.append(
+                {
+                    "box": [int(box.x), int(box.y), int(box.w), int(box.h)],
+                    "label": self.labels[best],
+                    "confidence": round(float(row[best]), DECIMALS),
+                    "probabilities": self._probabilities_dict(row),
+                }
+            )
+        main = probabilities[0]
+        best = int(np.argmax(main))
+        return {
+            "path": item.name,
+            **item.extra,
             "label": self.labels[best],
-            "confidence": float(probabilities[best]),
-            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities, strict=True)},
+            "confidence": round(float(main[best]), DECIMALS),
+            "no_face": bool(item.no_face),
+            "probabilities": self._probabilities_dict(main),
+            "faces": faces,
         }
-        if self.cropper is not None:
-            record["no_face"] = no_face
-        return record
 
-    def predict(self, source: str | Path | Image.Image | np.ndarray) -> dict:
-        """Classify one image (path, PIL image or RGB array)."""
-        if isinstance(source, np.ndarray):
-            source = Image.fromarray(source)
-        name, image, no_face = self._prepare(source)
-        return self._record(name, self.classifier.predict_proba([image])[0], no_face)
-
-    def predict_many(self, sources: Iterable, *, batch_size: int = 32) -> Iterator[dict]:
-        """Classify many images in batches; unreadable files yield a record with an ``error`` instead."""
-        pending: list[tuple[str, Image.Image, bool]] = []
+    def classify(
+        self, items: Iterable[PreparedImage], *, batch_size: int = 64
+    ) -> Iterator[tuple[PreparedImage, dict]]:
+        """Classify prepared images in order; the faces of several images share one network call."""
+        pending: list[PreparedImage] = []
+        count = 0
 
         def flush():
-            probabilities = self.classifier.predict_proba([image for _, image, _ in pending], batch_size=batch_size)
-            for (name, _, no_face), row in zip(pending, probabilities, strict=True):
-                yield self._record(name, row, no_face)
+            inputs = [item.inputs for item in pending if item.num_inputs]
+            rows = (
+                self.classifier.predict_inputs(np.concatenate(inputs), batch_size=batch_size)
+                if inputs
+                else None
+            )
+            start = 0
+            for item in pending:
+                yield (
+                    item,
+                    self.make_record(
+                        item, rows[start : start + item.num_inputs] if item.num_inputs else None
+                    ),
+                )
+                start += item.num_inputs
             pending.clear()
 
-        for source in sources:
-            try:
-                pending.append(self._prepare(source))
-            except EmotionlabError as error:
-                yield {"path": str(source), "error": str(error)}
-                continue
-            if len(pending) >= batch_size:
+        for item in items:
+            pending.append(item)
+            count += item.num_inputs
+            if count >= batch_size:
                 yield from flush()
+                count = 0
         if pending:
             yield from flush()
 
+    # Public API ------------------------------------------------------------------------------------------
+    def predict(self, source: str | Path | Image.Image | np.ndarray) -> dict:
+        """Classify one image (path, PIL image or RGB array); raises for an unreadable file."""
+        item = self.preparer()(source)
+        if item.error is not None:
+            raise EmotionlabError(f"{item.name}: {item.error}")
+        return next(self.classify([item]))[1]
 
-def load_recognizer(path: str | Path | None = None, *, detect: bool = True, device: str = "cpu") -> Recognizer:
-    """Load a model file (default: the shipped model) as a ``Recognizer``."""
-    return Recognizer(Classifier.from_file(path or default_model_path(), device=device), detect=detect)
+    def iter_predictions(
+        self,
+        sources: Sequence | Iterable,
+        *,
+        batch_size: int = 32,
+        workers: int = 0,
+        keep_images: bool = False,
+        progress: bool = False,
+    ) -> Iterator[tuple[PreparedImage, dict]]:
+        """``(prepared image, record)`` for each source, in order. With ``workers`` > 0, decoding, detection and
+        cropping run in that many processes (``sources`` must then be a sequence, e.g. a list of paths)."""
+        preparer = self.preparer(keep_image=keep_images)
+        total = len(sources) if hasattr(sources, "__len__") else None
+        if workers > 0:
+            if total is None:
+                raise EmotionlabError("worker processes need a list of inputs, not a stream")
+            loader = torch.utils.data.DataLoader(
+                _SourceDataset(sources, preparer),
+                batch_size=4,  # images per worker task: fewer round trips, still a short pipeline
+                num_workers=workers,
+                collate_fn=_as_list,
+                worker_init_fn=_worker_init,
+                prefetch_factor=4,
+            )
+            prepared = (item for chunk in loader for item in chunk)
+        else:
+            prepared = (preparer(source) for source in sources)
+        results = self.classify(prepared, batch_size=batch_size)
+        yield from progress_bar(results, total=total, description="predicting", enabled=progress)
+
+    def predict_many(
+        self, sources: Iterable, *, batch_size: int = 32, workers: int = 0, progress: bool = False
+    ) -> Iterator[dict]:
+        """Classify many images in batches; unreadable files yield a record with an ``error`` instead."""
+        for _, record in self.iter_predictions(
+            sources, batch_size=batch_size, workers=workers, progress=progress
+        ):
+            yield record
+
+
+def load_recognizer(
+    path: str | Path | None = None,
+    *,
+    detect: bool | None = None,
+    detector: str | None = None,
+    backend: str = "torch",
+    int8: bool = False,
+    device: str = "cpu",
+    max_faces: int | None = None,
+) -> Recognizer:
+    """Load a model file (default: the shipped model) as a ``Recognizer``; see ``Recognizer`` for options."""
+    classifier = load_classifier(path, backend=backend, device=device, int8=int8)
+    return Recognizer(classifier, detect=detect, detector=detector, max_faces=max_faces)
+
+
+# ---- the `emotionlab predict` pipeline: inputs, shards, resume, output writers --------------------------
+
+
+def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (recursive: images and videos) and glob patterns -> a de-duplicated file list, sorted
+    within each argument, arguments in the order given."""
+    import glob
+
+    from emotionlab.data.images import is_image_name
+    from emotionlab.video import is_video_name
+
+    found: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and (is_image_name(p) or is_video_name(p))
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise EmotionlabError(f"{item}: no such file, folder or matching pattern")
+            found += matches
+    return list(dict.fromkeys(found))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) -> ``(i, n)``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise EmotionlabError(f"--shard {text!r}: write it as i/n, e.g. 1/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise EmotionlabError(f"--shard {text!r}: need 1 <= i <= n")
+    return index, count
+
+
+def select_shard(files: Sequence, shard: str | None) -> list:
+    """Shard ``i/n`` of the list: every n-th file starting at the i-th. The same command on n machines (same
+    inputs, so the same sorted list) splits the files into n disjoint parts that together cover all of them."""
+    if not shard:
+        return list(files)
+    index, count = parse_shard(shard)
+    return list(files[index - 1 :: count])
+
+
+def read_done(output: Path, output_format: str) -> dict[str, int]:
+    """Inputs already in an output file: path -> last frame written (-1 for images). A line cut off by a crash
+    is removed from the file, so appending continues cleanly."""
+    import csv
+    import json
+
+    done: dict[str, int] = {}
+    if not output.is_file():
+        return done
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):  # the last record was cut off mid-write
+        data = data[: data.rfind(b"\n") + 1]
+        output.write_bytes(data)
+    text = data.decode("utf-8", errors="replace")
+
+    def note(path: str, frame) -> None:
+        try:
+            value = int(frame) if frame not in (None, "") else -1
+        except ValueError:
+            value = -1
+        done[path] = max(done.get(path, -1), value)
+
+    if output_format == "jsonl":
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "path" in record:
+                note(str(record["path"]), record.get("frame"))
+    elif output_format == "csv":
+        for row in csv.DictReader(text.splitlines()):
+            if row.get("path"):
+                note(row["path"], row.get("frame"))
+    else:
+        raise EmotionlabError("--resume needs --format jsonl or csv")
+    return done
+
+
+def _format_probabilities(record: dict, labels: list[str]) -> list[str]:
+    probabilities = record.get("probabilities", {})
+    return [f"{probabilities[label]:.4f}" if label in probabilities else "" for label in labels]
+
+
+class RecordWriter:
+    """Writes records as they come: ``jsonl`` and ``csv`` stream (to stdout or a file); ``table`` collects
+    rows and prints one table at the end, or one line per record when ``live`` (camera)."""
+
+    def __init__(
+        self,
+        output_format: str,
+        labels: list[str],
+        *,
+        output: Path | None = None,
+        append: bool = False,
+        live: bool = False,
+        stream=None,
+    ):
+        if output_format not in ("table", "jsonl", "csv"):
+            raise EmotionlabError(f"unknown --format {output_format!r}: use table, jsonl or csv")
+        if output is not None and output_format == "table":
+            raise EmotionlabError("--output needs --format jsonl or csv")
+        import sys
+
+        self.format, self.labels, self.live = output_format, list(labels), live
+        self.count = 0
+        self._rows: list[dict] = []
+        self._file = None
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not append or not output.is_file() or output.stat().st_size == 0
+            self._file = output.open("a" if append else "w", newline="", encoding="utf-8")
+            self.stream = self._file
+        else:
+            fresh = True
+            self.stream = stream or sys.stdout
+        if output_format == "csv":
+            import csv
+
+            self._csv = csv.writer(self.stream)
+            if fresh:
+                self._csv.writerow(self.csv_header())
+
+    def csv_header(self) -> list[str]:
+        return [
+            "path",
+            "frame",
+            "time",
+            "label",
+            "confidence",
+            "no_face",
+            "faces",
+            "box",
+            *self.labels,
+            "error",
+        ]
+
+    def write(self, record: dict) -> None:
+        import json
+
+        self.count += 1
+        if self.format == "jsonl":
+            self.stream.write(json.dumps(record) + "\n")
+        elif self.format == "csv":
+            faces = record.get("faces") or []
+            box = " ".join(str(v) for v in faces[0]["box"]) if faces else ""
+            confidence = f"{record['confidence']:.4f}" if "confidence" in record else ""
+            no_face = "" if "error" in record else int(bool(record.get("no_face")))
+            self._csv.writerow(
+                [
+                    record["path"],
+                    record.get("frame", ""),
+                    record.get("time", ""),
+                    record.get("label", ""),
+                    confidence,
+                    no_face,
+                    len(faces) if "error" not in record else "",
+                    box,
+                    *_format_probabilities(record, self.labels),
+                    record.get("error", ""),
+                ]
+            )
+        elif self.live:
+            self.stream.write(_summary_line(record) + "\n")
+        else:
+            self._rows.append(record)
+            return
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.format == "table" and not self.live and self._rows:
+            self._print_table()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _print_table(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for column in ("path", "faces", "label", "confidence", *self.labels):
+            table.add_column(column, justify="left" if column in ("path", "label") else "right")
+        for record in self._rows:
+            name = record["path"] + (f" @ {record['time']:.2f}s" if "time" in record else "")
+            if "error" in record:
+                table.add_row(name, "", "[red]error[/]", record["error"], *[""] * len(self.labels))
+                continue
+            faces = "none" if record["no_face"] else str(len(record["faces"]))
+            table.add_row(
+                name,
+                faces,
+                record["label"],
+                f"{record['confidence']:.2f}",
+                *(f"{record['probabilities'][label]:.2f}" for label in self.labels),
+            )
+        Console(file=self.stream).print(table)
+
+
+def _summary_line(record: dict) -> str:
+    where = record["path"] + (f" frame {record['frame']} t={record['time']:.2f}s" if "time" in record else "")
+    if "error" in record:
+        return f"{where}: error: {record['error']}"
+    faces = record["faces"]
+    if record["no_face"]:
+        return f"{where}: no face, whole image {record['label']} {record['confidence']:.2f}"
+    rest = ", ".join(f"{face['label']} {face['confidence']:.2f}" for face in faces)
+    return f"{where}: {len(faces)} face(s): {rest}"
+
+
+@dataclass
+class PredictOptions:
+    """Everything `emotionlab predict` can be asked for (see the command's help for each option)."""
+
+    inputs: list[str] = field(default_factory=list)
+    model: Path | None = None
+    output_format: str = "table"
+    output: Path | None = None
+    resume: bool = False
+    shard: str | None = None
+    batch_size: int = 32
+    workers: int = 0
+    detect: bool | None = None
+    detector: str | None = None
+    max_faces: int | None = None
+    backend: str = "torch"
+    int8: bool = False
+    fps: float | None = None
+    out_dir: Path | None = None
+    annotate: Path | None = None
+    camera: int | None = None
+    max_frames: int | None = None
+    window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
+    progress: bool | None = None  # None: when stderr is a terminal
+
+
+def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
+    """Outputs never go inside an input folder: a dataset root stays untouched, and a rerun would read them."""
+    if target is None:
+        return
+    resolved = target.resolve()
+    for item in inputs:
+        folder = Path(item)
+        if folder.is_dir():
+            folder = folder.resolve()
+            if resolved == folder or folder in resolved.parents:
+                raise EmotionlabError(
+                    f"{target}: {what} must not be inside the input folder {item}; choose another"
+                )
+
+
+def run_predict(options: PredictOptions, *, stream=None) -> int:
+    """Run `emotionlab predict`; returns the number of records written."""
+    import sys
+
+    from emotionlab import video as video_module
+
+    if options.camera is None and not options.inputs:
+        raise EmotionlabError("give images, folders, globs or videos to predict, or --camera INDEX")
+    if options.resume and options.output is None:
+        raise EmotionlabError("--resume needs --output FILE (the file to continue)")
+    for target, what in (
+        (options.output, "--output"),
+        (options.out_dir, "--out"),
+        (options.annotate, "--annotate"),
+    ):
+        _refuse_inside(target, options.inputs, what)
+    if options.batch_size < 1:
+        raise EmotionlabError("--batch-size must be at least 1")
+    recognizer = load_recognizer(
+        options.model,
+        detect=options.detect,
+        detector=options.detector,
+        backend=options.backend,
+        int8=options.int8,
+        max_faces=options.max_faces,
+    )
+    progress = options.progress if options.progress is not None else sys.stderr.isatty()
+
+    if options.camera is not None:
+        window = options.window if options.window is not None else video_module.gui_available()
+        if options.window and not video_module.gui_available():
+            raise EmotionlabError(
+                "no window possible here (opencv-python-headless or no display); use --no-window"
+            )
+        writer = RecordWriter(
+            options.output_format,
+            recognizer.labels,
+            output=options.output,
+            append=False,
+            live=True,
+            stream=stream,
+        )
+        frames = video_module.camera_frames(options.camera, fps=options.fps, max_frames=options.max_frames)
+        try:
+            for record in video_module.predict_camera(
+                recognizer,
+                frames,
+                name=f"camera:{options.camera}",
+                window=window,
+                out_dir=options.out_dir,
+                annotate_dir=options.annotate,
+                fps=options.fps,
+            ):
+                writer.write(record)
+        finally:
+            writer.close()
+        return writer.count
+
+    files = select_shard(expand_inputs(options.inputs), options.shard)
+    done = read_done(options.output, options.output_format) if options.resume else {}
+    videos = [f for f in files if video_module.is_video_name(f)]
+    images = [f for f in files if not video_module.is_video_name(f) and str(f) not in done]
+    writer = RecordWriter(
+        options.output_format, recognizer.labels, output=options.output, append=options.resume, stream=stream
+    )
+    try:
+        annotate_base = None
+        if options.annotate is not None:
+            from emotionlab.annotate import common_base
+
+            annotate_base = common_base(images)
+        results = recognizer.iter_predictions(
+            images,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            keep_images=options.annotate is not None,
+            progress=progress and bool(images),
+        )
+        for item, record in results:
+            if options.annotate is not None and item.image is not None:
+                from emotionlab.annotate import annotated_image_path, draw_record, write_image
+
+                write_image(
+                    annotated_image_path(options.annotate, item.name, annotate_base),
+                    draw_record(item.image, record),
+                )
+                item.image = None
+            writer.write(record)
+        for path in videos:
+            # A resumed video continues after its last written frame; its timeline and annotated video are
+            # not rewritten (they would hold only the remaining frames).
+            resumed = str(path) in done
+            records = video_module.predict_video(
+                recognizer,
+                path,
+                fps=options.fps,
+                out_dir=None if resumed else options.out_dir,
+                annotate_dir=None if resumed else options.annotate,
+                batch_size=min(options.batch_size, 16),
+                start_frame=done.get(str(path), -1) + 1,
+            )
+            for record in progress_bar(records, total=None, description=path.name, enabled=progress):
+                writer.write(record)
+    finally:
+        writer.close()
+    return writer.count
