@@ -24,8 +24,9 @@ from PIL import Image
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's paths; other systems can point these variables at their own Chromium and matching driver.
+CHROMIUM = Path(os.environ.get("EMOTIONLAB_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("EMOTIONLAB_CHROMEDRIVER", "/usr/bin/chromedriver"))
 CLASSES = "angry,fearful,happy,sad,surprised"
 # One colour per image, so the test can check from the pixels which image the page really shows.
 COLOURS = {f"img{index}.png": (40 * index, 200 - 25 * index, 90) for index in range(1, 7)}

@@ -167,8 +167,12 @@ def check_outside(path: str | Path, folder: str | Path, what: str) -> None:
     """Refuse to write ``path`` inside the folder being labelled (a dataset root is never modified)."""
     if _is_inside(Path(path), Path(folder)):
         raise EmotionlabError(
-            f"{path}: the {what} would be written inside the folder being labelled ({folder}); "
-            f"choose a place outside it"
+            f"{path}: the {what} would be written inside the folder being labelled ({Path(folder).resolve()}); "
+            + (
+                "pass --journal FILE outside it, or run the command from another directory"
+                if what == "labelling journal"
+                else "choose a place outside it"
+            )
         )
 
 

@@ -241,8 +241,9 @@ def serve_labels(
     from emotionlab.labeling import check_outside, default_journal_path, scan_images
 
     journal = Path(journal) if journal is not None else default_journal_path(folder)
-    if Path(folder).is_dir():
-        check_outside(journal, folder, "labelling journal")  # fail before a long scan
+    if not Path(folder).is_dir():
+        raise EmotionlabError(f"{folder}: folder not found")
+    check_outside(journal, folder, "labelling journal")  # fail before a long scan
     started = time.perf_counter()
     out(f"scanning {folder} ...")
     images = scan_images(folder)
