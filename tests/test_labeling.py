@@ -223,12 +223,26 @@ def test_a_cut_short_last_line_is_ignored_and_the_next_action_starts_a_fresh_lin
     assert actions == [("label", "img1.png"), ("label", "img2.png")]
 
 
+def test_a_complete_last_line_without_its_newline_is_kept(photos, tmp_path):
+    journal = tmp_path / "edited.jsonl"
+    journal.write_text('{"action": "label", "image": "img1.png", "label": "sad"}')  # saved by an editor
+    session = open_session(photos, journal)
+    assert current_name(session) == "img2.png"
+    act_label(session, "happy")
+    session.close()
+    labels = [(entry.image, entry.label) for entry in read_journal(journal) if entry.action == "label"]
+    assert labels == [("img1.png", "sad"), ("img2.png", "happy")]
+
+
 def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(photos, tmp_path):
     other = tmp_path / "notes.txt"
     other.write_text("shopping list\neggs")
     with pytest.raises(EmotionlabError, match="not a labelling journal"):
         open_session(photos, other)
     assert other.read_text() == "shopping list\neggs"
+    other.write_text('{"action": "label", "image": "img1.png"}\n')  # JSON, but not a usable entry
+    with pytest.raises(EmotionlabError, match="line 1"):
+        open_session(photos, other)
 
 
 def test_the_journal_is_never_written_inside_the_folder(photos, tmp_path, monkeypatch):

@@ -209,6 +209,10 @@ def read_journal(path: str | Path) -> list[JournalEntry]:
             action = record["action"]
             if not isinstance(record, dict) or action not in (*ACTIONS, "start"):
                 raise ValueError(f"unknown action {action!r}")
+            if action in ("label", "skip") and not isinstance(record.get("image"), str):
+                raise ValueError(f"a {action} entry needs an image path")
+            if action == "label" and not isinstance(record.get("label"), str):
+                raise ValueError("a label entry needs a label")
         except (ValueError, KeyError, TypeError) as error:
             # Our writer starts every line with {"time": so a cut-short last line is recognisable; anything
             # else means this file is not a journal, and it must not be touched.
@@ -253,14 +257,20 @@ class Journal:
                 f"{self.path}: cannot write the labelling journal ({error.strerror})"
             ) from error
         _lock_exclusive(handle, self.path)
-        # A line cut short by a kill was never acknowledged: drop it so the next entry starts on a fresh line.
+        # The next entry must start on a fresh line. A complete last line without its newline (an edited
+        # file) is kept; a line cut short by a kill was never acknowledged and is dropped.
         size = handle.seek(0, os.SEEK_END)
         if size:
             handle.seek(size - 1)
             if handle.read(1) != b"\n":
                 handle.seek(0)
-                keep = handle.read().rfind(b"\n") + 1
-                handle.truncate(keep)
+                data = handle.read()
+                keep = data.rfind(b"\n") + 1
+                try:
+                    json.loads(data[keep:])
+                    handle.write(b"\n")
+                except ValueError:
+                    handle.truncate(keep)
                 os.fsync(handle.fileno())
         self._handle = handle
         if created:  # make the new file's directory entry durable too
