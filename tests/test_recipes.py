@@ -1,0 +1,229 @@
+"""Recipes on synthetic data: transfer (cached features), finetune, pretrain on a fake FER+, --weights, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emotionlab.config import DataConfig, RunConfig, TrainConfig
+from emotionlab.errors import EmotionlabError
+from emotionlab.inference import Classifier
+from emotionlab.models.io import load_model_file, read_metadata, read_weights
+from emotionlab.models.registry import create_model
+from emotionlab.synthetic import make_face
+from emotionlab.training import transfer as transfer_module
+from emotionlab.training.module import EmotionClassifier
+from emotionlab.training.recipes import create_recipe
+from emotionlab.training.train import train
+from test_ferplus import ROWS, write_fake_ferplus
+
+
+@pytest.fixture(scope="module")
+def ferplus_model(tmp_path_factory) -> Path:
+    """A fer_cnn "pre-trained" for one epoch on a tiny fake FER+ folder through the pretrain recipe."""
+    root = write_fake_ferplus(tmp_path_factory.mktemp("fer") / "ferplus", copies=4)
+    out = tmp_path_factory.mktemp("runs") / "pretrain"
+    config = RunConfig(
+        data=DataConfig(root=str(root), image_size=48, augment="light"),
+        train=TrainConfig(
+            model="fer_cnn",
+            recipe="pretrain",
+            epochs=1,
+            batch_size=8,
+            optimizer="adamw",
+            learning_rate=2e-3,
+            label_smoothing=0.1,
+        ),
+        out=str(out),
+    )
+    return train(config, progress=False).model_path
+
+
+@pytest.fixture
+def feature_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("EMOTIONLAB_CACHE", str(tmp_path / "cache"))
+    transfer_module._MEMORY_CACHE.clear()
+    return tmp_path / "cache" / "features"
+
+
+def _transfer_config(data: Path, weights: Path, out: Path, **train) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(root=str(data), image_size=48, augment=train.pop("augment", "none")),
+        train=TrainConfig(
+            model="fer_cnn",
+            recipe="transfer",
+            weights=str(weights),
+            epochs=3,
+            batch_size=16,
+            learning_rate=1e-2,
+            **train,
+        ),
+        out=str(out),
+    )
+
+
+def test_pretrain_exports_a_ferplus_classifier_that_weights_accepts(ferplus_model):
+    meta = read_metadata(ferplus_model)
+    assert meta["labels"] == ["angry", "fearful", "happy", "sad", "surprised"]
+    assert meta["architecture"] == "fer_cnn" and meta["input_size"] == 48 and meta["grayscale"]
+    assert meta["pretraining"] == {"dataset": "FER+", "classes": 5, "targets": "majority"}
+    # --weights with an emotionlab model file: the backbone tensors are the file's.
+    net = create_model("fer_cnn", num_classes=3, weights=str(ferplus_model))
+    state = read_weights(ferplus_model)
+    assert torch.equal(net.state_dict()["features.0.weight"], state["features.0.weight"])
+    assert net.classifier.out_features == 3  # a new head when the class count differs
+
+
+def test_pretrain_eight_classes_soft_targets(tmp_path):
+    root = write_fake_ferplus(tmp_path / "ferplus", copies=2)
+    config = RunConfig(
+        data=DataConfig(root=str(root), image_size=48),
+        train=TrainConfig(
+            model="fer_cnn",
+            recipe="pretrain",
+            epochs=1,
+            batch_size=8,
+            extra={"ferplus_classes": 8, "ferplus_targets": "soft"},
+        ),
+        out=str(tmp_path / "run"),
+    )
+    meta = read_metadata(train(config, progress=False).model_path)
+    assert len(meta["labels"]) == 8 and "neutral" in meta["labels"]
+    assert meta["pretraining"]["targets"] == "soft"
+    assert len(ROWS) == 8  # the fixture's rows (the test's premise)
+
+
+def test_transfer_caches_features_and_exports_a_model_that_predicts_from_images(
+    tiny_dataset, ferplus_model, feature_cache, tmp_path, monkeypatch
+):
+    calls = []
+    original = transfer_module.extract_features
+    monkeypatch.setattr(
+        transfer_module, "extract_features", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    first = train(_transfer_config(tiny_dataset, ferplus_model, tmp_path / "a"), progress=False)
+    assert len(calls) == 2  # train and validation features, computed once
+    assert len(list(feature_cache.rglob("*.safetensors"))) == 2
+    transfer_module._MEMORY_CACHE.clear()  # a new process: only the disk cache is left
+    second = train(_transfer_config(tiny_dataset, ferplus_model, tmp_path / "b", seed=1), progress=False)
+    assert len(calls) == 2  # a different seed trains a new head on the same cached features
+
+    model, meta = load_model_file(first.model_path)
+    assert meta["architecture"] == "fer_cnn" and meta["labels"] == [
+        "angry",
+        "fearful",
+        "happy",
+        "sad",
+        "surprised",
+    ]
+    # The exported backbone is the frozen file's; only the head changed.
+    assert torch.equal(
+        model.state_dict()["features.0.weight"], read_weights(ferplus_model)["features.0.weight"]
+    )
+    assert not torch.equal(model.classifier.weight, load_model_file(second.model_path)[0].classifier.weight)
+    import numpy as np
+
+    images = [make_face(label, np.random.default_rng(0), 64) for label in ("happy", "sad")]
+    probabilities = Classifier.from_file(first.model_path).predict_proba(images)
+    assert probabilities.shape == (2, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_transfer_augmented_views_and_mlp_head(tiny_dataset, ferplus_model, feature_cache, tmp_path):
+    config = _transfer_config(
+        tiny_dataset,
+        ferplus_model,
+        tmp_path / "run",
+        augment="flip",
+        extra={"feature_views": 2, "head_hidden": 16},
+    )
+    result = train(config, progress=False)
+    meta = read_metadata(result.model_path)
+    assert meta["architecture_kwargs"] == {"head_hidden": 16}
+    model, _ = load_model_file(result.model_path)  # rebuilds the MLP head from the metadata
+    assert isinstance(model.classifier, torch.nn.Sequential)
+    # one unaugmented + two augmented views of each training image
+    assert (
+        meta["training"]["data"]["num_train"] * 3 == 3 * 70
+        and len(list(feature_cache.rglob("*.safetensors"))) == 4
+    )
+
+
+def test_finetune_from_a_transfer_run_trains_everything_with_a_lower_backbone_rate(
+    tiny_dataset, ferplus_model, feature_cache, tmp_path
+):
+    transfer_run = train(_transfer_config(tiny_dataset, ferplus_model, tmp_path / "transfer"), progress=False)
+    config = RunConfig(
+        data=DataConfig(root=str(tiny_dataset), image_size=48, augment="flip"),
+        train=TrainConfig(
+            recipe="finetune",
+            init_from=str(transfer_run.run_dir),
+            epochs=2,
+            batch_size=16,
+            learning_rate=1e-3,
+            backbone_lr_scale=0.1,
+            warmup_epochs=1,
+            scheduler="cosine",
+        ),
+        out=str(tmp_path / "finetune"),
+    )
+    from emotionlab.data.dataset import load_samples
+    from emotionlab.training.train import resolve_splits
+
+    sample_set = load_samples(str(tiny_dataset))
+    prepared = create_recipe("finetune")(config, sample_set, *resolve_splits(config, sample_set))
+    module = EmotionClassifier(prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale)
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert [group["initial_lr"] for group in groups] == pytest.approx([1e-4, 1e-3])  # before warm-up
+    assert len(groups[1]["params"]) == 2  # the head: weight and bias
+    assert all(p.requires_grad for p in prepared.net.parameters())
+
+    result = train(config, progress=False)
+    meta = read_metadata(result.model_path)
+    assert meta["architecture"] == "fer_cnn" and meta["finetuned_from"]["path"].endswith("model.safetensors")
+    before = read_weights(transfer_run.model_path)["features.0.weight"]
+    assert not torch.equal(read_weights(result.model_path)["features.0.weight"], before)  # backbone trained
+
+
+def test_finetune_needs_a_source(tiny_dataset, tmp_path):
+    config = RunConfig(
+        data=DataConfig(root=str(tiny_dataset), image_size=48),
+        train=TrainConfig(recipe="finetune", epochs=1),
+        out=str(tmp_path / "run"),
+    )
+    with pytest.raises(EmotionlabError, match="--from RUN_DIR_OR_MODEL_FILE"):
+        train(config, progress=False)
+
+
+def test_offline_hub_weights_fail_with_one_clear_message(tiny_dataset, tmp_path):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "TORCH_HOME": str(tmp_path / "th"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "emotionlab",
+        "train",
+        "--recipe",
+        "transfer",
+        "--model",
+        "resnet18",
+        "--pretrained",
+        "--data",
+        str(tiny_dataset),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "could not download pretrained weights for resnet18" in message
+    assert "--weights FILE" in message and "Traceback" not in done.stderr
