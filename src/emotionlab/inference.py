@@ -222,7 +222,8 @@ class FacePreparer:
 
         config = self.crop_config
         detector = self.detector or create_detector(config.detector, model_file=config.detector_model)
-        boxes = detector.detect(array)
+        # Largest first whatever the detector's order: the largest face names the image.
+        boxes = sorted(detector.detect(array), key=lambda box: -box.w * box.h)
         return boxes[: self.max_faces] if self.max_faces else boxes
 
     def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:

@@ -1,0 +1,307 @@
+"""Recognizer and `emotionlab predict` on images: every face, no-face flag, --no-detect, output formats,
+annotation, workers, --resume and --shard. Models are untrained tiny networks; detection is a stub so that
+the tests do not depend on a real detector finding drawn faces."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import emotionlab
+from emotionlab.cli import app
+from emotionlab.data import faces as faces_module
+from emotionlab.data.faces import FaceBox, FaceCropper, crop_face
+from emotionlab.errors import EmotionlabError
+from emotionlab.inference import Classifier, Recognizer, load_recognizer, read_done, select_shard
+from emotionlab.labels import EMOTIONS
+from emotionlab.models.io import save_model_file
+from emotionlab.models.registry import create_model
+from emotionlab.synthetic import make_face
+
+FACES = {"detector": "haar", "margin": 0.1, "align": False, "detector_model": None}
+
+
+def save_tiny_model(path: Path, *, faces: dict | None = FACES, seed: int = 0) -> Path:
+    """An untrained seed_cnn at 64 px with the metadata `emotionlab train` writes."""
+    torch.manual_seed(seed)
+    model = create_model("seed_cnn", 5, image_size=64)
+    metadata = {
+        "architecture": "seed_cnn",
+        "architecture_kwargs": {},
+        "labels": list(EMOTIONS),
+        "input_size": 64,
+        "normalization": {"type": "per_image"},
+        "grayscale": False,
+        "faces": faces,
+    }
+    return save_model_file(path, model, metadata)
+
+
+class BoxDetector:
+    """A stub detector that 'finds' the faces the test pasted, returned smallest first on purpose."""
+
+    name = "stub"
+
+    def __init__(self, boxes: dict[tuple[int, int], list[FaceBox]] | list[FaceBox]):
+        self.boxes = boxes
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        size = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+        boxes = self.boxes.get(size, []) if isinstance(self.boxes, dict) else self.boxes
+        return sorted(boxes, key=lambda box: box.w * box.h)
+
+
+class NoCallDetector:
+    name = "never"
+
+    def detect(self, image):
+        raise AssertionError("detection ran although it was switched off")
+
+
+BIG = FaceBox(20, 30, 120, 120, detector="stub")
+SMALL = FaceBox(200, 60, 60, 60, detector="stub")
+
+
+def two_face_image(rng) -> Image.Image:
+    """A 300 x 200 canvas with a large happy face and a small sad face."""
+    canvas = Image.new("RGB", (300, 200), (110, 120, 130))
+    canvas.paste(make_face("happy", rng, 120), (BIG.x, BIG.y))
+    canvas.paste(make_face("sad", rng, 60), (SMALL.x, SMALL.y))
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def face_model(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "faces.safetensors")
+
+
+@pytest.fixture(scope="module")
+def whole_model(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "whole.safetensors", faces=None)
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """``in/`` with three 300x200 two-face images and one 64x64 image whose size the stub finds no face in."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(3):
+        two_face_image(rng).save(folder / f"group_{index}.png")
+    make_face("angry", rng, 64).save(folder / "lonely.png")
+    return folder
+
+
+@pytest.fixture
+def stub_detector(monkeypatch) -> BoxDetector:
+    """Every detector created by name (as the CLI does) is the stub: two faces in 300x200 images, none else."""
+    detector = BoxDetector({(300, 200): [SMALL, BIG]})
+    monkeypatch.setattr(faces_module, "create_detector", lambda name, model_file=None: detector)
+    return detector
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTIONLAB_CACHE", str(tmp_path / "cache"))
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+# ---- Recognizer -----------------------------------------------------------------------------------------
+
+
+def test_every_face_is_classified_largest_first(face_model):
+    rng = np.random.default_rng(0)
+    image = two_face_image(rng)
+    classifier = Classifier.from_file(face_model)
+    recognizer = Recognizer(classifier, detector=BoxDetector([SMALL, BIG]))
+    record = recognizer.predict(image)
+
+    assert record["no_face"] is False
+    assert [face["box"] for face in record["faces"]] == [[20, 30, 120, 120], [200, 60, 60, 60]]
+    # Each face's probabilities are the network's on that face cropped with the model's margin.
+    crops = [crop_face(image, box, margin=0.1) for box in (BIG, SMALL)]
+    expected = classifier.predict_proba(crops)
+    for face, row in zip(record["faces"], expected, strict=True):
+        got = np.array([face["probabilities"][label] for label in EMOTIONS])
+        assert np.abs(got - row).max() < 1e-5
+        assert face["label"] == EMOTIONS[int(row.argmax())]
+    # The image is named after its largest face.
+    assert record["label"] == record["faces"][0]["label"]
+    assert record["probabilities"] == record["faces"][0]["probabilities"]
+    assert abs(sum(record["probabilities"].values()) - 1) < 1e-4
+
+
+def test_no_face_uses_the_whole_image_and_says_so(face_model):
+    rng = np.random.default_rng(1)
+    image = make_face("happy", rng, 64)
+    classifier = Classifier.from_file(face_model)
+    record = Recognizer(classifier, detector=BoxDetector([])).predict(image)
+    assert record["no_face"] is True
+    assert record["faces"] == []
+    whole = classifier.predict_proba([image])[0]
+    assert np.abs(np.array([record["probabilities"][label] for label in EMOTIONS]) - whole).max() < 1e-5
+
+
+def test_no_detect_classifies_the_whole_image_as_one_face(face_model):
+    image = make_face("sad", np.random.default_rng(2), 64)
+    recognizer = load_recognizer(face_model, detect=False)
+    recognizer.face_detector = NoCallDetector()
+    record = recognizer.predict(image)
+    assert record["no_face"] is False
+    assert record["faces"][0]["box"] == [0, 0, 64, 64]
+
+
+def test_whole_image_models_skip_detection_unless_forced(whole_model):
+    image = two_face_image(np.random.default_rng(4))
+    assert load_recognizer(whole_model).detect is False
+    assert load_recognizer(whole_model).predict(image)["faces"][0]["box"] == [0, 0, 300, 200]
+    forced = load_recognizer(whole_model, detect=True, detector=BoxDetector([SMALL, BIG]))
+    assert len(forced.predict(image)["faces"]) == 2
+
+
+def test_faces_of_many_images_share_one_network_call(face_model, images, stub_detector, monkeypatch):
+    recognizer = load_recognizer(face_model)
+    calls = []
+    original = recognizer.classifier.probabilities
+    monkeypatch.setattr(
+        recognizer.classifier, "probabilities", lambda batch: calls.append(len(batch)) or original(batch)
+    )
+    records = list(recognizer.predict_many(sorted(images.iterdir()), batch_size=64))
+    assert [len(r["faces"]) for r in records] == [2, 2, 2, 0]
+    assert calls == [7]  # 3 images x 2 faces + 1 whole image, in one batch
+
+
+def test_unreadable_files_give_an_error_record_in_place(face_model, images, stub_detector):
+    (images / "broken.png").write_bytes(b"not an image")
+    files = sorted(images.iterdir())
+    records = list(load_recognizer(face_model).predict_many(files, batch_size=2))
+    assert [r["path"] for r in records] == [str(f) for f in files]
+    broken = records[0]
+    assert broken["path"].endswith("broken.png") and "error" in broken and "label" not in broken
+    with pytest.raises(EmotionlabError, match="broken.png"):
+        load_recognizer(face_model).predict(images / "broken.png")
+
+
+def test_worker_processes_give_the_same_records(face_model, images, stub_detector):
+    files = sorted(images.iterdir())
+    recognizer = load_recognizer(face_model)
+    assert list(recognizer.predict_many(files, workers=2)) == list(recognizer.predict_many(files))
+
+
+def test_package_exports_and_evaluation_hooks(face_model):
+    recognizer = emotionlab.load_model(face_model)
+    assert isinstance(recognizer, emotionlab.Recognizer)
+    # Evaluation crops the largest face exactly as training did, through the same cropper.
+    assert isinstance(recognizer.cropper, FaceCropper)
+    assert recognizer.cropper.config.detector == "haar" and recognizer.cropper.config.margin == 0.1
+    assert load_recognizer(face_model, detector="hog").crop_config.detector == "hog"
+    with pytest.raises(EmotionlabError, match="unknown face detector"):
+        load_recognizer(face_model, detector="nope")
+
+
+# ---- CLI: formats, annotation, resume, shard -----------------------------------------------------------
+
+
+def test_jsonl_records_list_faces_and_no_face(face_model, images, stub_detector):
+    lines = run_cli("predict", images, "--model", face_model, "--format", "jsonl").splitlines()
+    records = {Path(r["path"]).name: r for r in map(json.loads, lines)}
+    assert set(records) == {"group_0.png", "group_1.png", "group_2.png", "lonely.png"}
+    group = records["group_0.png"]
+    assert group["no_face"] is False and len(group["faces"]) == 2
+    assert set(group["faces"][0]) >= {"box", "label", "probabilities"}
+    assert records["lonely.png"]["no_face"] is True and records["lonely.png"]["faces"] == []
+
+
+def test_csv_has_one_row_per_image_with_the_largest_box(face_model, images, stub_detector):
+    text = run_cli("predict", images, "--model", face_model, "--format", "csv")
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(text))}
+    assert rows["group_1.png"]["faces"] == "2" and rows["group_1.png"]["box"] == "20 30 120 120"
+    assert rows["group_1.png"]["no_face"] == "0"
+    assert rows["lonely.png"]["no_face"] == "1" and rows["lonely.png"]["box"] == ""
+    assert abs(sum(float(rows["lonely.png"][label]) for label in EMOTIONS) - 1) < 1e-3
+
+
+def test_no_detect_option(face_model, images, stub_detector):
+    lines = run_cli("predict", images, "--model", face_model, "--format", "jsonl", "--no-detect").splitlines()
+    assert stub_detector.calls == 0
+    assert all(len(r["faces"]) == 1 and not r["no_face"] for r in map(json.loads, lines))
+
+
+def test_annotate_writes_a_drawn_copy_of_each_image(face_model, images, stub_detector, tmp_path):
+    (images / "sub").mkdir()
+    two_face_image(np.random.default_rng(9)).save(images / "sub" / "group_0.png")  # same name, other folder
+    out = tmp_path / "annotated"
+    run_cli("predict", images, "--model", face_model, "--format", "jsonl", "--annotate", out)
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["group_0.png", "group_1.png", "group_2.png", "lonely.png", "sub/group_0.png"]
+    original = np.asarray(Image.open(images / "group_0.png").convert("RGB"))
+    drawn = np.asarray(Image.open(out / "group_0.png").convert("RGB"))
+    assert drawn.shape == original.shape and (drawn != original).any()
+    assert (images / "group_0.png").stat().st_size > 0 and not list(images.rglob("*annotated*"))
+
+
+def test_outputs_are_refused_inside_an_input_folder(face_model, images, stub_detector):
+    result = CliRunner().invoke(
+        app, ["predict", str(images), "--model", str(face_model), "--annotate", str(images / "drawn")]
+    )
+    assert isinstance(result.exception, EmotionlabError) and "inside the input folder" in str(
+        result.exception
+    )
+
+
+def test_resume_skips_files_already_in_the_output(face_model, images, stub_detector, tmp_path):
+    output = tmp_path / "predictions.jsonl"
+    first = sorted(images.iterdir())[:2]
+    run_cli("predict", *first, "--model", face_model, "--format", "jsonl", "--output", output)
+    before = output.read_text().splitlines()
+    with output.open("a") as handle:  # a crash mid-write leaves half a line
+        handle.write('{"path": "half')
+    calls_before = stub_detector.calls
+    run_cli("predict", images, "--model", face_model, "--format", "jsonl", "--output", output, "--resume")
+    lines = output.read_text().splitlines()
+    paths = [json.loads(line)["path"] for line in lines]
+    assert lines[:2] == before
+    assert sorted(paths) == sorted(str(p) for p in sorted(images.iterdir()))  # each file once
+    assert stub_detector.calls - calls_before == 2  # only the two new files were processed
+    assert read_done(output, "jsonl").keys() == set(paths)
+
+
+def test_resume_with_csv(face_model, images, stub_detector, tmp_path):
+    output = tmp_path / "predictions.csv"
+    files = sorted(images.iterdir())
+    run_cli("predict", files[0], "--model", face_model, "--format", "csv", "--output", output)
+    run_cli("predict", images, "--model", face_model, "--format", "csv", "--output", output, "--resume")
+    rows = list(csv.DictReader(output.open()))
+    assert sorted(row["path"] for row in rows) == sorted(str(f) for f in files)
+
+
+def test_shards_are_disjoint_and_cover_everything(face_model, images, stub_detector):
+    files = [f"img_{index:03d}.png" for index in range(10)]
+    parts = [select_shard(files, f"{index}/3") for index in (1, 2, 3)]
+    assert sorted(sum(parts, [])) == files and sum(map(len, parts)) == len(files)
+    seen = []
+    for index in (1, 2):
+        lines = run_cli(
+            "predict", images, "--model", face_model, "--format", "jsonl", "--shard", f"{index}/2"
+        )
+        seen += [json.loads(line)["path"] for line in lines.splitlines()]
+    assert sorted(seen) == sorted(str(p) for p in images.iterdir())
+    with pytest.raises(EmotionlabError, match="1 <= i <= n"):
+        select_shard(files, "0/3")

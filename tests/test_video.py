@@ -1,0 +1,216 @@
+"""Videos and cameras: --fps sampling (frame indices and times), per-frame records, the emotion-over-time CSV
+and plot, annotated videos, and a camera replaced by a fake frame source (headless)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from emotionlab import video
+from emotionlab.cli import app
+from emotionlab.data import faces as faces_module
+from emotionlab.data.faces import FaceBox
+from emotionlab.errors import EmotionlabError
+from emotionlab.inference import load_recognizer
+from emotionlab.labels import EMOTIONS
+from emotionlab.models.io import save_model_file
+from emotionlab.models.registry import create_model
+from emotionlab.synthetic import make_face
+
+FPS = 10
+FRAMES = 30
+SIZE = (160, 120)
+FACE = FaceBox(40, 20, 80, 80, detector="stub")
+
+
+def synthetic_frames(count: int = FRAMES, seed: int = 0) -> list[np.ndarray]:
+    """RGB frames with one drawn face at ``FACE`` whose expression changes every ten frames."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for index in range(count):
+        canvas = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+        canvas[FACE.y : FACE.y + FACE.h, FACE.x : FACE.x + FACE.w] = np.asarray(
+            make_face(EMOTIONS[(index // 10) % 5], rng, FACE.w)
+        )
+        frames.append(canvas)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """A 3 s, 10 fps AVI (MJPG: every OpenCV build writes it) of synthetic faces."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE)
+    assert writer.isOpened()
+    for frame in synthetic_frames():
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    metadata = {
+        "architecture": "seed_cnn",
+        "architecture_kwargs": {},
+        "labels": list(EMOTIONS),
+        "input_size": 64,
+        "normalization": {"type": "per_image"},
+        "grayscale": False,
+        "faces": {"detector": "haar", "margin": 0.1, "align": False, "detector_model": None},
+    }
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    return save_model_file(path, create_model("seed_cnn", 5, image_size=64), metadata)
+
+
+class OneFace:
+    name = "stub"
+
+    def detect(self, image):
+        return [FACE]
+
+
+@pytest.fixture(autouse=True)
+def stub_detector(monkeypatch, tmp_path):
+    monkeypatch.setattr(faces_module, "create_detector", lambda name, model_file=None: OneFace())
+    monkeypatch.setenv("EMOTIONLAB_CACHE", str(tmp_path / "cache"))
+
+
+def run_cli(*args) -> str:
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_fps_sampling_picks_frames_and_times(clip):
+    every = list(video.video_frames(clip))
+    assert len(every) == FRAMES and every[0].image.shape == (SIZE[1], SIZE[0], 3)
+    two = list(video.video_frames(clip, fps=2))
+    assert [f.index for f in two] == [0, 5, 10, 15, 20, 25]
+    assert [f.time for f in two] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    three = list(video.video_frames(clip, fps=3))  # 10/3 frames apart: one frame per third of a second
+    assert [f.index for f in three] == [0, 4, 7, 10, 14, 17, 20, 24, 27]
+    assert len(list(video.video_frames(clip, fps=50))) == FRAMES  # above the file's rate: every frame
+    assert [f.index for f in video.video_frames(clip, fps=2, start_frame=11)] == [15, 20, 25]
+
+
+def test_video_errors_are_clear(tmp_path):
+    with pytest.raises(EmotionlabError, match="not found"):
+        list(video.video_frames(tmp_path / "missing.mp4"))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(EmotionlabError, match="cannot open"):
+        list(video.video_frames(bad))
+
+
+def test_predict_video_writes_records_timeline_plot_and_annotated_video(clip, model, tmp_path):
+    out, drawn = tmp_path / "out", tmp_path / "drawn"
+    lines = run_cli(
+        "predict", clip, "--model", model, "--fps", 2, "--format", "jsonl", "--out", out, "--annotate", drawn
+    )
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert [(r["frame"], r["time"]) for r in records] == [
+        (0, 0.0),
+        (5, 0.5),
+        (10, 1.0),
+        (15, 1.5),
+        (20, 2.0),
+        (25, 2.5),
+    ]
+    assert all(r["path"] == str(clip) and r["faces"][0]["box"] == [40, 20, 80, 80] for r in records)
+
+    rows = list(csv.DictReader((out / "clip.timeline.csv").open()))
+    assert [float(row["time"]) for row in rows] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert [row["label"] for row in rows] == [r["label"] for r in records]
+    assert set(EMOTIONS) <= set(rows[0])
+    assert (out / "clip.timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    capture = cv2.VideoCapture(str(drawn / "clip.annotated.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape == (SIZE[1], SIZE[0], 3)
+
+
+def test_video_and_images_together_in_csv(clip, model, tmp_path):
+    image = tmp_path / "face.png"
+    make_face("happy", np.random.default_rng(0), 64).save(image)
+    text = run_cli("predict", image, clip, "--model", model, "--fps", 1, "--format", "csv")
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [(Path(r["path"]).name, r["frame"], r["time"]) for r in rows] == [
+        ("face.png", "", ""),
+        ("clip.avi", "0", "0.0"),
+        ("clip.avi", "10", "1.0"),
+        ("clip.avi", "20", "2.0"),
+    ]
+
+
+def test_resume_continues_a_video_after_its_last_frame(clip, model, tmp_path):
+    output = tmp_path / "frames.jsonl"
+    full = run_cli("predict", clip, "--model", model, "--fps", 2, "--format", "jsonl")
+    first_three = "".join(line + "\n" for line in full.splitlines()[:3])
+    output.write_text(first_three)  # as if interrupted after three frames
+    run_cli(
+        "predict", clip, "--model", model, "--fps", 2, "--format", "jsonl", "--output", output, "--resume"
+    )
+    assert [json.loads(line)["frame"] for line in output.read_text().splitlines()] == [0, 5, 10, 15, 20, 25]
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture(camera): a few BGR frames, then the camera 'stops'."""
+
+    def __init__(self, frames):
+        self.frames = [cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) for frame in frames]
+        self.released = False
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def release(self):
+        self.released = True
+
+
+def test_fake_frame_source_through_the_library(model):
+    recognizer = load_recognizer(model)
+    frames = [video.Frame(index, index / 4, image) for index, image in enumerate(synthetic_frames(4))]
+    records = list(video.predict_camera(recognizer, iter(frames), name="camera:fake"))
+    assert [(r["frame"], r["time"]) for r in records] == [(0, 0.0), (1, 0.25), (2, 0.5), (3, 0.75)]
+    assert all(r["path"] == "camera:fake" and len(r["faces"]) == 1 for r in records)
+
+
+def test_camera_headless_prints_a_record_per_frame(model, monkeypatch, tmp_path):
+    capture = FakeCapture(synthetic_frames(5))
+    monkeypatch.setattr(video, "open_camera", lambda index: capture)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert video.gui_available() is False  # so the command falls back to printing
+    out = tmp_path / "camera"
+    lines = run_cli(
+        "predict", "--camera", 0, "--model", model, "--format", "jsonl", "--max-frames", 3, "--out", out
+    )
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2] and all(r["path"] == "camera:0" for r in records)
+    assert capture.released
+    assert len(list(csv.DictReader((out / "camera0.timeline.csv").open()))) == 3
+    # The default table format prints one line per frame live.
+    monkeypatch.setattr(video, "open_camera", lambda index: FakeCapture(synthetic_frames(2)))
+    text = run_cli("predict", "--camera", 0, "--model", model)
+    assert text.count("camera:0 frame") == 2 and "1 face(s)" in text
+
+
+def test_asking_for_a_window_without_a_display_is_an_error(model, monkeypatch):
+    monkeypatch.setattr(video, "open_camera", lambda index: FakeCapture(synthetic_frames(1)))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = CliRunner().invoke(app, ["predict", "--camera", "0", "--model", str(model), "--window"])
+    assert isinstance(result.exception, EmotionlabError) and "--no-window" in str(result.exception)
