@@ -295,7 +295,8 @@ def test_resume_with_csv(face_model, images, stub_detector, tmp_path):
 def test_shards_are_disjoint_and_cover_everything(face_model, images, stub_detector):
     files = [f"img_{index:03d}.png" for index in range(10)]
     parts = [select_shard(files, f"{index}/3") for index in (1, 2, 3)]
-    assert sorted(sum(parts, [])) == files and sum(map(len, parts)) == len(files)
+    flat = [name for part in parts for name in part]
+    assert sorted(flat) == files and len(flat) == len(files)  # disjoint and complete
     seen = []
     for index in (1, 2):
         lines = run_cli(
