@@ -35,7 +35,10 @@ class EpochMetricsCSV(L.Callback):
     def on_train_start(self, trainer, pl_module):
         if trainer.global_rank != 0:
             return
-        kept = [row for row in read_history(self.path) if row["epoch"] < trainer.current_epoch]
+        kept = []
+        if self.path.is_file():
+            with self.path.open(newline="") as handle:
+                kept = [row for row in csv.DictReader(handle) if int(row["epoch"]) < trainer.current_epoch]
         with self.path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()

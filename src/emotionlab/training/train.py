@@ -124,10 +124,11 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale, soft_targets=prepared.soft_targets
     )
     best = ModelCheckpoint(
-        dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", save_last=True,
-        enable_version_counter=False,
+        dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
     )
-    callbacks: list = [best, EpochMetricsCSV(run_dir / "metrics.csv"), EpochReseed(config.train.seed)]
+    # Lightning's save_last only writes when the monitored value improves; resume needs every epoch.
+    latest = ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks: list = [best, latest, EpochMetricsCSV(run_dir / "metrics.csv"), EpochReseed(config.train.seed)]
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.train.early_stopping_patience))
     if progress:

@@ -1,0 +1,151 @@
+"""Training: learns synthetic faces, writes a complete run folder, is deterministic, resumes after SIGKILL, scales out."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emotionlab.config import DataConfig, RunConfig, TrainConfig, load_config
+from emotionlab.errors import EmotionlabError
+from emotionlab.evaluation.evaluate import evaluate_samples
+from emotionlab.data.dataset import scan_image_folder
+from emotionlab.synthetic import write_dataset
+from emotionlab.training.train import train
+
+CLI = [sys.executable, "-m", "emotionlab"]
+
+
+def test_run_folder_holds_config_metrics_checkpoints_and_model(trained_run):
+    assert load_config(trained_run / "config.yaml").train.model == "seed_cnn"
+    with (trained_run / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(rows[0])
+    assert all(0 <= float(r["val_acc"]) <= 1 for r in rows)
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert (trained_run / "model.safetensors").is_file()
+
+
+def test_refuses_to_overwrite_an_existing_run(trained_run):
+    config = RunConfig(data=DataConfig(), train=TrainConfig(), out=str(trained_run))
+    with pytest.raises(EmotionlabError, match="--resume"):
+        train(config, progress=False)
+
+
+@pytest.mark.slow
+def test_a_few_cpu_epochs_beat_chance_clearly_on_held_out_faces(tmp_path):
+    root = write_dataset(
+        tmp_path / "faces", per_class=60, splits={"train": 0.7, "validation": 0.15, "test": 0.15}, seed=3
+    )
+    config = RunConfig(
+        data=DataConfig(root=str(root), image_size=48),
+        train=TrainConfig(epochs=10, batch_size=16, learning_rate=1e-3, seed=0),
+        out=str(tmp_path / "run"),
+    )
+    result = train(config, progress=False)
+    metrics = evaluate_samples(result.model_path, scan_image_folder(root).split("test"))
+    # Chance is 20% on five balanced classes; the held-out test split was never seen in training.
+    assert metrics["accuracy"] >= 0.6, metrics["accuracy"]
+
+
+def _small_config(root: Path, out: Path, epochs: int) -> list[str]:
+    return [
+        "train",
+        "--data",
+        str(root),
+        "--image-size",
+        "48",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "5",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_result_and_resume_after_sigkill_matches(tiny_dataset, tmp_path):
+    epochs = 4
+    reference = tmp_path / "reference"
+    subprocess.run([*CLI, *_small_config(tiny_dataset, reference, epochs)], check=True, capture_output=True)
+    again = tmp_path / "again"
+    subprocess.run([*CLI, *_small_config(tiny_dataset, again, epochs)], check=True, capture_output=True)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            _state(reference / "checkpoints/last.ckpt").values(),
+            _state(again / "checkpoints/last.ckpt").values(),
+            strict=True,
+        )
+    )
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*CLI, *_small_config(tiny_dataset, killed, epochs)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = killed / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:  # header + two epochs
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()
+
+    subprocess.run([*CLI, "train", "--resume", str(killed), "--no-progress"], check=True, capture_output=True)
+    resumed, uninterrupted = (
+        _state(killed / "checkpoints/last.ckpt"),
+        _state(reference / "checkpoints/last.ckpt"),
+    )
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    model_a, model_b = load_file(killed / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    epochs_logged = [line.split(",")[0] for line in metrics.read_text().splitlines()[1:]]
+    assert epochs_logged == [str(e) for e in range(epochs)]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_completes_with_sane_metrics(tiny_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    script = Path(sys.executable).with_name("emotionlab")
+    command = [
+        str(script),
+        *_small_config(tiny_dataset, out, 2),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 2
+    assert all(0 < float(r["train_loss"]) < 10 and 0 <= float(r["val_acc"]) <= 1 for r in rows)
+    assert (out / "model.safetensors").is_file()
