@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,67 @@ def test_offline_hub_weights_fail_with_one_clear_message(tiny_dataset, tmp_path)
     message = " ".join(done.stderr.split())
     assert "could not download pretrained weights for resnet18" in message
     assert "--weights FILE" in message and "Traceback" not in done.stderr
+
+
+def _ablation_settings(tmp_path, tiny_dataset, ferplus_model, rows):
+    from emotionlab.experiments import AblationSettings
+
+    return AblationSettings(
+        out=str(tmp_path / "ablation"),
+        data=str(tiny_dataset),
+        seeds=(0, 1),
+        rows=rows,
+        backbone_weights=str(ferplus_model),
+        scratch_epochs=1,
+        transfer_epochs=1,
+        finetune_epochs=1,
+        finetune_size=48,
+        patience=1,
+        bootstrap=200,
+        faces={"detector": "haar", "margin": 0.1},
+    )
+
+
+def test_ablation_runner_on_a_tiny_dataset_two_seeds(tiny_dataset, ferplus_model, feature_cache, tmp_path):
+    from emotionlab.experiments import render_markdown, run_ablation, write_report
+
+    settings = _ablation_settings(tmp_path, tiny_dataset, ferplus_model, ("baseline", "transfer", "finetune"))
+    results = run_ablation(settings)
+    assert list(results["rows"]) == ["baseline", "transfer", "finetune"]
+    for row in results["rows"].values():
+        assert len(row["runs"]) == 2 and 0 <= row["accuracy_mean"] <= 1
+        low, high = row["accuracy_ci95"]
+        assert 0 <= low <= high <= 1
+    finetune = results["rows"]["finetune"]["runs"][0]
+    assert read_metadata(Path(finetune["run_dir"]) / "model.safetensors")["finetuned_from"]["path"].endswith(
+        "transfer/seed0/model.safetensors"
+    )
+    _json_path, md_path = write_report(results, tmp_path / "report", command="emotionlab experiment ablation")
+    table = md_path.read_text()
+    assert "| Baseline CNN" in table and "61.9" in table and "emotionlab experiment ablation" in table
+    # A second call reuses every finished run instead of training again.
+    again = run_ablation(replace(settings, rows=("baseline",)))
+    assert again["rows"]["baseline"]["accuracy_mean"] == results["rows"]["baseline"]["accuracy_mean"]
+    assert render_markdown(again).count("| Baseline CNN") == 1
+
+
+@pytest.mark.slow
+def test_ablation_every_row_including_augmentation_and_face_crops(
+    tiny_dataset, ferplus_model, feature_cache, tmp_path
+):
+    from emotionlab.experiments import ROWS, run_ablation
+
+    results = run_ablation(_ablation_settings(tmp_path, tiny_dataset, ferplus_model, ROWS))
+    assert list(results["rows"]) == list(ROWS)
+    faces = results["rows"]["faces"]
+    assert faces["config"]["data"]["faces"]["detector"] == "haar" and "no_face" in faces["runs"][0]
+
+
+def test_augment_preview_writes_a_grid(tiny_dataset, tmp_path):
+    from PIL import Image
+
+    from emotionlab.experiments import augment_preview
+
+    path = augment_preview(tiny_dataset, tmp_path / "grid.png", policy="seed", image_size=32, rows=3, views=2)
+    with Image.open(path) as grid:
+        assert grid.size == (3 * 34 + 2, 3 * 34 + 2)  # 3 tiles of 32 px per row and column, 2 px padding

@@ -64,6 +64,7 @@ class AblationSettings:
     backbone_weights: str | None = None  # None: models/ferplus_backbone.safetensors when it exists
     pretrained: bool = False  # transfer backbone from the hub (online)
     transfer_size: int | None = None  # None: the backbone's default input size (fer_cnn 64)
+    transfer_views: int = 4  # augmented feature views per training image (computed once, cached)
     # The study trained 50 epochs; 50 x 3 seeds x 2 rows of the 128 px CNN is ~2.5 CPU hours here, so the
     # scratch rows stop early when the validation loss has not improved for ``patience`` epochs.
     scratch_epochs: int = 30
@@ -123,7 +124,7 @@ def row_config(settings: AblationSettings, row: str, seed: int) -> RunConfig:
                 optimizer="adam",
                 weights=_backbone_weights(settings),
                 pretrained=settings.pretrained,
-                extra={"feature_views": 4},
+                extra={"feature_views": settings.transfer_views},
                 **common,
             ),
             out=out,
@@ -325,7 +326,7 @@ def render_markdown(results: dict, *, command: str = "") -> str:
             else ""
         )
         + " (offline stand-in for the study's ImageNet VGG16: a compact CNN pre-trained on FER+ faces), frozen; "
-        f"a new linear head on cached features, at most {settings['transfer_epochs']} epochs; augmentation = 4 fixed "
+        f"a new linear head on cached features, at most {settings['transfer_epochs']} epochs; augmentation = {settings['transfer_views']} fixed "
         "augmented feature views per training image.",
         (
             f"- Fine-tuning: every weight, AdamW {settings['finetune_lr']:g} for the head and x{settings['backbone_lr_scale']:g} "
