@@ -1,0 +1,1 @@
+"""Serving: FastAPI apps (labelling tool, HTTP service) and their static pages."""
