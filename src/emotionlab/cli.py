@@ -403,7 +403,7 @@ def experiment_ablation(
     backbone_model: Annotated[str, typer.Option(help="Transfer backbone: fer_cnn (FER+ file) or a timm name such as vgg16.")] = "fer_cnn",
     backbone_weights: Annotated[Path | None, typer.Option(help="Backbone weights file (default: models/ferplus_backbone.safetensors).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Transfer backbone weights from the hub (online).")] = False,
-    scratch_epochs: Annotated[int, typer.Option(help="Max epochs of the scratch rows (early stopping on).")] = 30,
+    scratch_epochs: Annotated[int, typer.Option(help="Max epochs of the scratch rows (early stopping on).")] = 25,
     finetune_epochs: Annotated[int, typer.Option(help="Max epochs of the fine-tuning rows.")] = 20,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
 ) -> None:

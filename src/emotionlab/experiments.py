@@ -65,9 +65,10 @@ class AblationSettings:
     pretrained: bool = False  # transfer backbone from the hub (online)
     transfer_size: int | None = None  # None: the backbone's default input size (fer_cnn 64)
     transfer_views: int = 4  # augmented feature views per training image (computed once, cached)
-    # The study trained 50 epochs; 50 x 3 seeds x 2 rows of the 128 px CNN is ~2.5 CPU hours here, so the
-    # scratch rows stop early when the validation loss has not improved for ``patience`` epochs.
-    scratch_epochs: int = 30
+    # The study trained 50 epochs; 50 x 3 seeds x 2 rows of the 128 px CNN (~50 s per epoch on one shared
+    # core) is ~4 CPU hours here, so the scratch rows train at most 25 epochs and
+    # stop early when the validation loss has not improved for ``patience`` epochs.
+    scratch_epochs: int = 25
     transfer_epochs: int = 40
     finetune_epochs: int = 20
     patience: int = 8
