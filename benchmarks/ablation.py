@@ -1,0 +1,74 @@
+"""The study's ablation on the canonical split, several seeds, bootstrap CIs -> benchmarks/results/ablation.{md,json}.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation.py                 # all rows, 3 seeds (~3 CPU hours)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ablation.py --rows baseline transfer --seeds 2
+
+Runs go to runs/ablation/<row>/seed<N>/ (gitignored); finished runs are reused, interrupted ones resumed, so the
+script can be re-run after a kill. The transfer backbone is models/ferplus_backbone.safetensors (FER+ pre-trained
+fer_cnn: the offline stand-in for the study's ImageNet VGG16). The printed command is saved with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from emotionlab.experiments import ROWS, AblationSettings, render_markdown, run_ablation, write_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("EMOTIONLAB_DATA", str(REPO.parent / "shared/datasets/seed-emotions")),
+    )
+    parser.add_argument("--manifest", default=str(REPO / "benchmarks/splits/seed-emotions.csv"))
+    parser.add_argument("--out", default=str(REPO / "runs/ablation"), help="run folders")
+    parser.add_argument(
+        "--results", default=str(REPO / "benchmarks/results"), help="where ablation.md/.json go"
+    )
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--backbone-model", default="fer_cnn")
+    parser.add_argument("--backbone-weights", default=None)
+    parser.add_argument("--pretrained", action="store_true")
+    parser.add_argument("--scratch-epochs", type=int, default=AblationSettings.scratch_epochs)
+    parser.add_argument("--finetune-epochs", type=int, default=AblationSettings.finetune_epochs)
+    parser.add_argument("--patience", type=int, default=AblationSettings.patience)
+    args = parser.parse_args(argv)
+    if not Path(args.data).is_dir():
+        sys.exit(f"{args.data}: seed dataset not found (set EMOTIONLAB_DATA or pass --data)")
+
+    settings = AblationSettings(
+        out=args.out,
+        data=args.data,
+        manifest=args.manifest,
+        seeds=tuple(range(args.seeds)),
+        rows=tuple(args.rows),
+        backbone_model=args.backbone_model,
+        backbone_weights=args.backbone_weights,
+        pretrained=args.pretrained,
+        scratch_epochs=args.scratch_epochs,
+        finetune_epochs=args.finetune_epochs,
+        patience=args.patience,
+    )
+    threads = os.environ.get("OMP_NUM_THREADS")
+    command = (
+        (f"OMP_NUM_THREADS={threads} " if threads else "")
+        + ".venv/bin/python benchmarks/ablation.py "
+        + shlex.join(argv if argv is not None else sys.argv[1:])
+    )
+    print(command, flush=True)
+    results = run_ablation(settings)
+    json_path, md_path = write_report(results, args.results, command=command)
+    print(render_markdown(results, command=command))
+    print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()
