@@ -292,3 +292,26 @@ def test_augment_preview_writes_a_grid(tiny_dataset, tmp_path):
     path = augment_preview(tiny_dataset, tmp_path / "grid.png", policy="seed", image_size=32, rows=3, views=2)
     with Image.open(path) as grid:
         assert grid.size == (3 * 34 + 2, 3 * 34 + 2)  # 3 tiles of 32 px per row and column, 2 px padding
+
+
+def test_finetune_can_mix_ferplus_faces_into_each_epoch(tiny_dataset, ferplus_model, tmp_path):
+    from emotionlab.data.dataset import load_samples
+    from emotionlab.training.train import resolve_splits
+
+    fer_root = write_fake_ferplus(tmp_path / "ferplus", copies=10)  # 30 majority-vote training faces
+    config = RunConfig(
+        data=DataConfig(root=str(tiny_dataset), image_size=48),
+        train=TrainConfig(
+            recipe="finetune",
+            init_from=str(ferplus_model),
+            extra={"mix_ferplus": str(fer_root), "mix_ratio": 0.2},
+        ),
+        out=str(tmp_path / "run"),
+    )
+    sample_set = load_samples(str(tiny_dataset))
+    train_samples, val_samples = resolve_splits(config, sample_set)
+    prepared = create_recipe("finetune")(config, sample_set, train_samples, val_samples)
+    assert len(prepared.train_set) == 70 + 14 and len(prepared.val_set) == len(val_samples)
+    image, label = prepared.train_set[(75, 1)]  # a FER+ face, remapped to this dataset's label order
+    assert image.shape == (3, 48, 48) and sample_set.labels[int(label)] in {"happy", "angry", "fearful"}
+    assert prepared.metadata["finetuned_from"]["mixed_with"]["ratio"] == 0.2

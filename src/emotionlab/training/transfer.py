@@ -311,6 +311,13 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         "finetuned_from": {"path": str(source), "weights_sha256": source_meta.get("weights_sha256")},
     }
     train_set, val_set = build_image_datasets(config, labels, train_samples, val_samples, metadata)
+    mix = (config.train.extra or {}).get("mix_ferplus")
+    if mix:
+        train_set = _mix_ferplus(config, train_set, labels, metadata, mix)
+        metadata["finetuned_from"]["mixed_with"] = {
+            "dataset": "FER+ train (majority, five classes)",
+            "ratio": float(config.train.extra.get("mix_ratio", 1.0)),
+        }
     return Prepared(
         net=net,
         train_set=train_set,
@@ -318,3 +325,48 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         metadata=metadata,
         backbone_lr_scale=config.train.backbone_lr_scale,
     )
+
+
+class MixedDataset(Dataset):
+    """The task's images plus, each epoch, a fresh random subset of extra faces (``(index, epoch)`` keys).
+
+    Mixing FER+ faces into fine-tuning keeps the backbone's FER+ skill (no catastrophic forgetting) while the
+    model adapts to the task; validation stays on the task's own images, so model selection is unchanged.
+    """
+
+    def __init__(self, primary: Dataset, extra: Dataset, per_epoch: int, *, seed: int = 0):
+        self.primary, self.extra, self.per_epoch, self.seed = primary, extra, min(per_epoch, len(extra)), seed
+
+    def __len__(self) -> int:
+        return len(self.primary) + self.per_epoch
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if index < len(self.primary):
+            return self.primary[(index, epoch)]
+        generator = torch.Generator().manual_seed(self.seed * 7_777 + epoch)
+        chosen = torch.randperm(len(self.extra), generator=generator)[index - len(self.primary)]
+        return self.extra[(int(chosen), epoch)]
+
+
+def _mix_ferplus(
+    config: RunConfig, train_set: Dataset, labels: list[str], metadata: dict, root: str
+) -> Dataset:
+    from emotionlab.data import ferplus
+
+    if not ferplus.is_ferplus_root(root):
+        raise EmotionlabError(f"{root}: not a FER+ folder (FER2013Train/label.csv missing) for mix_ferplus")
+    if not metadata["grayscale"] or metadata["normalization"].get("type") != "per_image":
+        raise EmotionlabError(
+            "mix_ferplus needs a grey, per-image standardised model (fer_cnn), as FER+ faces are"
+        )
+    names = ferplus.class_names(5)
+    items = [item for item in ferplus.read_split(root, "train") if item.label in labels]
+    faces = ferplus.FerPlusTensors.from_items(
+        items, image_size=metadata["input_size"], augment=ferplus.TensorAugment(), seed=config.train.seed
+    )
+    # FER+ class indices follow FER+'s five-class order; remap them to this dataset's label order.
+    faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
+    ratio = float((config.train.extra or {}).get("mix_ratio", 1.0))
+    log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
+    return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)
