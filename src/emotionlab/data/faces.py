@@ -67,7 +67,7 @@ DOWNLOAD_YUNET_HINT = "get it with `emotionlab data download-yunet DEST` and pas
 
 CACHE_ENV = "EMOTIONLAB_CACHE"
 # Bump when detection or cropping changes in a way that makes cached boxes or crops stale.
-DETECTION_VERSION = 1
+DETECTION_VERSION = 2  # 2: hog and mmod at a 320 px shorter side (was 256)
 CROP_VERSION = 1
 
 Point = tuple[float, float]
@@ -831,9 +831,10 @@ def prepare_face_manifest(
 
 
 def _run_detection(cropper: FaceCropper, paths: list[str], workers: int, show_progress: bool):
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(disable=not show_progress, transient=False) as progress:
+    with Progress(console=Console(stderr=True), disable=not show_progress) as progress:
         task = progress.add_task("detecting faces", total=len(paths))
         results = []
         if workers <= 1:
