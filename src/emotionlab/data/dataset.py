@@ -169,7 +169,7 @@ def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
 def read_manifest(manifest: str | Path, root: str | Path | None = None) -> SampleSet:
     """Read a manifest CSV (columns ``path``, ``label``, ``split``; paths relative to ``root``).
 
-    ``root`` defaults to the manifest's ``# root:`` comment, else the manifest's folder.
+    ``root`` defaults to the manifest's folder, else the default dataset root ($EMOTIONLAB_DATA, workspace copy).
     """
     manifest = Path(manifest)
     if not manifest.is_file():
@@ -179,7 +179,12 @@ def read_manifest(manifest: str | Path, root: str | Path | None = None) -> Sampl
     rows = list(csv.DictReader(lines))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise EmotionlabError(f"{manifest}: not a manifest (needs at least the columns path,label)")
-    base = Path(root) if root is not None else manifest.parent
+    if root is not None:
+        base = Path(root)
+    else:
+        # Paths are relative to the dataset root: the manifest's own folder, else the default dataset root.
+        candidates = [manifest.parent] + ([default_data_root()] if default_data_root() else [])
+        base = next((c for c in candidates if (c / rows[0]["path"]).is_file()), manifest.parent)
     samples = []
     for row in rows:
         split = row.get("split") or None
