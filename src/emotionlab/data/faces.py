@@ -843,10 +843,14 @@ def _run_detection(cropper: FaceCropper, paths: list[str], workers: int, show_pr
                 results.append(_detect_row(cropper, Path(path)))
                 progress.advance(task)
             return results
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         # Processes, not threads: each gets its own dlib detectors (they are not shared safely across threads).
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Never a plain fork: a child forked while OpenCV's thread pool is busy inherits its held locks.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             for result in pool.map(_detect_worker, [(cropper, path) for path in paths], chunksize=4):
                 results.append(result)
                 progress.advance(task)
