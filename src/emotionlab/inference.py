@@ -270,11 +270,25 @@ def _as_list(batch):
 
 
 def _worker_init(_worker_id: int) -> None:
-    # Each worker runs detection on one core; threads inside a worker would only fight over the 2 cores.
+    # Each worker runs detection on one core; threads inside a worker would only fight over the cores.
     import cv2
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+
+
+def _worker_context():
+    """How worker processes start: never a plain fork of this process. A child forked while OpenCV's (or
+    dlib's, ORT's) thread pool runs inherits its locks held and deadlocks (seen: cv2.setNumThreads hanging
+    in every worker). A fork server that has only imported this module gives clean workers that start fast;
+    where there is none (Windows), spawn."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["emotionlab.inference"])
+    return context
 
 
 class _SourceDataset(torch.utils.data.Dataset):
@@ -440,7 +454,8 @@ class Recognizer:
         progress: bool = False,
     ) -> Iterator[tuple[PreparedImage, dict]]:
         """``(prepared image, record)`` for each source, in order. With ``workers`` > 0, decoding, detection and
-        cropping run in that many processes (``sources`` must then be a sequence, e.g. a list of paths)."""
+        cropping run in that many processes (``sources`` must then be a sequence, e.g. a list of paths). Workers
+        start clean (fork server or spawn), so a script using them needs the ``if __name__ == "__main__":`` guard."""
         preparer = self.preparer(keep_image=keep_images)
         total = len(sources) if hasattr(sources, "__len__") else None
         if workers > 0:
@@ -453,6 +468,7 @@ class Recognizer:
                 collate_fn=_as_list,
                 worker_init_fn=_worker_init,
                 prefetch_factor=4,
+                multiprocessing_context=_worker_context(),
             )
             prepared = (item for chunk in loader for item in chunk)
         else:
