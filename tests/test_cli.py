@@ -78,11 +78,11 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     import sys
 
     result = subprocess.run([sys.executable, "-m", "emotionlab", "train", "--data", str(tmp_path / "nope"),
-                             "--out", str(tmp_path / "r")], capture_output=True, text=True)
+                             "--out", str(tmp_path / "r")], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "nope" in result.stderr and "not found" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([sys.executable, "-m", "emotionlab", "predict", str(tmp_path / "missing.jpg"),
-                             "--model", str(tmp_path / "m.safetensors")], capture_output=True, text=True)
+                             "--model", str(tmp_path / "m.safetensors")], capture_output=True, text=True, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 

@@ -447,3 +447,19 @@ def augment_preview_command(
     path = augment_preview(root, out, policy=policy, image_size=image_size, rows=rows, views=views, seed=seed,
                            faces=_faces_option(faces, None, 0.1))
     print(f"wrote {path}")
+
+
+@app.command()
+def serve(
+    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's.")] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per image, in MB.")] = 10.0,
+) -> None:
+    """Serve the model over HTTP: POST /predict with images, a page at / to try it, API docs at /docs."""
+    from emotionlab.serving.app import serve as run_server
+
+    run_server(str(model) if model else None, host=host, port=port, detector=detector, backend=backend,
+               max_upload_mb=max_upload_mb)
