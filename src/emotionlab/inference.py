@@ -550,19 +550,16 @@ def select_shard(files: Sequence, shard: str | None) -> list:
 
 
 def read_done(output: Path, output_format: str) -> dict[str, int]:
-    """Inputs already in an output file: path -> last frame written (-1 for images). A line cut off by a crash
-    is removed from the file, so appending continues cleanly."""
+    """Inputs already in an output file: path -> last frame written (-1 for images). Streams the file; a
+    last line cut off by a crash is removed from it, so appending continues cleanly."""
     import csv
     import json
 
+    if output_format not in ("jsonl", "csv"):
+        raise EmotionlabError("--resume needs --format jsonl or csv")
     done: dict[str, int] = {}
     if not output.is_file():
         return done
-    data = output.read_bytes()
-    if data and not data.endswith(b"\n"):  # the last record was cut off mid-write
-        data = data[: data.rfind(b"\n") + 1]
-        output.write_bytes(data)
-    text = data.decode("utf-8", errors="replace")
 
     def note(path: str, frame) -> None:
         try:
@@ -571,20 +568,32 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
             value = -1
         done[path] = max(done.get(path, -1), value)
 
+    complete = 0  # bytes up to the end of the last whole line
+
+    def lines():
+        nonlocal complete
+        with output.open("rb") as handle:
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    return  # the last record was cut off mid-write
+                complete += len(raw)
+                yield raw.decode("utf-8", errors="replace")
+
     if output_format == "jsonl":
-        for line in text.splitlines():
+        for line in lines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and "path" in record:
                 note(str(record["path"]), record.get("frame"))
-    elif output_format == "csv":
-        for row in csv.DictReader(text.splitlines()):
+    else:
+        for row in csv.DictReader(lines()):
             if row.get("path"):
                 note(row["path"], row.get("frame"))
-    else:
-        raise EmotionlabError("--resume needs --format jsonl or csv")
+    if complete < output.stat().st_size:
+        with output.open("rb+") as handle:
+            handle.truncate(complete)
     return done
 
 

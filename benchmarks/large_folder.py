@@ -1,0 +1,221 @@
+"""`emotionlab predict` on a large folder: throughput, peak memory as the folder grows, shards and resume.
+
+    .venv/bin/python benchmarks/large_folder.py --count 100000            # 100k generated 64x64 PNGs in /tmp
+    .venv/bin/python benchmarks/large_folder.py --count 20000 --detector hog
+
+Generates ``count`` synthetic 64x64 face PNGs (once) under ``--folder``, then runs the real command line
+(``emotionlab predict FOLDER --format jsonl --output FILE --workers N``) on 1%, 10% and 100% of them (the
+smaller runs are ``--shard 1/100`` and ``--shard 1/10`` of the same folder), sampling the resident memory of
+the command (RSS) and of it with all its worker processes (PSS: shared pages counted once) from /proc
+every 0.2 s. Bounded memory means the peak stays flat
+while the number of images grows 100-fold. Then a 10% run is interrupted (SIGINT) and continued with
+``--resume``: every file must appear exactly once. Default ``--no-detect`` (the images are face crops already,
+as in a crop-folder job); ``--detector hog`` adds detection in the workers. Writes
+benchmarks/results/large_folder.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "large_folder.json"
+EMOTIONLAB = Path(sys.executable).parent / "emotionlab"
+
+
+def _write_chunk(job: tuple[str, int, int]) -> int:
+    import numpy as np
+
+    from emotionlab.labels import EMOTIONS
+    from emotionlab.synthetic import make_face
+
+    folder, start, stop = job
+    rng = np.random.default_rng(start)
+    bases = [np.asarray(make_face(EMOTIONS[i % 5], rng, 64), dtype=np.int16) for i in range(50)]
+    from PIL import Image
+
+    for index in range(start, stop):
+        # A few hundred distinct faces, each file with its own noise: no two files are identical.
+        pixels = bases[index % len(bases)] + rng.integers(-6, 7, size=(64, 64, 3))
+        target = Path(folder) / f"{index // 1000:03d}" / f"face_{index:06d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(target, compress_level=1)
+    return stop - start
+
+
+def generate(folder: Path, count: int) -> float:
+    """Write ``count`` PNGs (skipped when the folder already holds them); returns the seconds spent."""
+    marker = folder / f".complete-{count}"
+    if marker.is_file():
+        return 0.0
+    from concurrent.futures import ProcessPoolExecutor
+
+    start = time.perf_counter()
+    jobs = [(str(folder), begin, min(begin + 2000, count)) for begin in range(0, count, 2000)]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        written = sum(pool.map(_write_chunk, jobs))
+    assert written == count
+    marker.write_text("done\n")
+    return time.perf_counter() - start
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    """``VmRSS`` (from status) or ``Pss`` (from smaps_rollup) of a process, in kB; 0 when it is gone."""
+    source = "smaps_rollup" if field == "Pss" else "status"
+    try:
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                children = []
+            found += children
+            stack += children
+    return found
+
+
+def run_predict(args: list[str], *, interrupt_after: float | None = None) -> dict:
+    """Run the command, sampling memory; with ``interrupt_after`` send SIGINT (Ctrl+C) after that many s."""
+    command = [str(EMOTIONLAB), "predict", *args]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_main = peak_total = 0
+    interrupted = False
+    while process.poll() is None:
+        main = _memory_kb(process.pid, "VmRSS")
+        # PSS for the total: workers share pages with the fork server; summing their RSS would count them twice.
+        total = sum(_memory_kb(pid, "Pss") for pid in [process.pid, *_descendants(process.pid)])
+        peak_main, peak_total = max(peak_main, main), max(peak_total, total)
+        if interrupt_after is not None and not interrupted and time.perf_counter() - start > interrupt_after:
+            process.send_signal(signal.SIGINT)
+            interrupted = True
+        time.sleep(0.2)
+    stderr = process.stderr.read()
+    seconds = time.perf_counter() - start
+    if process.returncode not in (0, 130) or (process.returncode == 130 and not interrupted):
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-2000:]}")
+    return {
+        "seconds": round(seconds, 1),
+        "returncode": process.returncode,
+        "peak_rss_main_mb": round(peak_main / 1024, 1),
+        "peak_pss_total_mb": round(peak_total / 1024, 1),
+    }
+
+
+def count_records(path: Path) -> tuple[int, int]:
+    """(records, distinct paths) in a jsonl output."""
+    paths = [json.loads(line)["path"] for line in path.read_text().splitlines() if line.strip()]
+    return len(paths), len(set(paths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/emotionlab-large"))
+    parser.add_argument("--model", type=Path, help="model file (default: the shipped model)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--detector", help="detect faces with this detector (default: --no-detect)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+
+    from emotionlab.inference import DEFAULT_MODEL
+
+    model = args.model or DEFAULT_MODEL
+    if not model.is_file():
+        sys.exit(f"{model}: no model (the shipped model is not there yet); pass --model")
+    images = args.folder / "images"
+    generated_seconds = generate(images, args.count)
+    work = args.folder / "outputs"
+    work.mkdir(parents=True, exist_ok=True)
+    common = [
+        "--model",
+        str(model),
+        "--format",
+        "jsonl",
+        "--workers",
+        str(args.workers),
+        "--backend",
+        args.backend,
+        "--no-progress",
+        "--batch-size",
+        "64",
+    ]
+    common += ["--detector", args.detector] if args.detector else ["--no-detect"]
+    results = {
+        "what": "emotionlab predict on a large folder of generated 64x64 PNG faces",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+        "count": args.count,
+        "generation_seconds": round(generated_seconds, 1),
+        "model": str(model),
+        "options": common[2:],
+        "runs": [],
+    }
+    for shard in ("1/100", "1/10", None):
+        output = work / f"run-{(shard or 'all').replace('/', 'of')}.jsonl"
+        output.unlink(missing_ok=True)
+        extra = ["--shard", shard] if shard else []
+        print(f"predict {shard or 'all'} ...", file=sys.stderr)
+        run = run_predict([str(images), *common, "--output", str(output), *extra])
+        records, distinct = count_records(output)
+        run.update(
+            shard=shard, images=records, distinct=distinct, images_per_s=round(records / run["seconds"], 1)
+        )
+        results["runs"].append(run)
+        print(json.dumps(run), file=sys.stderr)
+
+    # Interrupt a 10% run, then resume it: each file once.
+    output = work / "resume.jsonl"
+    output.unlink(missing_ok=True)
+    first = run_predict(
+        [str(images), *common, "--output", str(output), "--shard", "1/10"], interrupt_after=15
+    )
+    before, _ = count_records(output)
+    second = run_predict([str(images), *common, "--output", str(output), "--shard", "1/10", "--resume"])
+    records, distinct = count_records(output)
+    expected = len(range(0, args.count, 10))
+    results["resume"] = {
+        "interrupted_after_s": 15,
+        "records_before_resume": before,
+        "records_after_resume": records,
+        "distinct_paths": distinct,
+        "expected": expected,
+        "ok": records == distinct == expected,
+        "first": first,
+        "second": second,
+    }
+    results["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'images':>8} {'seconds':>8} {'images/s':>9} {'peak RSS main MB':>17} {'peak PSS all MB':>16}")
+    for run in results["runs"]:
+        print(
+            f"{run['images']:>8} {run['seconds']:>8} {run['images_per_s']:>9} {run['peak_rss_main_mb']:>17} "
+            f"{run['peak_pss_total_mb']:>16}"
+        )
+    print(f"resume: {before} records before, {records} after ({distinct} distinct, {expected} expected)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
