@@ -159,6 +159,14 @@ def test_no_face_uses_the_whole_image_and_says_so(face_model):
     assert np.abs(np.array([record["probabilities"][label] for label in EMOTIONS]) - whole).max() < 1e-5
 
 
+def test_a_degenerate_box_is_skipped_not_fatal(face_model):
+    image = two_face_image(np.random.default_rng(5))
+    outside = FaceBox(900, 900, 50, 50, detector="stub")
+    record = load_recognizer(face_model, detector=BoxDetector([outside, SMALL])).predict(image)
+    assert [face["box"] for face in record["faces"]] == [[200, 60, 60, 60]]
+    assert load_recognizer(face_model, detector=BoxDetector([outside])).predict(image)["no_face"] is True
+
+
 def test_no_detect_classifies_the_whole_image_as_one_face(face_model):
     image = make_face("sad", np.random.default_rng(2), 64)
     recognizer = load_recognizer(face_model, detect=False)

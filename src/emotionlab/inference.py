@@ -254,11 +254,16 @@ class FacePreparer:
             return PreparedImage(
                 name, (width, height), [box], self._inputs([image]), False, None, kept, extra
             )
-        boxes = self.detect(array)
+        config = self.crop_config
+        boxes, crops = [], []
+        for box in self.detect(array):
+            try:
+                crops.append(crop_face(array, box, margin=config.margin, align=config.align))
+                boxes.append(box)
+            except EmotionlabError:  # a degenerate box (no area, outside the image): not a face to classify
+                continue
         if not boxes:
             return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
-        config = self.crop_config
-        crops = [crop_face(array, box, margin=config.margin, align=config.align) for box in boxes]
         return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
 
 
