@@ -23,6 +23,7 @@ import torch
 from emotionlab.config import DataConfig, RunConfig, TrainConfig
 from emotionlab.data.dataset import load_samples
 from emotionlab.evaluation.evaluate import evaluate_samples
+from emotionlab.training.callbacks import read_history
 from emotionlab.training.train import train
 
 RESULTS = Path(__file__).parent / "results" / "seed_baseline.json"
@@ -60,7 +61,8 @@ def main() -> None:
         "seed": args.seed,
         "epochs_run": result.epochs_run,
         "best_val_loss": result.best_val_loss,
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(wall, 1),  # this invocation (small when --resume found the run finished)
+        "train_seconds": round(sum(row.get("seconds", 0) for row in read_history(out / "metrics.csv")), 1),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",

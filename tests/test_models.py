@@ -101,3 +101,15 @@ def test_pickle_files_are_never_loaded(tmp_path):
     torch.save({"x": torch.zeros(1)}, path)
     with pytest.raises(EmotionlabError, match="only safetensors"):
         read_metadata(path)
+
+
+def test_a_header_length_that_looks_like_zip_magic_still_loads(tmp_path):
+    # A metadata block of 0x4B50 bytes makes the file start with "PK", like a zip: it must still load.
+    model = create_model("seed_cnn", 5, image_size=48)
+    for padding in range(16_100, 16_400):
+        path = save_model_file(tmp_path / "m.safetensors", model, {**METADATA, "note": "x" * padding})
+        if path.read_bytes()[:2] == b"PK":
+            break
+    else:
+        pytest.skip("could not hit the zip-like header length")
+    assert load_model_file(path)[1]["labels"] == METADATA["labels"]

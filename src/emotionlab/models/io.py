@@ -77,8 +77,9 @@ def read_metadata(path: str | Path) -> dict:
     if not path.is_file():
         raise ModelFileError(path, "model file not found")
     with path.open("rb") as handle:
-        head = handle.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = handle.read(9)
+    # A safetensors file is an 8-byte header length then "{"; torch.save writes a zip ("PK\x03\x04") or a pickle.
+    if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):
         raise ModelFileError(path, "this is a pickle/zip (torch.save) file; emotionlab loads only safetensors model files")
     try:
         with safe_open(str(path), framework="pt") as handle:
