@@ -255,12 +255,6 @@ def test_blocked_pair_search_matches_brute_force(monkeypatch):
     assert set(zip(first.tolist(), second.tolist(), strict=True)) == expected
 
 
-def test_audit_split_names_match_the_dataset_module():
-    from emotionlab.data.dataset import SPLIT_NAMES
-
-    assert audit.SPLIT_NAMES == SPLIT_NAMES
-
-
 def test_audit_of_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(EmotionlabError, match="not found"):
         audit_dataset(tmp_path / "nowhere")

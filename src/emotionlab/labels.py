@@ -31,3 +31,15 @@ def order_labels(names: Iterable[str]) -> list[str]:
 
 def label_to_index(labels: list[str]) -> dict[str, int]:
     return {label: index for index, label in enumerate(labels)}
+
+
+# Folder names accepted as dataset splits, mapped to the names used everywhere else.
+SPLIT_NAMES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+    "testing": "test",
+}

@@ -23,7 +23,7 @@ import numpy as np
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.labels import order_labels
+from emotionlab.labels import SPLIT_NAMES, order_labels
 
 log = logging.getLogger("emotionlab")
 
@@ -32,17 +32,6 @@ log = logging.getLogger("emotionlab")
 # distances there have a gap at 8 between the duplicates (<= 6) and the distinct images (>= 10).
 DEFAULT_THRESHOLD = 6
 
-# Folder names accepted as splits. Same mapping as emotionlab.data.dataset.SPLIT_NAMES (a test keeps them equal);
-# repeated here so that the audit does not import torch.
-SPLIT_NAMES = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "val": "validation",
-    "valid": "validation",
-    "test": "test",
-    "testing": "test",
-}
 SPLIT_ORDER = ("train", "validation", "test")
 
 # Extensions that honestly describe each format Pillow can identify.

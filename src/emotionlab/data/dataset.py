@@ -15,20 +15,10 @@ from torch.utils.data import Dataset, Sampler
 
 from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, is_image_name, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.labels import order_labels
+from emotionlab.labels import SPLIT_NAMES, order_labels
 
 log = logging.getLogger("emotionlab")
 
-# Folder names accepted as splits, mapped to the name used everywhere else.
-SPLIT_NAMES = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "val": "validation",
-    "valid": "validation",
-    "test": "test",
-    "testing": "test",
-}
 SPLITS = ("train", "validation", "test")
 
 DATA_ENV = "EMOTIONLAB_DATA"
@@ -162,7 +152,7 @@ def scan_image_folder(root: str | Path, *, verify: bool = True, max_pixels: int 
 def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
     if not text:
         return None
-    parts = [int(round(float(value))) for value in text.replace(";", " ").replace(",", " ").split()]
+    parts = [round(float(value)) for value in text.replace(";", " ").replace(",", " ").split()]
     return tuple(parts) if len(parts) == 4 else None  # type: ignore[return-value]
 
 
@@ -239,7 +229,7 @@ class EpochSampler(Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.size // self.world_size)
+        return (self.size + self.world_size - 1) // self.world_size
 
     def __iter__(self):
         if self.shuffle:

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from PIL import Image
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import write_atomic
 
 if TYPE_CHECKING:  # dataset.py imports torch; this module must stay importable without paying for it
     from emotionlab.data.dataset import Sample
@@ -561,19 +561,6 @@ def _short_hash(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Write via a temporary file and rename: parallel workers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class FaceCropper:
     """``cropper(path_or_image) -> (crop, box or None)``; the whole image when no face is found.
 
@@ -682,7 +669,7 @@ class FaceCropper:
 
     def _write(self, path: Path, write) -> None:
         try:
-            _write_atomic(path, write)
+            write_atomic(path, write)
         except OSError as error:
             if not self._cache_warned:
                 log.warning(
@@ -827,7 +814,7 @@ def prepare_face_manifest(
             writer.writeheader()
             writer.writerows(rows)
 
-    _write_atomic(out, write)
+    write_atomic(out, write)
     return report
 
 
@@ -907,5 +894,5 @@ def download_yunet(
 
     if source_file is not None:
         check_yunet_file(source_file)
-    _write_atomic(target, fetch)
+    write_atomic(target, fetch)
     return target
