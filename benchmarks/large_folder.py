@@ -8,8 +8,8 @@ Generates ``count`` synthetic 64x64 face PNGs (once) under ``--folder``, then ru
 smaller runs are ``--shard 1/100`` and ``--shard 1/10`` of the same folder), sampling the resident memory of
 the command (RSS) and of it with all its worker processes (PSS: shared pages counted once) from /proc
 every 0.2 s. Bounded memory means the peak stays flat
-while the number of images grows 100-fold. Then a 10% run is interrupted (SIGINT) and continued with
-``--resume``: every file must appear exactly once. Default ``--no-detect`` (the images are face crops already,
+while the number of images grows 100-fold. Then a 10% run is interrupted (SIGINT), resumed and killed
+(SIGKILL), and resumed again: every file must appear exactly once. Default ``--no-detect`` (the images are face crops already,
 as in a crop-folder job); ``--detector hog`` adds detection in the workers. Writes
 benchmarks/results/large_folder.json.
 """
@@ -92,8 +92,9 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def run_predict(args: list[str], *, interrupt_after: float | None = None) -> dict:
-    """Run the command, sampling memory; with ``interrupt_after`` send SIGINT (Ctrl+C) after that many s."""
+def run_predict(args: list[str], *, interrupt_after: float | None = None, stop_signal=signal.SIGINT) -> dict:
+    """Run the command, sampling memory; with ``interrupt_after`` send ``stop_signal`` (SIGINT: Ctrl+C;
+    SIGKILL: a crash) after that many seconds."""
     command = [str(EMOTIONLAB), "predict", *args]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -105,12 +106,13 @@ def run_predict(args: list[str], *, interrupt_after: float | None = None) -> dic
         total = sum(_memory_kb(pid, "Pss") for pid in [process.pid, *_descendants(process.pid)])
         peak_main, peak_total = max(peak_main, main), max(peak_total, total)
         if interrupt_after is not None and not interrupted and time.perf_counter() - start > interrupt_after:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop_signal)
             interrupted = True
         time.sleep(0.2)
     stderr = process.stderr.read()
     seconds = time.perf_counter() - start
-    if process.returncode not in (0, 130) or (process.returncode == 130 and not interrupted):
+    stopped = process.returncode in (130, -signal.SIGKILL) and interrupted
+    if process.returncode != 0 and not stopped:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-2000:]}")
     return {
         "seconds": round(seconds, 1),
@@ -136,6 +138,9 @@ def main() -> None:
     parser.add_argument("--detector", help="detect faces with this detector (default: --no-detect)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    # Started in the background by a shell, this process ignores SIGINT and its children would inherit that;
+    # a Python handler here is reset to the default in them, so Ctrl+C (SIGINT) reaches the command.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from emotionlab.inference import DEFAULT_MODEL
 
@@ -184,25 +189,28 @@ def main() -> None:
         results["runs"].append(run)
         print(json.dumps(run), file=sys.stderr)
 
-    # Interrupt a 10% run, then resume it: each file once.
+    # A 10% run stopped with Ctrl+C, resumed and killed (SIGKILL: a crash, maybe mid-line), resumed again.
     output = work / "resume.jsonl"
     output.unlink(missing_ok=True)
-    first = run_predict(
-        [str(images), *common, "--output", str(output), "--shard", "1/10"], interrupt_after=15
-    )
-    before, _ = count_records(output)
-    second = run_predict([str(images), *common, "--output", str(output), "--shard", "1/10", "--resume"])
+    shard = [str(images), *common, "--output", str(output), "--shard", "1/10"]
+    steps = []
+    for extra, stop, after in (
+        ([], signal.SIGINT, 20),
+        (["--resume"], signal.SIGKILL, 20),
+        (["--resume"], None, None),
+    ):
+        run = run_predict([*shard, *extra], interrupt_after=after, stop_signal=stop or signal.SIGINT)
+        run.update(stopped_with=stop.name if stop else None, records_after=count_records(output)[0])
+        steps.append(run)
+        print(json.dumps(run), file=sys.stderr)
     records, distinct = count_records(output)
     expected = len(range(0, args.count, 10))
     results["resume"] = {
-        "interrupted_after_s": 15,
-        "records_before_resume": before,
-        "records_after_resume": records,
+        "steps": steps,
+        "records": records,
         "distinct_paths": distinct,
         "expected": expected,
         "ok": records == distinct == expected,
-        "first": first,
-        "second": second,
     }
     results["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +221,8 @@ def main() -> None:
             f"{run['images']:>8} {run['seconds']:>8} {run['images_per_s']:>9} {run['peak_rss_main_mb']:>17} "
             f"{run['peak_pss_total_mb']:>16}"
         )
-    print(f"resume: {before} records before, {records} after ({distinct} distinct, {expected} expected)")
+    counts = " -> ".join(str(step["records_after"]) for step in steps)
+    print(f"resume: records after each step {counts} ({distinct} distinct, {expected} expected)")
     print(f"wrote {args.out}")
 
 
