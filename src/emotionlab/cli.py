@@ -199,6 +199,11 @@ def predict(
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: on a terminal).")] = None,
 ) -> None:
     """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame."""
+    import os
+
+    # Before torch loads: OpenMP threads that sleep rather than spin while they wait keep PyTorch fast when other
+    # processes share the CPU (batch-1 faces/s 128 -> 354 on a loaded 2-core machine, benchmarks/speed.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from emotionlab.inference import PredictOptions, run_predict
 
     run_predict(
