@@ -203,7 +203,7 @@ def read_onnx_metadata(path: str | Path) -> dict:
 
 
 def session_options(threads: int | None = None):
-    """ORT options: intra-op threads = physical cores (hyper-threads only slow convolutions down)."""
+    """ORT options: intra-op threads = physical cores (hyper-threads only slow convolutions down), no spinning."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -211,6 +211,9 @@ def session_options(threads: int | None = None):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+    # Idle threads sleep instead of spinning: spinning steals the CPU from DataLoader workers and from other
+    # processes, and under load it was slower even alone (batch 64: 635 faces/s spinning, 697 not).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
