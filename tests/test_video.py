@@ -208,6 +208,35 @@ def test_camera_headless_prints_a_record_per_frame(model, monkeypatch, tmp_path)
     assert text.count("camera:0 frame") == 2 and "1 face(s)" in text
 
 
+def test_ctrl_c_still_writes_the_timeline(model, monkeypatch, tmp_path):
+    class Interrupting(FakeCapture):
+        def read(self):
+            if len(self.frames) == 2:
+                raise KeyboardInterrupt
+            return super().read()
+
+    monkeypatch.setattr(video, "open_camera", lambda index: Interrupting(synthetic_frames(5)))
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--camera",
+            "0",
+            "--model",
+            str(model),
+            "--format",
+            "jsonl",
+            "--no-window",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 130  # interrupted, as after Ctrl+C
+    assert len(result.stdout.splitlines()) == 3
+    assert len(list(csv.DictReader((tmp_path / "camera0.timeline.csv").open()))) == 3
+    assert (tmp_path / "camera0.timeline.png").is_file()
+
+
 def test_asking_for_a_window_without_a_display_is_an_error(model, monkeypatch):
     monkeypatch.setattr(video, "open_camera", lambda index: FakeCapture(synthetic_frames(1)))
     monkeypatch.delenv("DISPLAY", raising=False)

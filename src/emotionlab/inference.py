@@ -777,6 +777,7 @@ def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
 def run_predict(options: PredictOptions, *, stream=None) -> int:
     """Run `emotionlab predict`; returns the number of records written."""
     import sys
+    from contextlib import closing
 
     from emotionlab import video as video_module
 
@@ -818,7 +819,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         )
         frames = video_module.camera_frames(options.camera, fps=options.fps, max_frames=options.max_frames)
         try:
-            for record in video_module.predict_camera(
+            records = video_module.predict_camera(
                 recognizer,
                 frames,
                 name=f"camera:{options.camera}",
@@ -826,8 +827,10 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
                 out_dir=options.out_dir,
                 annotate_dir=options.annotate,
                 fps=options.fps,
-            ):
-                writer.write(record)
+            )
+            with closing(records):  # Ctrl+C still finishes the timeline and the annotated video
+                for record in records:
+                    writer.write(record)
         finally:
             writer.close()
         return writer.count
@@ -875,8 +878,9 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
                 batch_size=min(options.batch_size, 16),
                 start_frame=done.get(str(path), -1) + 1,
             )
-            for record in progress_bar(records, total=None, description=path.name, enabled=progress):
-                writer.write(record)
+            with closing(records):
+                for record in progress_bar(records, total=None, description=path.name, enabled=progress):
+                    writer.write(record)
     finally:
         writer.close()
     return writer.count
