@@ -315,3 +315,9 @@ def test_finetune_can_mix_ferplus_faces_into_each_epoch(tiny_dataset, ferplus_mo
     image, label = prepared.train_set[(75, 1)]  # a FER+ face, remapped to this dataset's label order
     assert image.shape == (3, 48, 48) and sample_set.labels[int(label)] in {"happy", "angry", "fearful"}
     assert prepared.metadata["finetuned_from"]["mixed_with"]["ratio"] == 0.2
+    from torch.utils.data import default_collate
+
+    images, labels = default_collate(
+        [prepared.train_set[(68, 1)], prepared.train_set[(75, 1)]]
+    )  # task + FER+
+    assert images.shape == (2, 3, 48, 48) and labels.dtype == torch.int64

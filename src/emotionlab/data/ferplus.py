@@ -273,4 +273,6 @@ class FerPlusTensors(Dataset):
                 image[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True
             )[0]
         tensor = standardize(image.expand(3, -1, -1)[None])[0]
-        return tensor, self.targets[index]
+        target = self.targets[index]
+        # Hard labels as plain ints, like ImageDataset, so both kinds of datasets collate together.
+        return tensor, (int(target) if target.ndim == 0 else target)
