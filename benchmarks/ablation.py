@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrained", action="store_true")
     parser.add_argument("--scratch-epochs", type=int, default=AblationSettings.scratch_epochs)
     parser.add_argument("--finetune-epochs", type=int, default=AblationSettings.finetune_epochs)
-    parser.add_argument("--patience", type=int, default=AblationSettings.patience)
+    parser.add_argument(
+        "--patience", type=int, default=AblationSettings.patience, help="0: no early stopping"
+    )
     args = parser.parse_args(argv)
     if not Path(args.data).is_dir():
         sys.exit(f"{args.data}: seed dataset not found (set EMOTIONLAB_DATA or pass --data)")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(command, flush=True)
     results = run_ablation(settings)
-    json_path, md_path = write_report(results, args.results, command=command)
+    json_path, md_path = write_report(results, args.results, stem=args.stem, command=command)
     print(render_markdown(results, command=command))
     print(f"wrote {json_path} and {md_path}")
 
