@@ -317,8 +317,13 @@ def render_markdown(results: dict, *, command: str = "") -> str:
         "",
         "Budget and choices (CPU, 2 shared cores):",
         (
-            f"- Scratch rows: at most {settings['scratch_epochs']} epochs (the study: 50) with early stopping after "
-            f"{settings['patience']} epochs without a lower validation loss; the best-validation-loss weights are kept."
+            f"- Scratch rows: at most {settings['scratch_epochs']} epochs (the study: 50) "
+            + (
+                f"with early stopping after {settings['patience']} epochs without a lower validation loss"
+                if settings["patience"]
+                else "without early stopping"
+            )
+            + "; the weights with the lowest validation loss are kept (as the study did)."
         ),
         f"- Transfer: backbone {backbone}"
         + (
