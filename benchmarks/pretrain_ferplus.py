@@ -36,7 +36,9 @@ def training_command(meta: dict) -> str | None:
     if not config:
         return None
     data, train = config["data"], config["train"]
-    parts = ["emotionlab", "train", "--recipe", train["recipe"], "--model", train["model"]]
+    parts = ["emotionlab", "train", "--recipe", train["recipe"]]
+    if train["recipe"] != "finetune":  # finetune takes its architecture from --from
+        parts += ["--model", train["model"]]
     if data.get("root"):
         parts += ["--data", data["root"]]
     if data.get("manifest"):
