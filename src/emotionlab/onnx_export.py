@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import write_atomic
 from emotionlab.inference import BaseClassifier, physical_cores
 from emotionlab.models.io import load_model_file, read_metadata
 
@@ -40,18 +41,6 @@ class _WithSoftmax(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=1)
-
-
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _set_metadata(model, metadata: dict) -> None:
@@ -118,7 +107,7 @@ def export_onnx(
             },
         }
         _set_metadata(graph, info)
-        _write_atomic(out, lambda name: onnx.save(graph, name))
+        write_atomic(out, lambda name: onnx.save(graph, name))
     return out
 
 
