@@ -92,9 +92,17 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def run_predict(args: list[str], *, interrupt_after: float | None = None, stop_signal=signal.SIGINT) -> dict:
+def run_predict(
+    args: list[str],
+    *,
+    interrupt_after: int | None = None,
+    watch: Path | None = None,
+    stop_signal=signal.SIGINT,
+) -> dict:
     """Run the command, sampling memory; with ``interrupt_after`` send ``stop_signal`` (SIGINT: Ctrl+C;
-    SIGKILL: a crash) after that many seconds."""
+    SIGKILL: a crash) once the output file ``watch`` has grown by that many bytes (mid-run, whatever the
+    machine's speed)."""
+    initial = watch.stat().st_size if watch is not None and watch.exists() else 0
     command = [str(EMOTIONLAB), "predict", *args]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -105,7 +113,8 @@ def run_predict(args: list[str], *, interrupt_after: float | None = None, stop_s
         # PSS for the total: workers share pages with the fork server; summing their RSS would count them twice.
         total = sum(_memory_kb(pid, "Pss") for pid in [process.pid, *_descendants(process.pid)])
         peak_main, peak_total = max(peak_main, main), max(peak_total, total)
-        if interrupt_after is not None and not interrupted and time.perf_counter() - start > interrupt_after:
+        grown = (watch.stat().st_size if watch.exists() else 0) - initial if watch is not None else 0
+        if interrupt_after is not None and not interrupted and grown > interrupt_after:
             process.send_signal(stop_signal)
             interrupted = True
         time.sleep(0.2)
@@ -194,12 +203,12 @@ def main() -> None:
     output.unlink(missing_ok=True)
     shard = [str(images), *common, "--output", str(output), "--shard", "1/10"]
     steps = []
-    for extra, stop, after in (
-        ([], signal.SIGINT, 20),
-        (["--resume"], signal.SIGKILL, 20),
-        (["--resume"], None, None),
-    ):
-        run = run_predict([*shard, *extra], interrupt_after=after, stop_signal=stop or signal.SIGINT)
+    # Stopped after about 2,000 and then 1,500 more of the 10,000 records (~440 bytes each).
+    plan = (([], signal.SIGINT, 900_000), (["--resume"], signal.SIGKILL, 650_000), (["--resume"], None, None))
+    for extra, stop, after in plan:
+        run = run_predict(
+            [*shard, *extra], interrupt_after=after, watch=output, stop_signal=stop or signal.SIGINT
+        )
         run.update(stopped_with=stop.name if stop else None, records_after=count_records(output)[0])
         steps.append(run)
         print(json.dumps(run), file=sys.stderr)

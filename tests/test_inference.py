@@ -216,6 +216,81 @@ def test_worker_processes_give_the_same_records(face_model, images):
     assert list(recognizer.predict_many(files, workers=2)) == in_process
 
 
+WORKER_SCRIPT = """
+import sys, time
+from PIL import Image
+from emotionlab.inference import load_recognizer
+
+
+class SlowDetector:
+    name = "slow"
+
+    def detect(self, image):
+        time.sleep(0.2)
+        return []
+
+
+if __name__ == "__main__":
+    image = sys.argv[2]
+    recognizer = load_recognizer(sys.argv[1], detector=SlowDetector())
+    for index, _ in enumerate(recognizer.predict_many([image] * 500, workers=2)):
+        if index == 0:
+            print("running", flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to list child processes")
+def test_workers_exit_when_the_main_process_is_killed(face_model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def descendants(pid: int) -> set[int]:
+        found, stack = set(), [pid]
+        while stack:
+            for task in Path(f"/proc/{stack.pop()}/task").glob("*"):
+                try:
+                    children = {int(c) for c in (task / "children").read_text().split()}
+                except OSError:
+                    children = set()
+                stack += list(children - found)
+                found |= children
+        return found
+
+    script, image = tmp_path / "run.py", tmp_path / "face.png"
+    script.write_text(WORKER_SCRIPT)
+    make_face("happy", np.random.default_rng(0), 64).save(image)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(face_model), str(image)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "running"
+        helpers = descendants(process.pid)  # fork server, workers, resource tracker
+        assert len(helpers) >= 3
+    finally:
+        process.send_signal(signal.SIGKILL)  # like kill -9 or the OOM killer
+        process.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in helpers if alive(pid)]
+    for pid in left:  # do not leak them into the rest of the test run
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "worker processes outlived the killed command"
+
+
 def test_package_exports_and_evaluation_hooks(face_model):
     recognizer = emotionlab.load_model(face_model)
     assert isinstance(recognizer, emotionlab.Recognizer)

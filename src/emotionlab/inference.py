@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -274,12 +275,30 @@ def _as_list(batch):
     return batch
 
 
-def _worker_init(_worker_id: int) -> None:
+def _exit_when_gone(main_pid: int) -> None:
+    import time
+
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(main_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # the number now belongs to another user's process: ours is gone
+            os._exit(0)
+
+
+def _worker_init(main_pid: int, _worker_id: int) -> None:
     # Each worker runs detection on one core; threads inside a worker would only fight over the cores.
+    import threading
+
     import cv2
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    # A worker's parent is the fork server, so DataLoader's own check (has my parent changed?) never fires: a
+    # killed `emotionlab predict` (kill -9, the OOM killer) would leave its workers and fork server running.
+    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
 
 
 def _worker_context():
@@ -471,7 +490,7 @@ class Recognizer:
                 batch_size=4,  # images per worker task: fewer round trips, still a short pipeline
                 num_workers=workers,
                 collate_fn=_as_list,
-                worker_init_fn=_worker_init,
+                worker_init_fn=partial(_worker_init, os.getpid()),
                 prefetch_factor=4,
                 multiprocessing_context=_worker_context(),
             )
