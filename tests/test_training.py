@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from emotionlab.config import DataConfig, RunConfig, TrainConfig, load_config
+from emotionlab.data.dataset import scan_image_folder
 from emotionlab.errors import EmotionlabError
 from emotionlab.evaluation.evaluate import evaluate_samples
-from emotionlab.data.dataset import scan_image_folder
 from emotionlab.synthetic import write_dataset
 from emotionlab.training.train import train
 
@@ -87,9 +87,9 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 def test_same_seed_same_result_and_resume_after_sigkill_matches(tiny_dataset, tmp_path):
     epochs = 4
     reference = tmp_path / "reference"
-    subprocess.run([*CLI, *_small_config(tiny_dataset, reference, epochs)], check=True, capture_output=True)
+    subprocess.run([*CLI, *_small_config(tiny_dataset, reference, epochs)], capture_output=True, check=True)
     again = tmp_path / "again"
-    subprocess.run([*CLI, *_small_config(tiny_dataset, again, epochs)], check=True, capture_output=True)
+    subprocess.run([*CLI, *_small_config(tiny_dataset, again, epochs)], capture_output=True, check=True)
     assert all(
         torch.equal(a, b)
         for a, b in zip(
@@ -116,7 +116,7 @@ def test_same_seed_same_result_and_resume_after_sigkill_matches(tiny_dataset, tm
     process.wait()
     assert not (killed / "model.safetensors").exists()
 
-    subprocess.run([*CLI, "train", "--resume", str(killed), "--no-progress"], check=True, capture_output=True)
+    subprocess.run([*CLI, "train", "--resume", str(killed), "--no-progress"], capture_output=True, check=True)
     resumed, uninterrupted = (
         _state(killed / "checkpoints/last.ckpt"),
         _state(reference / "checkpoints/last.ckpt"),
@@ -143,7 +143,7 @@ def test_two_process_ddp_on_cpu_completes_with_sane_metrics(tiny_dataset, tmp_pa
         "--strategy",
         "ddp",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 2

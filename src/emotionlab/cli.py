@@ -168,13 +168,6 @@ def evaluate(
     print(f"figures and metrics.json in {out}/")
 
 
-def _expand_inputs(paths: list[str]) -> list[Path]:
-    """Files, folders (recursive: images and videos) and glob patterns -> a de-duplicated file list."""
-    from emotionlab.inference import expand_inputs
-
-    return expand_inputs(paths)
-
-
 @app.command()
 def predict(
     paths: Annotated[list[str] | None, typer.Argument(help="Images, videos, folders (recursive) or glob patterns.")] = None,

@@ -110,7 +110,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
         raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         save_config(config, run_dir / CONFIG_NAME)
 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
