@@ -64,6 +64,15 @@ def _faces_option(faces: bool, detector: str | None, margin: float) -> dict | No
     return FaceCropConfig(detector=detector or PREPARE_DETECTOR, margin=margin).to_dict()
 
 
+def _train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup) -> dict:
+    extra: dict = {"mix_ferplus": str(mix_ferplus), "mix_ratio": mix_ratio} if mix_ferplus else {}
+    if ferplus_classes != 5 or ferplus_targets != "majority":
+        extra.update(ferplus_classes=ferplus_classes, ferplus_targets=ferplus_targets)
+    if mixup:
+        extra["mixup"] = mixup
+    return extra
+
+
 @app.command()
 def train(
     data: Annotated[Path | None, typer.Option(help="Dataset root (class folders, optionally under train/validation/test). Default: $EMOTIONLAB_DATA.")] = None,
@@ -90,6 +99,9 @@ def train(
     backbone_lr_scale: Annotated[float, typer.Option(help="finetune: backbone learning rate = --lr x this (head: --lr).")] = 0.1,
     mix_ferplus: Annotated[Path | None, typer.Option(help="finetune: also train on this FER+ folder's faces (keeps FER+ skill).")] = None,
     mix_ratio: Annotated[float, typer.Option(help="finetune --mix-ferplus: FER+ faces per task image, per epoch.")] = 1.0,
+    ferplus_classes: Annotated[int, typer.Option(help="pretrain: FER+ classes, 5 (ours) or 8 (with neutral, disgust, contempt).")] = 5,
+    ferplus_targets: Annotated[str, typer.Option(help="pretrain: majority (hard labels) or soft (crowd-vote distributions).")] = "majority",
+    mixup: Annotated[float, typer.Option(help="Mixup strength alpha (0 = off; 0.2-0.4 is usual).")] = 0.0,
     faces: Annotated[bool, typer.Option("--faces/--no-faces", help="Train on face crops (cached) instead of whole images.")] = False,
     detector: Annotated[str | None, typer.Option(help="Face detector for --faces.")] = None,
     margin: Annotated[float, typer.Option(help="Face crop margin per side, as a fraction of the box.")] = 0.1,
@@ -122,7 +134,7 @@ def train(
                 weights=str(weights) if weights else None, pretrained=pretrained,
                 init_from=str(init_from) if init_from else None,
                 backbone_lr_scale=backbone_lr_scale,
-                extra={"mix_ferplus": str(mix_ferplus), "mix_ratio": mix_ratio} if mix_ferplus else {},
+                extra=_train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup),
                 accelerator=accelerator, devices=devices, strategy=strategy,
             ),
             out=str(out),

@@ -49,3 +49,10 @@ class FerCNN(nn.Module):
 @register_model("fer_cnn", input_size=64, normalization={"type": "per_image"}, grayscale=True)
 def _fer_cnn(num_classes: int, image_size: int = 64, **kwargs) -> nn.Module:
     return FerCNN(num_classes, **kwargs)
+
+
+@register_model("fer_cnn_wide", input_size=64, normalization={"type": "per_image"}, grayscale=True)
+def _fer_cnn_wide(num_classes: int, image_size: int = 64, **kwargs) -> nn.Module:
+    """fer_cnn at widths 32-64-128-256 (~1.2M parameters): the larger FER+ backbone of the accuracy work."""
+    kwargs.setdefault("widths", (32, 64, 128, 256))
+    return FerCNN(num_classes, **kwargs)

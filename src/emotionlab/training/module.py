@@ -38,7 +38,8 @@ class EmotionClassifier(L.LightningModule):
         return loss, correct, logits
 
     def training_step(self, batch, batch_index):
-        loss, accuracy, _ = self.model_step(batch)
+        alpha = float((self.config.extra or {}).get("mixup", 0.0))
+        loss, accuracy, _ = self.model_step(_mixup(batch, alpha, self.net) if alpha > 0 else batch)
         size = batch[0].shape[0]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("train/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
@@ -94,3 +95,14 @@ def _head_parameter_names(net: nn.Module) -> set[str]:
         return set()
     ids = {id(p) for p in head.parameters()}
     return {name for name, p in net.named_parameters() if id(p) in ids}
+
+
+def _mixup(batch, alpha: float, net: nn.Module):
+    """Mixup (Zhang et al. 2018): blend pairs of images and their (one-hot or soft) targets with Beta(alpha, alpha)."""
+    images, targets = batch
+    if targets.ndim == 1:
+        classes = getattr(net, "num_classes", None) or int(targets.max()) + 1
+        targets = F.one_hot(targets, classes).float()
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())
+    order = torch.randperm(images.shape[0], device=images.device)
+    return weight * images + (1 - weight) * images[order], weight * targets + (1 - weight) * targets[order]
