@@ -64,13 +64,47 @@ def _faces_option(faces: bool, detector: str | None, margin: float) -> dict | No
     return FaceCropConfig(detector=detector or PREPARE_DETECTOR, margin=margin).to_dict()
 
 
-def _train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup) -> dict:
+def _train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup, class_balance="none") -> dict:
     extra: dict = {"mix_ferplus": str(mix_ferplus), "mix_ratio": mix_ratio} if mix_ferplus else {}
     if ferplus_classes != 5 or ferplus_targets != "majority":
         extra.update(ferplus_classes=ferplus_classes, ferplus_targets=ferplus_targets)
     if mixup:
         extra["mixup"] = mixup
+    if class_balance != "none":
+        extra["class_balance"] = class_balance
     return extra
+
+
+def train_run_config(
+    *, data, manifest, model, out, recipe, image_size, epochs, batch_size, learning_rate, optimizer, weight_decay,
+    scheduler, warmup_epochs, label_smoothing, augment, seed, early_stopping, weights, pretrained, init_from,
+    backbone_lr_scale, mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup, class_balance, faces,
+    detector, margin, workers, accelerator, devices, strategy, **_ignored,
+):
+    """The RunConfig of ``emotionlab train`` options (also used by ``experiment cv`` for its recipes)."""
+    from emotionlab.config import DataConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        data=DataConfig(
+            root=str(data) if data else None,
+            manifest=str(manifest) if manifest else None,
+            image_size=image_size,
+            augment=augment,
+            faces=_faces_option(faces, detector, margin),
+            num_workers=workers,
+        ),
+        train=TrainConfig(
+            model=model, recipe=recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing, seed=seed, early_stopping_patience=early_stopping,
+            weights=str(weights) if weights else None, pretrained=pretrained,
+            init_from=str(init_from) if init_from else None,
+            backbone_lr_scale=backbone_lr_scale,
+            extra=_train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup, class_balance),
+            accelerator=accelerator, devices=devices, strategy=strategy,
+        ),
+        out=str(out),
+    )
 
 
 @app.command()
@@ -102,6 +136,7 @@ def train(
     ferplus_classes: Annotated[int, typer.Option(help="pretrain: FER+ classes, 5 (ours) or 8 (with neutral, disgust, contempt).")] = 5,
     ferplus_targets: Annotated[str, typer.Option(help="pretrain: majority (hard labels) or soft (crowd-vote distributions).")] = "majority",
     mixup: Annotated[float, typer.Option(help="Mixup strength alpha (0 = off; 0.2-0.4 is usual).")] = 0.0,
+    class_balance: Annotated[str, typer.Option(help="none | weight (inverse-frequency loss weights) | logit-adjust (log-prior shift of the training loss).")] = "none",
     faces: Annotated[bool, typer.Option("--faces/--no-faces", help="Train on face crops (cached) instead of whole images.")] = False,
     detector: Annotated[str | None, typer.Option(help="Face detector for --faces.")] = None,
     margin: Annotated[float, typer.Option(help="Face crop margin per side, as a fraction of the box.")] = 0.1,
@@ -112,34 +147,14 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a model; the run folder gets the best (lowest validation loss) and last checkpoints and a model file."""
-    from emotionlab.config import DataConfig, RunConfig, TrainConfig
+    options = dict(locals())
+    from emotionlab.config import RunConfig
     from emotionlab.training.train import train as run_training
 
     if resume is not None:
         result = run_training(RunConfig(out=str(resume)), resume=True, progress=progress)
     else:
-        config = RunConfig(
-            data=DataConfig(
-                root=str(data) if data else None,
-                manifest=str(manifest) if manifest else None,
-                image_size=image_size,
-                augment=augment,
-                faces=_faces_option(faces, detector, margin),
-                num_workers=workers,
-            ),
-            train=TrainConfig(
-                model=model, recipe=recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, warmup_epochs=warmup_epochs,
-                label_smoothing=label_smoothing, seed=seed, early_stopping_patience=early_stopping,
-                weights=str(weights) if weights else None, pretrained=pretrained,
-                init_from=str(init_from) if init_from else None,
-                backbone_lr_scale=backbone_lr_scale,
-                extra=_train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup),
-                accelerator=accelerator, devices=devices, strategy=strategy,
-            ),
-            out=str(out),
-        )
-        result = run_training(config, progress=progress)
+        result = run_training(train_run_config(**options), progress=progress)
     if result.model_path is not None:
         print(f"model: {result.model_path}")
         print(f"best validation loss: {result.best_val_loss:.4f} after {result.epochs_run} epoch(s); run folder: {result.run_dir}")
@@ -435,6 +450,50 @@ def experiment_ablation(
     )
     command = "emotionlab " + shlex.join(sys.argv[1:])
     results = run_ablation(settings)
+    json_path, md_path = write_report(results, out, command=command)
+    print(render_markdown(results, command=command))
+    print(f"wrote {json_path} and {md_path}")
+
+
+def _cv_recipe(text: str):
+    """``NAME=TRAIN OPTIONS`` -> (name, RunConfig): the options are parsed exactly as ``emotionlab train`` would."""
+    import shlex
+
+    name, sep, options = text.partition("=")
+    if not sep or not name.strip():
+        raise EmotionlabError(f"--recipe {text!r}: expected NAME='train options', e.g. base='--recipe finetune --from M'")
+    command = typer.main.get_command(app).commands["train"]
+    try:
+        context = command.make_context("train", shlex.split(options), resilient_parsing=False)
+    except Exception as error:  # Typer's (vendored) click usage errors all have format_message()
+        if not hasattr(error, "format_message"):
+            raise
+        raise EmotionlabError(f"--recipe {name}: {error.format_message()}") from error
+    if context.params.get("resume"):
+        raise EmotionlabError(f"--recipe {name}: --resume has no meaning here (cross-validation resumes by itself)")
+    return name.strip(), train_run_config(**context.params)
+
+
+@experiment_app.command("cv")
+def experiment_cv(
+    recipes: Annotated[list[str], typer.Option("--recipe", help="NAME='train options' (repeat to compare recipes on the same folds).")],
+    data: Annotated[Path | None, typer.Option(help="Dataset root (manifest paths are relative to it). Default: $EMOTIONLAB_DATA.")] = None,
+    manifest: Annotated[Path, typer.Option(help="The split whose train + validation rows are cross-validated (test rows are never used).")] = Path("benchmarks/splits/seed-emotions.csv"),
+    folds: Annotated[int, typer.Option(help="Number of folds (stratified, duplicate groups kept whole).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    out: Annotated[Path, typer.Option(help="Folder for folds, runs, cv.json and cv.md (re-running resumes).")] = Path("runs/cv"),
+) -> None:
+    """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
+    import shlex
+
+    from emotionlab.crossval import CvSettings, render_markdown, run_cv, write_report
+
+    parsed = dict(_cv_recipe(text) for text in recipes)
+    if len(parsed) != len(recipes):
+        raise EmotionlabError("--recipe: every recipe needs its own NAME")
+    settings = CvSettings(data=str(data) if data else None, manifest=str(manifest), out=str(out), folds=folds, seed=seed)
+    command = "emotionlab " + shlex.join(sys.argv[1:])
+    results = run_cv(settings, parsed)
     json_path, md_path = write_report(results, out, command=command)
     print(render_markdown(results, command=command))
     print(f"wrote {json_path} and {md_path}")

@@ -158,7 +158,7 @@ def row_config(settings: AblationSettings, row: str, seed: int) -> RunConfig:
     raise EmotionlabError(f"unknown ablation row {row!r}; choose from {', '.join(ROWS)}")
 
 
-def _run(config: RunConfig) -> tuple[Path, dict]:
+def run_or_reuse(config: RunConfig) -> tuple[Path, dict]:
     """Train one run (or reuse / resume it); returns its model path and a summary."""
     from emotionlab.training.callbacks import read_history
     from emotionlab.training.train import train
@@ -253,7 +253,7 @@ def run_ablation(settings: AblationSettings) -> dict:
         for seed in settings.seeds:
             config = row_config(settings, row, seed)
             log.warning("ablation: %s seed %d -> %s", row, seed, config.out)
-            model_path, summary = _run(config)
+            model_path, summary = run_or_reuse(config)
             metrics = evaluate_samples(model_path, test)
             predictions.append(np.asarray(metrics["_probabilities"]).argmax(axis=1))
             summary.update(

@@ -19,27 +19,43 @@ class EmotionClassifier(L.LightningModule):
     backbone a lower learning rate than the head (fine-tuning).
     """
 
-    def __init__(self, net: nn.Module, config: TrainConfig, *, backbone_lr_scale: float = 1.0, soft_targets: bool = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        config: TrainConfig,
+        *,
+        backbone_lr_scale: float = 1.0,
+        soft_targets: bool = False,
+        class_counts: list[int] | None = None,
+    ):
         super().__init__()
         self.net = net
         self.config = config
         self.backbone_lr_scale = backbone_lr_scale
         self.soft_targets = soft_targets
+        balance = (config.extra or {}).get("class_balance", "none")
+        self.balance = balance
+        weights, adjustment = _balance_terms(balance, class_counts)
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.register_buffer("logit_adjustment", adjustment, persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def model_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def model_step(self, batch, *, training: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, targets = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+        # Logit adjustment (Menon et al. 2021) shifts the training loss only; the model's logits stay plain.
+        adjusted = logits + self.logit_adjustment if training and self.logit_adjustment is not None else logits
+        weight = self.class_weights if training else None
+        loss = F.cross_entropy(adjusted, targets, weight=weight, label_smoothing=self.config.label_smoothing)
         hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
         correct = (logits.argmax(dim=1) == hard).float().mean()
         return loss, correct, logits
 
     def training_step(self, batch, batch_index):
         alpha = float((self.config.extra or {}).get("mixup", 0.0))
-        loss, accuracy, _ = self.model_step(_mixup(batch, alpha, self.net) if alpha > 0 else batch)
+        loss, accuracy, _ = self.model_step(_mixup(batch, alpha, self.net) if alpha > 0 else batch, training=True)
         size = batch[0].shape[0]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("train/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
@@ -95,6 +111,22 @@ def _head_parameter_names(net: nn.Module) -> set[str]:
         return set()
     ids = {id(p) for p in head.parameters()}
     return {name for name, p in net.named_parameters() if id(p) in ids}
+
+
+BALANCE_MODES = ("none", "weight", "logit-adjust")
+
+
+def _balance_terms(mode: str, counts: list[int] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Class weights (inverse frequency, mean 1) or logit adjustments (log prior) from training counts."""
+    if mode not in BALANCE_MODES:
+        raise ValueError(f"unknown class balance {mode!r} ({', '.join(BALANCE_MODES)})")
+    if mode == "none" or not counts:
+        return None, None
+    counts_tensor = torch.tensor(counts, dtype=torch.float32).clamp(min=1)
+    if mode == "weight":
+        weights = counts_tensor.sum() / counts_tensor
+        return weights / weights.mean(), None
+    return None, torch.log(counts_tensor / counts_tensor.sum())
 
 
 def _mixup(batch, alpha: float, net: nn.Module):

@@ -7,6 +7,8 @@ and ``model.safetensors`` (the best weights with their metadata).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import logging
 import os
 import warnings
@@ -68,6 +70,12 @@ class _DataModule(L.LightningDataModule):
         return self._loader(self.prepared.val_set, shuffle=False)
 
 
+def class_counts(samples, labels: list[str]) -> list[int]:
+    """Training images per class, in the model's label order (for class-balanced losses)."""
+    counts = Counter(sample.label for sample in samples)
+    return [counts.get(label, 0) for label in labels]
+
+
 def resolve_splits(config: RunConfig, sample_set: SampleSet):
     """Train and validation samples: folder/manifest splits when present, else a seeded stratified split."""
     samples = sample_set.samples
@@ -121,7 +129,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     prepared = create_recipe(config.train.recipe)(config, sample_set, train_samples, val_samples)
 
     module = EmotionClassifier(
-        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale, soft_targets=prepared.soft_targets
+        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale, soft_targets=prepared.soft_targets,
+        class_counts=class_counts(train_samples, prepared.metadata.get("labels") or sample_set.labels),
     )
     best = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor="val/loss", mode="min", enable_version_counter=False

@@ -1,0 +1,265 @@
+"""Cross-validation that can tell candidate recipes apart: ``emotionlab experiment cv``.
+
+With ~110 images per split, one validation or test split cannot separate two recipes a few points apart (one
+standard error is ~4 points). Cross-validation scores every train + validation image once, out of fold:
+
+- the test split is never touched (its rows are dropped before anything else);
+- stratified group k-fold (scikit-learn's ``StratifiedGroupKFold``) over the rest, with the manifest's duplicate
+  groups as groups, so near-duplicates never sit on both sides of a fold;
+- each fold's training images get their own inner, group-aware validation part (1/8, more for tiny classes) for checkpoint choice and
+  early stopping, so the held-out fold plays no part in training;
+- every recipe sees the same folds, so two recipes are compared image by image: the paired difference and its
+  95% bootstrap interval (the same resampled images for both) say whether a gap is real.
+
+Runs are ordinary training runs under ``OUT/RECIPE/foldK``: a finished fold is reused, an interrupted one
+resumes from its last checkpoint, and its out-of-fold probabilities are cached in ``oof.json``, so a killed
+cross-validation costs only the run in progress and a re-run gives the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from emotionlab.config import RunConfig, to_dict
+from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import write_atomic
+from emotionlab.labels import order_labels
+
+log = logging.getLogger("emotionlab")
+
+INNER_VALIDATION_PARTS = 8  # an eighth of each fold's training images validates it
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class CvSettings:
+    data: str | None
+    manifest: str
+    out: str = "runs/cv"
+    folds: int = 5
+    seed: int = 0
+    resamples: int = BOOTSTRAP_RESAMPLES
+
+
+def _group_ids(rows: list[dict]) -> list[str]:
+    """One id per row: its duplicate group when the manifest has one, else the row itself."""
+    return [row.get("group") or f"single:{row['path']}" for row in rows]
+
+
+def assign_folds(rows: list[dict], folds: int, seed: int) -> list[int]:
+    """Fold index per row: stratified by label, duplicate groups kept whole (``StratifiedGroupKFold``)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = [row["label"] for row in rows]
+    smallest = min(labels.count(label) for label in set(labels))
+    if folds < 2 or smallest < folds:
+        raise EmotionlabError(
+            f"{folds}-fold cross-validation needs at least {max(folds, 2)} images of every class "
+            f"(the smallest class has {smallest}) and at least 2 folds"
+        )
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold_of = [0] * len(rows)
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(rows)), labels, _group_ids(rows))):
+        for index in held_out:
+            fold_of[index] = fold
+    return fold_of
+
+
+def fold_rows(rows: list[dict], fold_of: list[int], fold: int, seed: int) -> list[dict]:
+    """Rows of one fold's manifest: the fold is ``test``, an inner eighth of the rest ``validation``."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rest = [row for row, k in zip(rows, fold_of, strict=True) if k != fold]
+    labels = [row["label"] for row in rest]
+    parts = min(INNER_VALIDATION_PARTS, min(labels.count(label) for label in set(labels)))
+    if parts < 2:
+        raise EmotionlabError(f"fold {fold}: a class has fewer than 2 training images left to validate on")
+    inner = StratifiedGroupKFold(n_splits=parts, shuffle=True, random_state=seed + fold)
+    _, validation = next(inner.split(np.zeros(len(rest)), labels, _group_ids(rest)))
+    validation_paths = {rest[index]["path"] for index in validation}
+    out = []
+    for row, k in zip(rows, fold_of, strict=True):
+        split = "test" if k == fold else "validation" if row["path"] in validation_paths else "train"
+        out.append({**row, "split": split})
+    return out
+
+
+def cv_rows(manifest: str | Path) -> list[dict]:
+    """The manifest's train + validation rows (the test split is dropped here and never seen again)."""
+    from emotionlab.data.manifest import read_manifest_rows
+
+    rows = [row for row in read_manifest_rows(manifest) if row.get("split") != "test"]
+    if not rows:
+        raise EmotionlabError(f"{manifest}: no train or validation rows to cross-validate")
+    return rows
+
+
+def write_folds(settings: CvSettings) -> tuple[list[dict], list[int], list[Path]]:
+    """Write ``OUT/folds/foldK.csv`` (same content on every call); returns rows, fold per row, paths."""
+    from emotionlab.data.manifest import write_manifest
+
+    rows = cv_rows(settings.manifest)
+    fold_of = assign_folds(rows, settings.folds, settings.seed)
+    paths = []
+    for fold in range(settings.folds):
+        path = Path(settings.out) / "folds" / f"fold{fold}.csv"
+        comment = f"cross-validation fold {fold} of {settings.folds} (seed {settings.seed}) from {settings.manifest}"
+        write_manifest(fold_rows(rows, fold_of, fold, settings.seed), path, comments=[comment])
+        paths.append(path)
+    return rows, fold_of, paths
+
+
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+
+
+def _fold_probabilities(config: RunConfig, fold_manifest: Path, data: str | None, labels: list[str]):
+    """Train (or reuse / resume) one fold's run; its out-of-fold probabilities, cached in ``oof.json``."""
+    cache = Path(config.out) / "oof.json"
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+    else:
+        stored = _score_fold(config, fold_manifest, data)
+        _write_text(cache, json.dumps(stored))
+    if stored["labels"] != labels:
+        raise EmotionlabError(f"{cache}: the fold model's labels {stored['labels']} differ from the data's {labels}")
+    return stored["paths"], np.asarray(stored["probabilities"], dtype=float), stored["run"]
+
+
+def _score_fold(config: RunConfig, fold_manifest: Path, data: str | None) -> dict:
+    from emotionlab.data.dataset import load_samples
+    from emotionlab.evaluation.evaluate import evaluate_samples
+    from emotionlab.experiments import run_or_reuse
+
+    model_path, summary = run_or_reuse(config)
+    test = load_samples(data, fold_manifest).split("test")
+    metrics = evaluate_samples(model_path, test)
+    probabilities = np.asarray(metrics["_probabilities"], dtype=float)
+    return {
+        "paths": [sample.relpath for sample in test],
+        "labels": metrics["labels"],
+        "probabilities": probabilities.tolist(),
+        "run": summary,
+    }
+
+
+def recipe_config(template: RunConfig, settings: CvSettings, name: str, fold: int, fold_manifest: Path) -> RunConfig:
+    """The template's options on one fold's manifest, in ``OUT/NAME/foldK``."""
+    data = replace(template.data, root=settings.data, manifest=str(fold_manifest))
+    return replace(template, data=data, out=str(Path(settings.out) / name / f"fold{fold}"))
+
+
+def paired_difference(
+    truth: np.ndarray, first: np.ndarray, second: np.ndarray, *, resamples: int, seed: int = 0
+) -> dict:
+    """Accuracy of ``first`` minus ``second`` on the same images, with a 95% paired bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    hits = (first == truth).astype(float) - (second == truth).astype(float)
+    draws = np.array([hits[rng.integers(0, len(hits), len(hits))].mean() for _ in range(resamples)])
+    return {
+        "accuracy_difference": float(hits.mean()),
+        "ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+    }
+
+
+def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
+    """Train every recipe on every fold; out-of-fold metrics per recipe and paired differences between them."""
+    from emotionlab.evaluation.metrics import compute_metrics
+
+    if not recipes:
+        raise EmotionlabError("cross-validation needs at least one recipe")
+    rows, fold_of, fold_paths = write_folds(settings)
+    labels = order_labels(row["label"] for row in rows)
+    truth_by_path = {row["path"]: labels.index(row["label"]) for row in rows}
+    order = [row["path"] for row in rows]
+    results: dict = {
+        "settings": {**settings.__dict__},
+        "num_images": len(rows),
+        "labels": labels,
+        "folds": [int(np.sum(np.asarray(fold_of) == k)) for k in range(settings.folds)],
+        "recipes": {},
+    }
+    predictions: dict[str, np.ndarray] = {}
+    truth = np.array([truth_by_path[path] for path in order])
+    for name, template in recipes.items():
+        probabilities: dict[str, np.ndarray] = {}
+        runs = []
+        for fold, fold_manifest in enumerate(fold_paths):
+            config = recipe_config(template, settings, name, fold, fold_manifest)
+            log.warning("cv: %s fold %d/%d -> %s", name, fold + 1, settings.folds, config.out)
+            paths, fold_probabilities, summary = _fold_probabilities(config, fold_manifest, settings.data, labels)
+            probabilities.update(zip(paths, fold_probabilities, strict=True))
+            runs.append({"fold": fold, **summary})
+        matrix = np.stack([probabilities[path] for path in order])
+        metrics = compute_metrics(truth, matrix, labels)
+        predictions[name] = matrix.argmax(axis=1)
+        results["recipes"][name] = {
+            "config": to_dict(replace(template, out="")),
+            "accuracy": metrics["accuracy"],
+            "accuracy_ci95": list(metrics["accuracy_ci95"]),
+            "macro_f1": metrics["macro_f1"],
+            "macro_f1_ci95": list(metrics["macro_f1_ci95"]),
+            "per_class_recall": {label: value["recall"] for label, value in metrics["per_class"].items()},
+            "confusion_matrix": metrics["confusion_matrix"],
+            "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
+            "runs": runs,
+        }
+    names = list(recipes)
+    results["paired"] = [
+        {"first": a, "second": b, **paired_difference(truth, predictions[a], predictions[b], resamples=settings.resamples)}
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+    ]
+    return results
+
+
+def render_markdown(results: dict, *, command: str = "") -> str:
+    """The side-by-side table of recipes and the paired differences."""
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}"
+
+    labels = results["labels"]
+    lines = [
+        f"# Cross-validation: {results['settings']['folds']} folds over {results['num_images']} train + "
+        "validation images (test split untouched)",
+        "",
+    ]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [
+        "| recipe | accuracy (95% CI) | macro-F1 (95% CI) | " + " | ".join(f"{label} recall" for label in labels)
+        + " | training CPU-s |",
+        "|---|---|---|" + "---|" * len(labels) + "---|",
+    ]
+    for name, row in results["recipes"].items():
+        low, high = row["accuracy_ci95"]
+        f_low, f_high = row["macro_f1_ci95"]
+        recalls = " | ".join(f"{row['per_class_recall'][label]:.2f}" for label in labels)
+        lines.append(
+            f"| {name} | {pct(row['accuracy'])} ({pct(low)}-{pct(high)}) | {row['macro_f1']:.3f} "
+            f"({f_low:.3f}-{f_high:.3f}) | {recalls} | {row['train_seconds']:.0f} |"
+        )
+    if results["paired"]:
+        lines += ["", "Paired differences (same images; 95% bootstrap interval):", ""]
+        lines += ["| first - second | accuracy difference (95% CI) |", "|---|---|"]
+        for pair in results["paired"]:
+            low, high = pair["ci95"]
+            lines.append(
+                f"| {pair['first']} - {pair['second']} | {pct(pair['accuracy_difference'])} "
+                f"({pct(low)} to {pct(high)}) |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict, out: str | Path, *, command: str = "") -> tuple[Path, Path]:
+    out = Path(out)
+    json_path, md_path = out / "cv.json", out / "cv.md"
+    _write_text(json_path, json.dumps({**results, "command": command}, indent=2))
+    _write_text(md_path, render_markdown(results, command=command))
+    return json_path, md_path

@@ -1,0 +1,103 @@
+"""`emotionlab experiment cv`: folds respect duplicate groups, the test split is never used, re-runs resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from emotionlab.cli import app
+from emotionlab.crossval import CvSettings, assign_folds, cv_rows, fold_rows, write_folds
+from emotionlab.data.manifest import write_manifest
+from emotionlab.labels import EMOTIONS
+from emotionlab.synthetic import write_dataset
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def grouped_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """Synthetic faces (12 per class) with a manifest: pairs of images share a duplicate group, 2 per class test."""
+    root = write_dataset(tmp_path_factory.mktemp("cv") / "faces", per_class=12, size=48, seed=3)
+    rows = []
+    for label in EMOTIONS:
+        for index in range(12):
+            rows.append({
+                "path": f"{label}/{label}_{index}.png",
+                "label": label,
+                "split": "test" if index >= 10 else "train" if index < 8 else "validation",
+                "group": f"{label}-pair{index // 2}" if index < 6 else "",
+            })
+    manifest = write_manifest(rows, root.parent / "manifest.csv")
+    return root, manifest
+
+
+def test_folds_never_split_a_duplicate_group_and_never_see_the_test_split(grouped_dataset):
+    root, manifest = grouped_dataset
+    rows = cv_rows(manifest)
+    assert all(row["split"] != "test" for row in rows) and len(rows) == 50
+    fold_of = assign_folds(rows, 5, seed=0)
+    for group in {row["group"] for row in rows if row["group"]}:
+        assert len({k for row, k in zip(rows, fold_of) if row["group"] == group}) == 1
+    for fold in range(5):
+        split = fold_rows(rows, fold_of, fold, seed=0)
+        held_out = [row for row in split if row["split"] == "test"]
+        assert {row["label"] for row in held_out} == set(EMOTIONS)  # stratified: every class in every fold
+        assert any(row["split"] == "validation" for row in split)
+        for group in {row["group"] for row in split if row["group"]}:
+            assert len({row["split"] for row in split if row["group"] == group}) == 1
+    # every image is held out exactly once
+    assert sorted(fold_of).count(0) + sum(sorted(fold_of).count(k) for k in range(1, 5)) == 50
+
+
+def test_fold_assignment_is_reproducible(grouped_dataset, tmp_path):
+    _, manifest = grouped_dataset
+    first = write_folds(CvSettings(data=None, manifest=str(manifest), out=str(tmp_path / "a")))[1]
+    second = write_folds(CvSettings(data=None, manifest=str(manifest), out=str(tmp_path / "b")))[1]
+    assert first == second
+
+
+def test_too_few_images_per_class_is_one_line(grouped_dataset):
+    _, manifest = grouped_dataset
+    result = runner.invoke(app, ["experiment", "cv", "--manifest", str(manifest), "--folds", "20",
+                                 "--recipe", "a=--epochs 1"])
+    assert result.exit_code != 0
+    assert "20-fold cross-validation needs at least 20 images of every class" in str(result.exception)
+
+
+def test_bad_recipe_options_are_one_line(grouped_dataset):
+    _, manifest = grouped_dataset
+    result = runner.invoke(app, ["experiment", "cv", "--manifest", str(manifest), "--recipe", "a=--epochs x"])
+    assert result.exit_code != 0 and "--recipe a: Invalid value for '--epochs'" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped_dataset, tmp_path):
+    root, manifest = grouped_dataset
+    out = tmp_path / "cv"
+    common = "--image-size 48 --batch-size 16 --lr 3e-3 --epochs 2 --no-progress"
+    args = ["experiment", "cv", "--data", str(root), "--manifest", str(manifest), "--folds", "3", "--out", str(out),
+            "--recipe", f"plain={common}", "--recipe", f"balanced={common} --class-balance weight"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    table = json.loads((out / "cv.json").read_text())
+    assert table["num_images"] == 50 and set(table["recipes"]) == {"plain", "balanced"}
+    for recipe in table["recipes"].values():
+        assert sum(map(sum, recipe["confusion_matrix"])) == 50  # every train+validation image scored once
+        low, high = recipe["accuracy_ci95"]
+        assert low <= recipe["accuracy"] <= high
+    assert table["paired"][0]["first"] == "plain" and table["paired"][0]["second"] == "balanced"
+    assert "| plain |" in (out / "cv.md").read_text()
+
+    # Interrupted: one fold's run lost its model and cached predictions; the re-run retrains only that fold.
+    shutil.rmtree(out / "balanced" / "fold1")
+    before = {path: path.stat().st_mtime_ns for path in out.glob("plain/fold*/model.safetensors")}
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    again = json.loads((out / "cv.json").read_text())
+    assert again["recipes"]["plain"] == table["recipes"]["plain"]
+    assert again["recipes"]["balanced"]["confusion_matrix"] == table["recipes"]["balanced"]["confusion_matrix"]
+    assert {path: path.stat().st_mtime_ns for path in out.glob("plain/fold*/model.safetensors")} == before
