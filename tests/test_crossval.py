@@ -36,7 +36,7 @@ def grouped_dataset(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_folds_never_split_a_duplicate_group_and_never_see_the_test_split(grouped_dataset):
-    root, manifest = grouped_dataset
+    _, manifest = grouped_dataset
     rows = cv_rows(manifest)
     assert all(row["split"] != "test" for row in rows) and len(rows) == 50
     fold_of = assign_folds(rows, 5, seed=0)

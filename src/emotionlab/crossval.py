@@ -225,11 +225,8 @@ def render_markdown(results: dict, *, command: str = "") -> str:
         return f"{100 * value:.1f}"
 
     labels = results["labels"]
-    lines = [
-        f"# Cross-validation: {results['settings']['folds']} folds over {results['num_images']} train + "
-        "validation images (test split untouched)",
-        "",
-    ]
+    folds, count = results["settings"]["folds"], results["num_images"]
+    lines = [f"# Cross-validation: {folds} folds over {count} train + validation images (test split untouched)", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
