@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None):
+def read_image(
+    source: str | Path | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    formats: Sequence[str] | None = None,
+):
     """Read an image from a path or bytes as an upright 8-bit RGB ``PIL.Image``.
 
     Raises ``ImageReadError`` (one line: file and reason) for empty, truncated, corrupt, non-image or
     oversized inputs. The file's extension is ignored: Pillow identifies the format from the bytes.
+    ``formats`` (Pillow format names, e.g. ``("JPEG", "PNG")``) limits the decoders Pillow may try; None tries
+    every one it has (the service passes an allow-list so that no upload ever reaches e.g. Ghostscript).
     """
     label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if isinstance(source, bytes):
@@ -76,7 +85,7 @@ def read_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXE
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=list(formats) if formats is not None else None)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageReadError(
@@ -92,6 +101,9 @@ def read_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXE
     except ImageReadError:
         raise
     except UnidentifiedImageError as error:
+        if formats is not None:
+            accepted = ", ".join(formats)
+            raise ImageReadError(label, f"not an accepted image format (accepted: {accepted})") from error
         raise ImageReadError(label, "not an image (unrecognised format)") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(label, f"image too large (decompression-bomb guard): {error}") from error
