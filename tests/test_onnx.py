@@ -25,14 +25,18 @@ def faces(count: int, seed: int = 0):
     return [make_face(EMOTIONS[index % 5], rng, 72) for index in range(count)]
 
 
-def save_model(architecture: str, folder):
+def save_model(architecture: str, folder, seed: int = 0, logit_scale: float = 1.0):
     """A project architecture with trained-looking BatchNorm statistics (not the identity defaults)."""
-    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
     net = create_model(architecture, 5, image_size=64)
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
+    if logit_scale != 1.0:  # confident predictions, so that differences between inputs show
+        with torch.no_grad():
+            net.classifier.weight.mul_(logit_scale)
     grey = architecture == "fer_cnn"
     metadata = {
         "architecture": architecture,

@@ -50,6 +50,7 @@ def _seed_cnn(num_classes: int, image_size: int = 128, **kwargs) -> nn.Module:
 
 def _load_project_models() -> None:
     # Architectures defined in other modules register themselves on import.
+    import emotionlab.models.ensemble  # noqa: F401
     import emotionlab.models.fer_cnn  # noqa: F401
 
 

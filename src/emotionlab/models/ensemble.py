@@ -1,0 +1,102 @@
+"""Ensembles and test-time augmentation as ONE ordinary model.
+
+``AveragedModel`` holds several members (seeds, folds or backbones sharing one input format) and averages their
+softmax probabilities, optionally over each face and its mirror image (test-time flip). It is registered as the
+architecture ``ensemble``, so a model file of it is like any other: safetensors with every member's weights
+(``members.0.*``, ``members.1.*`` ...) and metadata listing the members; every command (evaluate, predict,
+serve, export) uses it unchanged, and the ONNX export is one graph. The forward pass returns the log of the
+averaged probabilities, so the softmax every caller applies gives back exactly that average.
+
+    emotionlab ensemble runs/a/model.safetensors runs/b/model.safetensors --tta flip --out ensemble.safetensors
+    emotionlab ensemble model.safetensors --tta flip --out model-tta.safetensors   # one model, flip TTA
+    emotionlab ensemble model-tta.safetensors --tta none --out model-plain.safetensors   # switch TTA off
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emotionlab.errors import EmotionlabError
+from emotionlab.models.registry import register_model
+
+TTA_MODES = ("none", "flip")
+# Metadata every member must share: the ensemble feeds one preprocessed batch to all of them.
+SHARED_KEYS = ("labels", "input_size", "normalization", "grayscale", "faces")
+
+
+class AveragedModel(nn.Module):
+    """Mean of the members' softmax probabilities (over flips too with ``tta="flip"``); returns its log."""
+
+    def __init__(self, members: list[nn.Module], tta: str = "none"):
+        super().__init__()
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown test-time augmentation {tta!r} ({', '.join(TTA_MODES)})")
+        self.members = nn.ModuleList(members)
+        self.tta = tta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = [x, torch.flip(x, dims=[3])] if self.tta == "flip" else [x]
+        probabilities = [torch.softmax(member(view), dim=1) for member in self.members for view in views]
+        return torch.log(torch.stack(probabilities).mean(dim=0).clamp_min(1e-12))
+
+
+@register_model("ensemble", input_size=64, normalization={"type": "per_image"}, grayscale=True)
+def _ensemble(num_classes: int, image_size: int = 64, *, members=(), tta: str = "none", **_) -> nn.Module:
+    """``members``: a list of ``{"architecture": name, "architecture_kwargs": {...}}`` (from the metadata)."""
+    from emotionlab.models.registry import create_model
+
+    if not members:
+        raise EmotionlabError("an ensemble needs at least one member")
+    nets = [
+        create_model(
+            member["architecture"], num_classes=num_classes, image_size=image_size,
+            **member.get("architecture_kwargs", {}),
+        )
+        for member in members
+    ]
+    return AveragedModel(nets, tta=tta)
+
+
+def _member_entries(model: nn.Module, meta: dict) -> list[tuple[nn.Module, dict]]:
+    """A model file's networks: an ensemble's members (flattened), or the model itself."""
+    if meta["architecture"] == "ensemble":
+        kwargs = meta.get("architecture_kwargs", {})
+        return list(zip(model.members, kwargs["members"], strict=True))
+    return [(model, {"architecture": meta["architecture"], "architecture_kwargs": meta.get("architecture_kwargs", {})})]
+
+
+def build_ensemble(paths: list[str | Path], out: str | Path, *, tta: str = "flip") -> Path:
+    """Write ONE model file averaging the model files ``paths`` (with test-time flips when ``tta="flip"``)."""
+    from emotionlab.models.io import load_model_file, save_model_file
+
+    if not paths:
+        raise EmotionlabError("ensemble: give at least one model file")
+    if tta not in TTA_MODES:
+        raise EmotionlabError(f"ensemble: unknown --tta {tta!r}; use {' or '.join(TTA_MODES)}")
+    nets, specs, sources, first = [], [], [], None
+    for path in paths:
+        model, meta = load_model_file(path)
+        if first is None:
+            first = meta
+        for key in SHARED_KEYS:
+            if meta.get(key) != first.get(key):
+                raise EmotionlabError(
+                    f"{path}: its {key} ({meta.get(key)!r}) differs from {paths[0]}'s ({first.get(key)!r}); "
+                    "ensemble members must share labels and input format"
+                )
+        for net, spec in _member_entries(model, meta):
+            nets.append(net)
+            specs.append(spec)
+        sources.append({"file": Path(path).name, "weights_sha256": meta.get("weights_sha256"),
+                        "architecture": meta["architecture"], "training": meta.get("training")})
+    ensemble = AveragedModel(nets, tta=tta)
+    metadata = {
+        **{key: value for key, value in first.items() if key not in ("weights_sha256", "metadata_sha256")},
+        "architecture": "ensemble",
+        "architecture_kwargs": {"members": specs, "tta": tta},
+        "ensemble": {"members": sources, "tta": tta},
+    }
+    return save_model_file(out, ensemble, metadata)
