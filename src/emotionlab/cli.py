@@ -499,6 +499,19 @@ def experiment_cv(
     print(f"wrote {json_path} and {md_path}")
 
 
+@app.command("ensemble")
+def ensemble_command(
+    models: Annotated[list[Path], typer.Argument(help="Model files to average (same labels and input format).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The ensemble model file to write (.safetensors).")],
+    tta: Annotated[str, typer.Option(help="Test-time augmentation inside the model: flip (face and mirror averaged) or none.")] = "flip",
+) -> None:
+    """Average several models (seeds, folds, backbones) into ONE model file, optionally with test-time flips."""
+    from emotionlab.models.ensemble import build_ensemble
+
+    path = build_ensemble(models, output, tta=tta)
+    print(f"wrote {path} ({len(models)} model file(s), test-time augmentation: {tta})")
+
+
 @app.command("augment-preview")
 def augment_preview_command(
     root: Annotated[Path, typer.Argument(help="Dataset root (class folders, optionally under train/...).")],
