@@ -7,9 +7,16 @@ Detectors (``create_detector(name)``), all offline and CPU-only:
 - ``mmod``: dlib's CNN (max-margin object detection) face detector, model file from ``face-recognition-models``.
   The strongest single detector on the seed photos (97.5%), but ~50x slower than ``hog`` (85.5%).
 - ``yunet``: OpenCV's ``FaceDetectorYN`` with the OpenCV-zoo ONNX file (``emotionlab data download-yunet``).
+- ``blaze``: MediaPipe's BlazeFace short-range model (ONNX Runtime, shipped in ``assets/``): boxes plus six
+  keypoints (eyes, nose, mouth, ears). Finds the most faces of all and is the fastest (``blazeface.py``).
+- ``blaze-full``: BlazeFace's full-range model, for small faces in large scenes (misses faces that fill the
+  frame); ``blaze+blaze-full`` asks it only where the short-range model finds nothing.
 - ``cascade``: ``hog`` first, ``mmod`` only on images where ``hog`` finds nothing: all of ``mmod``'s extra
   faces plus the few ``hog`` finds and ``mmod`` misses (98.1%), 6x faster than ``mmod`` alone.
   Any chain can be spelled ``a+b`` (``"haar+mmod"``).
+
+Every detector is safe to call from several threads (the native dlib and OpenCV ones take a lock per
+instance) and refuses, by finding no face, an image it could crash on: see ``MIN_DETECT_SIDE``.
 
 Every detector scales the image so its shorter side is a fixed size (small images up, big ones down; the
 longer side is capped) and maps the boxes back to original-image pixels. The measured rates and speeds
@@ -27,6 +34,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -48,17 +56,17 @@ if TYPE_CHECKING:  # dataset.py imports torch; this module must stay importable 
 
 log = logging.getLogger("emotionlab")
 
-BASE_DETECTORS = ("haar", "hog", "mmod", "yunet")
+BASE_DETECTORS = ("haar", "hog", "mmod", "yunet", "blaze", "blaze-full")
 DETECTORS = (*BASE_DETECTORS, "cascade")
 # What "cascade" means: the fast detector, then the strong one only where the fast one found nothing.
 CASCADE = ("hog", "mmod")
 
-# Defaults chosen from benchmarks/results/faces.json (all 1,100 seed photos, 2 shared CPU cores):
-# dataset preparation runs once and its crops are cached, so it gets the highest detection rate;
-# interactive prediction gets a fast detector whose boxes equal the cascade's wherever it finds a face
-# (figures in README.md, "Face detection").
-PREPARE_DETECTOR = "cascade"
-PREDICT_DETECTOR = "hog"
+# Defaults chosen from benchmarks/results/faces.json (all 1,100 seed photos, one thread, 2 shared cores):
+# BlazeFace short-range finds a face in 98.8% of them (cascade 98.1%, mmod 97.5%, hog 85.5%, haar 82.0%)
+# and is also the fastest (~285 images/s against hog's ~85), so one detector serves both dataset
+# preparation and prediction, and training crops look like prediction crops.
+PREPARE_DETECTOR = "blaze"
+PREDICT_DETECTOR = "blaze"
 
 YUNET_FILE_NAME = "face_detection_yunet_2023mar.onnx"
 YUNET_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar.onnx"
@@ -72,6 +80,16 @@ DETECTION_VERSION = 2  # 2: hog and mmod at a 320 px shorter side (was 256)
 CROP_VERSION = 1
 
 Point = tuple[float, float]
+
+# No native detector ever sees an image (after scaling to its working size) with a side under this. dlib's
+# CNN detector raises "Filter windows must be small enough" below 7 px high and corrupts memory (SIGSEGV,
+# SIGABRT) below 10 px wide, e.g. on 640x8, 200x9 and 40x7 (measured one call per subprocess, glibc's
+# MALLOC_CHECK_=3; 10 px and up ran clean). No detector here can find a face that small anyway (hog and
+# mmod slide an 80 px window, haar's smallest face is 20 px), so 32 px keeps a 3x margin and loses nothing.
+MIN_DETECT_SIDE = 32
+# Larger arrays are refused before any work: one 16k x 16k RGB array is 768 MB and OpenCV's functions are
+# limited to 2**31 elements. The image reader already stops at 50 megapixels; this guards direct callers.
+MAX_DETECT_PIXELS = 250_000_000
 
 
 # ---- boxes and detectors ---------------------------------------------------------------------------------
@@ -152,8 +170,14 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _sorted_boxes(boxes: list[FaceBox]) -> list[FaceBox]:
-    return sorted(boxes, key=lambda box: (-box.area, -box.score))
+def _sorted_boxes(boxes: list[FaceBox | None], width: int, height: int) -> list[FaceBox]:
+    """Largest first, without degenerate boxes (None) and boxes that lie entirely outside the image."""
+    kept = [
+        box
+        for box in boxes
+        if box is not None and box.x < width and box.y < height and box.x + box.w > 0 and box.y + box.h > 0
+    ]
+    return sorted(kept, key=lambda box: (-box.area, -box.score))
 
 
 def _resize_for_detection(array: np.ndarray, short_side: int, max_side: int) -> tuple[np.ndarray, float]:
@@ -169,8 +193,17 @@ def _resize_for_detection(array: np.ndarray, short_side: int, max_side: int) -> 
     return cv2.resize(array, size, interpolation=interpolation), scale
 
 
-def _box_from_scaled(x, y, w, h, scale, score, detector, landmarks=None) -> FaceBox:
-    """A box found on the resized image, mapped back to original pixels."""
+def _detectable(array: np.ndarray) -> bool:
+    """Whether a detector may look at ``array`` at all (see ``MIN_DETECT_SIDE`` and ``MAX_DETECT_PIXELS``)."""
+    height, width = array.shape[:2]
+    return min(height, width) >= 1 and height * width <= MAX_DETECT_PIXELS
+
+
+def _box_from_scaled(x, y, w, h, scale, score, detector, landmarks=None) -> FaceBox | None:
+    """A box found on the resized image, mapped back to original pixels; None for a degenerate one."""
+    values = [x, y, w, h, score, *np.ravel(landmarks if landmarks is not None else [])]
+    if not np.all(np.isfinite(np.asarray(values, dtype=np.float64))) or w <= 0 or h <= 0:
+        return None
     return FaceBox(
         x=round(x / scale),
         y=round(y / scale),
@@ -183,18 +216,30 @@ def _box_from_scaled(x, y, w, h, scale, score, detector, landmarks=None) -> Face
 
 
 class _ScaledDetector:
-    """Shared detect(): resize to the detector's working size, find faces, map back, sort largest first."""
+    """Shared detect(): resize to the detector's working size, find faces, map back, sort largest first.
+
+    The native detectors (dlib, OpenCV) keep scratch state in the detector object, so one call at a time
+    per instance: concurrent calls on one dlib detector corrupted memory and on one Haar cascade gave other
+    threads' answers (issue 8). The size guard applies to the array the detector actually gets.
+    """
 
     name = ""
     short_side = 256
     max_side = 512
 
+    def __init__(self):
+        self._lock = threading.Lock()
+
     def detect(self, image: Image.Image | np.ndarray) -> list[FaceBox]:
         array = as_rgb_array(image)
-        if array.shape[0] < 8 or array.shape[1] < 8:
+        if not _detectable(array):
             return []
         small, scale = _resize_for_detection(array, self.short_side, self.max_side)
-        return _sorted_boxes(self._detect_scaled(small, scale))
+        if min(small.shape[:2]) < MIN_DETECT_SIDE:
+            return []
+        with self._lock:
+            boxes = self._detect_scaled(small, scale)
+        return _sorted_boxes(boxes, array.shape[1], array.shape[0])
 
     def _detect_scaled(self, small: np.ndarray, scale: float) -> list[FaceBox]:
         raise NotImplementedError
@@ -211,6 +256,7 @@ class HaarDetector(_ScaledDetector):
     max_side = 640
 
     def __init__(self, min_neighbors: int = 3, min_size_fraction: float = 0.15):
+        super().__init__()
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         if not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
             raise EmotionlabError(
@@ -248,6 +294,7 @@ class HogDetector(_ScaledDetector):
     max_side = 640
 
     def __init__(self):
+        super().__init__()
         import dlib
 
         self._detector = dlib.get_frontal_face_detector()
@@ -272,6 +319,7 @@ class MmodDetector(_ScaledDetector):
     max_side = 640
 
     def __init__(self):
+        super().__init__()
         import dlib
 
         self._detector = dlib.cnn_face_detection_model_v1(
@@ -295,6 +343,7 @@ class YunetDetector(_ScaledDetector):
     max_side = 640
 
     def __init__(self, model_file: str | Path | None, score_threshold: float = 0.6):
+        super().__init__()
         if model_file is None:
             raise EmotionlabError(
                 f"the yunet detector needs its model file ({YUNET_FILE_NAME}): {DOWNLOAD_YUNET_HINT}"
@@ -317,6 +366,32 @@ class YunetDetector(_ScaledDetector):
             landmarks = [(row[4 + 2 * i], row[5 + 2 * i]) for i in range(5)]
             boxes.append(_box_from_scaled(x, y, w, h, scale, row[14], self.name, landmarks))
         return boxes
+
+
+class BlazeDetector:
+    """MediaPipe BlazeFace by ONNX Runtime: boxes plus six keypoints (``blazeface.KEYPOINTS``, eyes first).
+
+    The model letterboxes the whole image into its 128 px (full range: 192 px) input itself, so there is no
+    working-size resize here. ``BlazeFace`` keeps no per-call state and ONNX Runtime's ``run`` is
+    thread-safe: no lock.
+    """
+
+    def __init__(self, model: str = "short", *, threads: int = 1):
+        from emotionlab.data.blazeface import BlazeFace
+
+        self.name = "blaze" if model == "short" else f"blaze-{model}"
+        self._blaze = BlazeFace(model, threads=threads)
+
+    def detect(self, image: Image.Image | np.ndarray) -> list[FaceBox]:
+        array = as_rgb_array(image)
+        if not _detectable(array):
+            return []
+        boxes, keypoints, scores = self._blaze(array)
+        found = [
+            _box_from_scaled(x1, y1, x2 - x1, y2 - y1, 1.0, score, self.name, points)
+            for (x1, y1, x2, y2), points, score in zip(boxes, keypoints, scores, strict=True)
+        ]
+        return _sorted_boxes(found, array.shape[1], array.shape[0])
 
 
 class CascadeDetector:
@@ -374,6 +449,10 @@ def _create_detector(name: str, model_file: str | None) -> FaceDetector:
         return HogDetector()
     if kind == "mmod":
         return MmodDetector()
+    if kind == "blaze":
+        return BlazeDetector("short")
+    if kind == "blaze-full":
+        return BlazeDetector("full")
     return YunetDetector(model_file)
 
 
@@ -403,6 +482,10 @@ def dlib_model_file(name: str) -> Path:
 # ---- landmarks, alignment and crops ----------------------------------------------------------------------
 
 
+# dlib's shape predictor is one shared object (like the detectors, not safe to call from several threads).
+_SHAPE_PREDICTOR_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=1)
 def _shape_predictor():
     import dlib
@@ -417,7 +500,9 @@ def face_landmarks(image: Image.Image | np.ndarray, box: FaceBox) -> tuple[Point
 
     array = as_rgb_array(image)
     rect = dlib.rectangle(int(box.x), int(box.y), int(box.x + box.w - 1), int(box.y + box.h - 1))
-    parts = [(float(p.x), float(p.y)) for p in _shape_predictor()(array, rect).parts()]
+    predictor = _shape_predictor()
+    with _SHAPE_PREDICTOR_LOCK:
+        parts = [(float(p.x), float(p.y)) for p in predictor(array, rect).parts()]
     # Points 0-1 are the corners of one eye, 2-3 of the other, 4 is below the nose.
     eye_a = ((parts[0][0] + parts[1][0]) / 2, (parts[0][1] + parts[1][1]) / 2)
     eye_b = ((parts[2][0] + parts[3][0]) / 2, (parts[2][1] + parts[3][1]) / 2)
