@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emotionlab.errors import EmotionlabError
-from emotionlab.models.io import load_model_file, read_metadata, save_model_file
+from emotionlab.models.io import load_model_file, metadata_checksum, read_metadata, save_model_file
 from emotionlab.models.registry import create_model, list_models
 from emotionlab.models.seed_cnn import SeedCNN
 
@@ -74,12 +74,15 @@ def test_tampered_weights_are_refused(saved, tmp_path):
         load_model_file(tampered)
 
 
-def _rewrite_metadata(path, target, change):
+def _rewrite_metadata(path, target, change, *, reseal=False):
+    """Edit a model file's metadata in place of an attacker; ``reseal`` also recomputes its checksum."""
     data = path.read_bytes()
     size = struct.unpack("<Q", data[:8])[0]
     header = json.loads(data[8 : 8 + size])
     meta = json.loads(header["__metadata__"]["emotionlab"])
     change(meta)
+    if reseal:
+        meta["sha256"] = metadata_checksum(meta)
     header["__metadata__"]["emotionlab"] = json.dumps(meta)
     encoded = json.dumps(header).encode()
     encoded += b" " * (-len(encoded) % 8)
@@ -90,9 +93,9 @@ def _rewrite_metadata(path, target, change):
 def test_metadata_that_does_not_match_weights_is_refused(saved, tmp_path):
     _, path = saved
     wrong = _rewrite_metadata(
-        path, tmp_path / "wrong.safetensors", lambda m: m.update(labels=["a", "b", "c"])
+        path, tmp_path / "wrong.safetensors", lambda m: m.update(labels=["a", "b", "c"], num_classes=3), reseal=True
     )
-    with pytest.raises(EmotionlabError, match="does not match the weights"):
+    with pytest.raises(EmotionlabError, match="3 labels but the classifier in the weights has 5 outputs"):
         load_model_file(wrong)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,3 +20,17 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+# Model files record their training images by content: the first 16 hex digits (64 bits) of each file's SHA-256.
+# 17 bytes per image in the JSON instead of 67, and a chance collision among a million images is about 3e-8.
+CONTENT_DIGEST_HEX = 16
+
+
+def content_digest(path: str | Path) -> str:
+    """The first ``CONTENT_DIGEST_HEX`` hex digits of the SHA-256 of the file's bytes (what it is, not its name)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:CONTENT_DIGEST_HEX]
