@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from emotionlab.data import ferplus
 from emotionlab.data.dataset import load_samples
@@ -35,7 +36,7 @@ from emotionlab.inference import Classifier
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from pretrain_ferplus import training_command  # noqa: E402
+from pretrain_ferplus import training_command
 
 RESAMPLES = 2000
 
@@ -140,14 +141,9 @@ def throughput(path: str, *, batch: int = 64, seconds: float = 5.0) -> dict:
     from emotionlab.inference import load_classifier
 
     classifier = load_classifier(path, backend="onnx")
-    rng = np.random.default_rng(0)
-    channels = 1 if classifier.metadata.get("grayscale") else 3
-    inputs = rng.standard_normal((batch, channels, classifier.input_size, classifier.input_size)).astype(np.float32)
-    try:
-        classifier.probabilities(inputs)
-    except Exception:  # some exports take 3 channels even for grey models
-        inputs = np.repeat(inputs[:, :1], 3, axis=1)
-        classifier.probabilities(inputs)
+    shape = classifier.preprocess([Image.new("RGB", (96, 96))]).shape[1:]
+    inputs = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    classifier.probabilities(inputs)  # warm-up
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         classifier.probabilities(inputs)
