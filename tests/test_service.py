@@ -14,7 +14,9 @@ from emotionlab.serving.app import create_app
 
 @pytest.fixture(scope="module")
 def client(trained_model):
-    return TestClient(create_app(load_recognizer(trained_model), max_upload_bytes=200_000, max_pixels=4_000_000))
+    app = create_app(load_recognizer(trained_model), max_upload_bytes=200_000, max_pixels=4_000_000)
+    with TestClient(app) as client:
+        yield client
 
 
 def _png(path) -> bytes:
@@ -46,11 +48,56 @@ def test_oversized_and_broken_uploads_are_refused_with_a_reason(client):
     response = client.post("/predict", files=[("files", ("big.png", big, "image/png"))])
     assert response.status_code == 413
     response = client.post("/predict", files=[("files", ("notes.txt", b"hello", "text/plain"))])
-    assert response.status_code == 400 and "notes.txt" in response.json()["detail"]
+    assert response.status_code == 415 and "notes.txt" in response.json()["detail"]
     huge = io.BytesIO()
     Image.new("L", (2500, 2500)).save(huge, "PNG")
     response = client.post("/predict", files=[("files", ("huge.png", huge.getvalue(), "image/png"))])
-    assert response.status_code == 400 and "too large" in response.json()["detail"]
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+
+
+def test_eps_and_pdf_never_reach_a_decoder_outside_the_allow_list(client):
+    for image_format in ("EPS", "PDF"):
+        document = io.BytesIO()
+        Image.new("RGB", (32, 32)).save(document, image_format)
+        response = client.post("/predict", files=[("files", ("x.png", document.getvalue(), "image/png"))])
+        assert response.status_code == 415 and "not an accepted image format" in response.json()["detail"]
+
+
+def test_a_body_over_the_cap_is_refused_before_it_is_read(client):
+    body = b"--x\r\n" + bytes(25 * 1024 * 1024)
+    response = client.post(
+        "/predict", content=body, headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: counted while it arrives
+        for _ in range(30):
+            yield bytes(1024 * 1024)
+
+    response = client.post(
+        "/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert response.status_code == 413
+
+
+def test_missing_or_malformed_forms_get_one_line_422(client):
+    assert client.post("/predict", data={"name": "x"}).status_code == 422
+    assert client.post("/predict", json={"files": []}).status_code == 422
+    garbage = client.post(
+        "/predict", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert garbage.status_code == 422 and garbage.json()["detail"]
+
+
+def test_too_many_files_or_pixels_in_one_request_are_refused(client, tiny_dataset):
+    path = next((tiny_dataset / "test" / "happy").iterdir())
+    files = [("files", (f"{index}.png", _png(path), "image/png")) for index in range(17)]
+    assert client.post("/predict", files=files).status_code == 413
+    large = io.BytesIO()
+    Image.new("L", (1900, 1900)).save(large, "PNG")  # 3.6 MP each: 14 are over the 50 MP per request
+    files = [("files", (f"{index}.png", large.getvalue(), "image/png")) for index in range(14)]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 413 and "per request" in response.json()["detail"]
 
 
 def test_client_file_names_are_never_opened_on_the_server(client, tiny_dataset):
@@ -76,8 +123,12 @@ def test_serve_command_listens_on_loopback_by_default(trained_model):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "emotionlab", "serve", "--model", str(trained_model), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emotionlab", "serve", "--model", str(trained_model), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, body = time.time() + 120, None
         while time.time() < deadline and body is None:
@@ -86,7 +137,11 @@ def test_serve_command_listens_on_loopback_by_default(trained_model):
             except OSError:
                 time.sleep(0.3)
         assert body is not None and b"ok" in body
-        connections = subprocess.run(["ss", "-ltn"], capture_output=True, text=True, check=False).stdout if _has("ss") else ""
+        connections = (
+            subprocess.run(["ss", "-ltn"], capture_output=True, text=True, check=False).stdout
+            if _has("ss")
+            else ""
+        )
         if connections:
             listening = [line for line in connections.splitlines() if f":{port} " in line]
             assert listening and all("127.0.0.1" in line for line in listening)

@@ -539,9 +539,17 @@ def serve(
     detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's.")] = None,
     backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per image, in MB.")] = 10.0,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes, each with its own model and detector; 0: one in-process slot.")
+    ] = 2,
+    queue_size: Annotated[
+        int, typer.Option(help="Requests that may wait for a worker; one more is answered 503 + Retry-After.")
+    ] = 32,
 ) -> None:
     """Serve the model over HTTP: POST /predict with images, a page at / to try it, API docs at /docs."""
     from emotionlab.serving.app import serve as run_server
 
+    if workers < 0 or queue_size < 0:
+        raise EmotionlabError("--workers and --queue-size must be 0 or more")
     run_server(str(model) if model else None, host=host, port=port, detector=detector, backend=backend,
-               max_upload_mb=max_upload_mb)
+               max_upload_mb=max_upload_mb, workers=workers, queue_size=queue_size)
