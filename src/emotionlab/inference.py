@@ -14,15 +14,17 @@ face is found the whole image is classified and ``no_face`` is true. Models trai
 (``faces`` null) classify whole images unless detection is forced.
 
 The pipeline is split so that decoding, detection and cropping (``FacePreparer``, no model inside) can run in
-DataLoader worker processes while the main process only runs the network.
+worker processes while the main process only runs the network. One bad image never stops a run: whatever goes
+wrong with it (unreadable, a detector exception, a worker process killed by native code) becomes that image's
+record with an ``error`` reason, in its place.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +34,11 @@ from PIL import Image
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.data.transforms import build_eval_transform
 from emotionlab.errors import EmotionlabError
+from emotionlab.isolation import error_reason, isolated_map, printable
 from emotionlab.models.io import load_model_file
 
 ASSETS = Path(__file__).parent / "assets"
+log = logging.getLogger("emotionlab")
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 MODEL_ENV = "EMOTIONLAB_MODEL"
 BACKENDS = ("torch", "onnx")
@@ -231,11 +235,17 @@ class FacePreparer:
         return torch.stack([self.transform(image) for image in images]).numpy()
 
     def __call__(self, source, *, name: str | None = None, extra: dict | None = None) -> PreparedImage:
-        from emotionlab.data.faces import FaceBox, as_rgb_array, crop_face
-
         if name is None:
             name = str(source) if isinstance(source, str | Path) else "<image>"
         extra = extra or {}
+        try:
+            return self._prepare(source, name, extra)
+        except Exception as error:  # noqa: BLE001 - one image's failure is its error record, the run goes on
+            return PreparedImage(name, error=error_reason(error, stage="preparing the image"), extra=extra)
+
+    def _prepare(self, source, name: str, extra: dict) -> PreparedImage:
+        from emotionlab.data.faces import FaceBox, as_rgb_array, crop_face
+
         try:
             if isinstance(source, str | Path):
                 image = read_image(source)
@@ -256,8 +266,14 @@ class FacePreparer:
                 name, (width, height), [box], self._inputs([image]), False, None, kept, extra
             )
         config = self.crop_config
+        try:
+            found = self.detect(array)
+        except Exception as error:  # noqa: BLE001 - e.g. dlib's RuntimeError on an image it cannot scan
+            return PreparedImage(
+                name, (width, height), error=error_reason(error, stage="face detection"), extra=extra
+            )
         boxes, crops = [], []
-        for box in self.detect(array):
+        for box in found:
             try:
                 crops.append(crop_face(array, box, margin=config.margin, align=config.align))
                 boxes.append(box)
@@ -269,61 +285,6 @@ class FacePreparer:
 
 
 # ---- recognizer: images -> records -------------------------------------------------------------------------
-
-
-def _as_list(batch):
-    return batch
-
-
-def _exit_when_gone(main_pid: int) -> None:
-    import time
-
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(main_pid, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # the number now belongs to another user's process: ours is gone
-            os._exit(0)
-
-
-def _worker_init(main_pid: int, _worker_id: int) -> None:
-    # Each worker runs detection on one core; threads inside a worker would only fight over the cores.
-    import threading
-
-    import cv2
-
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    # A worker's parent is the fork server, so DataLoader's own check (has my parent changed?) never fires: a
-    # killed `emotionlab predict` (kill -9, the OOM killer) would leave its workers and fork server running.
-    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
-
-
-def _worker_context():
-    """How worker processes start: never a plain fork of this process. A child forked while OpenCV's (or
-    dlib's, ORT's) thread pool runs inherits its locks held and deadlocks (seen: cv2.setNumThreads hanging
-    in every worker). A fork server that has only imported this module gives clean workers that start fast;
-    where there is none (Windows), spawn."""
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["emotionlab.inference"])
-    return context
-
-
-class _SourceDataset(torch.utils.data.Dataset):
-    def __init__(self, sources: Sequence, preparer: FacePreparer):
-        self.sources, self.preparer = sources, preparer
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> PreparedImage:
-        return self.preparer(self.sources[index])
 
 
 def progress_bar(items: Iterable, *, total: int | None, description: str, enabled: bool = True) -> Iterator:
@@ -476,27 +437,38 @@ class Recognizer:
         workers: int = 0,
         keep_images: bool = False,
         progress: bool = False,
+        on_prepare: Callable[[object], None] | None = None,
     ) -> Iterator[tuple[PreparedImage, dict]]:
         """``(prepared image, record)`` for each source, in order. With ``workers`` > 0, decoding, detection and
         cropping run in that many processes (``sources`` must then be a sequence, e.g. a list of paths). Workers
-        start clean (fork server or spawn), so a script using them needs the ``if __name__ == "__main__":`` guard."""
+        start clean (fork server or spawn), so a script using them needs the ``if __name__ == "__main__":`` guard.
+        A failing image gives a record with ``error``; so does an image whose worker process dies on it (the
+        worker is replaced). ``on_prepare(source)`` is called in this process just before an image is prepared
+        here (``workers`` = 0), e.g. to note which image a crash of this process was on."""
         preparer = self.preparer(keep_image=keep_images)
         total = len(sources) if hasattr(sources, "__len__") else None
         if workers > 0:
             if total is None:
                 raise EmotionlabError("worker processes need a list of inputs, not a stream")
-            loader = torch.utils.data.DataLoader(
-                _SourceDataset(sources, preparer),
-                batch_size=4,  # images per worker task: fewer round trips, still a short pipeline
-                num_workers=workers,
-                collate_fn=_as_list,
-                worker_init_fn=partial(_worker_init, os.getpid()),
-                prefetch_factor=4,
-                multiprocessing_context=_worker_context(),
+            # A pool we control rather than a DataLoader: a worker killed by native code on one image (segfault,
+            # abort) is replaced and that image alone gets an error record, where a DataLoader stops the run.
+            prepared = isolated_map(
+                preparer,
+                sources,
+                workers=workers,
+                on_error=lambda source, reason: PreparedImage(str(source), error=reason),
+                preload=["emotionlab.inference"],
+                chunk_size=4,  # images per worker task: fewer round trips, still a short pipeline
+                prefetch=4,
             )
-            prepared = (item for chunk in loader for item in chunk)
         else:
-            prepared = (preparer(source) for source in sources)
+
+            def prepare_here(source):
+                if on_prepare is not None:
+                    on_prepare(source)
+                return preparer(source)
+
+            prepared = (prepare_here(source) for source in sources)
         results = self.classify(prepared, batch_size=batch_size)
         yield from progress_bar(results, total=total, description="predicting", enabled=progress)
 
@@ -530,20 +502,22 @@ def load_recognizer(
 
 def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     """Files, folders (recursive: images and videos) and glob patterns -> a de-duplicated file list, sorted
-    within each argument, arguments in the order given."""
+    within each argument, arguments in the order given. Entries with an image or video name that are not
+    regular files (a broken link, a link loop, a FIFO) are listed too: each gets its error record."""
     import glob
 
     from emotionlab.data.images import is_image_name
     from emotionlab.video import is_video_name
 
+    def wanted(entry: Path) -> bool:
+        return (is_image_name(entry) or is_video_name(entry)) and not entry.is_dir()
+
     found: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and (is_image_name(p) or is_video_name(p))
-            )
-        elif path.is_file():
+            found += sorted(p for p in path.rglob("*") if wanted(p))
+        elif path.is_file() or os.path.lexists(path):
             found.append(path)
         else:
             matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
@@ -573,11 +547,18 @@ def select_shard(files: Sequence, shard: str | None) -> list:
     return list(files[index - 1 :: count])
 
 
+# ``read_done``'s value for a video whose processing ended with an error: resuming skips it like a finished one.
+VIDEO_FAILED = 2**62
+
+
 def read_done(output: Path, output_format: str) -> dict[str, int]:
-    """Inputs already in an output file: path -> last frame written (-1 for images). Streams the file; a
-    last line cut off by a crash is removed from it, so appending continues cleanly."""
+    """Inputs already in an output file: path -> last frame written (-1 for images, ``VIDEO_FAILED`` for a
+    video that ended in an error record). Streams the file; a last line cut off by a crash is removed from
+    it, so appending continues cleanly."""
     import csv
     import json
+
+    from emotionlab.video import is_video_name
 
     if output_format not in ("jsonl", "csv"):
         raise EmotionlabError("--resume needs --format jsonl or csv")
@@ -585,11 +566,13 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
     if not output.is_file():
         return done
 
-    def note(path: str, frame) -> None:
+    def note(path: str, frame, error) -> None:
         try:
             value = int(frame) if frame not in (None, "") else -1
         except ValueError:
             value = -1
+        if error and value == -1 and is_video_name(path):
+            value = VIDEO_FAILED
         done[path] = max(done.get(path, -1), value)
 
     complete = 0  # bytes up to the end of the last whole line
@@ -601,7 +584,7 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
                 if not raw.endswith(b"\n"):
                     return  # the last record was cut off mid-write
                 complete += len(raw)
-                yield raw.decode("utf-8", errors="replace")
+                yield raw.decode("utf-8", errors="surrogateescape")
 
     if output_format == "jsonl":
         for line in lines():
@@ -610,11 +593,11 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
             except json.JSONDecodeError:
                 continue
             if isinstance(record, dict) and "path" in record:
-                note(str(record["path"]), record.get("frame"))
+                note(str(record["path"]), record.get("frame"), record.get("error"))
     else:
         for row in csv.DictReader(lines()):
             if row.get("path"):
-                note(row["path"], row.get("frame"))
+                note(row["path"], row.get("frame"), row.get("error"))
     if complete < output.stat().st_size:
         with output.open("rb+") as handle:
             handle.truncate(complete)
@@ -653,11 +636,17 @@ class RecordWriter:
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             fresh = not append or not output.is_file() or output.stat().st_size == 0
-            self._file = output.open("a" if append else "w", newline="", encoding="utf-8")
+            # surrogateescape: a file name that is not UTF-8 is written back as its own bytes, so --resume
+            # recognises it (jsonl escapes such names itself).
+            self._file = output.open(
+                "a" if append else "w", newline="", encoding="utf-8", errors="surrogateescape"
+            )
             self.stream = self._file
+            self._name = str
         else:
             fresh = True
             self.stream = stream or sys.stdout
+            self._name = printable  # a terminal or pipe may refuse undecodable bytes
         if output_format == "csv":
             import csv
 
@@ -692,7 +681,7 @@ class RecordWriter:
             no_face = "" if "error" in record else int(bool(record.get("no_face")))
             self._csv.writerow(
                 [
-                    record["path"],
+                    self._name(record["path"]),
                     record.get("frame", ""),
                     record.get("time", ""),
                     record.get("label", ""),
@@ -705,7 +694,7 @@ class RecordWriter:
                 ]
             )
         elif self.live:
-            self.stream.write(_summary_line(record) + "\n")
+            self.stream.write(self._name(_summary_line(record)) + "\n")
         else:
             self._rows.append(record)
             return
@@ -720,19 +709,21 @@ class RecordWriter:
 
     def _print_table(self) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table()
         for column in ("path", "faces", "label", "confidence", *self.labels):
             table.add_column(column, justify="left" if column in ("path", "label") else "right")
         for record in self._rows:
-            name = record["path"] + (f" @ {record['time']:.2f}s" if "time" in record else "")
+            name = self._name(record["path"]) + (f" @ {record['time']:.2f}s" if "time" in record else "")
             if "error" in record:
-                table.add_row(name, "", "[red]error[/]", record["error"], *[""] * len(self.labels))
+                error = escape(self._name(record["error"]))
+                table.add_row(escape(name), "", "[red]error[/]", error, *[""] * len(self.labels))
                 continue
             faces = "none" if record["no_face"] else str(len(record["faces"]))
             table.add_row(
-                name,
+                escape(name),
                 faces,
                 record["label"],
                 f"{record['confidence']:.2f}",
@@ -791,6 +782,43 @@ def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
                 raise EmotionlabError(
                     f"{target}: {what} must not be inside the input folder {item}; choose another"
                 )
+
+
+class PreparingNote:
+    """A small hidden file beside ``--output`` naming the image this process is preparing (single-process
+    runs). It survives only a run that died (it is removed otherwise), so ``--resume`` knows which image to
+    run in isolation instead of crashing on it again; a run killed for another reason (kill -9) loses
+    nothing, since that image then simply succeeds."""
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(f".{output.name}.preparing")
+        self._handle = None
+
+    def mark(self, source) -> None:
+        import json
+
+        if self._handle is None:
+            self._handle = self.path.open("w", encoding="utf-8")
+        # Three system calls per image (microseconds); no fsync: the note must outlive the process, not the OS.
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(json.dumps(str(source)) + "\n")
+        self._handle.flush()
+
+    def read(self) -> str | None:
+        import json
+
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def clear(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.path.unlink(missing_ok=True)
 
 
 def run_predict(options: PredictOptions, *, stream=None) -> int:
@@ -856,50 +884,90 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
 
     files = select_shard(expand_inputs(options.inputs), options.shard)
     done = read_done(options.output, options.output_format) if options.resume else {}
-    videos = [f for f in files if video_module.is_video_name(f)]
+    videos = [f for f in files if video_module.is_video_name(f) and done.get(str(f), -1) != VIDEO_FAILED]
     images = [f for f in files if not video_module.is_video_name(f) and str(f) not in done]
+    note = PreparingNote(options.output) if options.output is not None else None
+    # An image this process was preparing when it died (native code can kill it: a crash, not an exception):
+    # on --resume it goes first, alone, in a worker process, so it cannot take this run down again.
+    suspect = note.read() if note is not None and options.resume else None
+    suspects = [f for f in images if str(f) == suspect]
+    if suspects:
+        images.remove(suspects[0])
     writer = RecordWriter(
         options.output_format, recognizer.labels, output=options.output, append=options.resume, stream=stream
     )
-    try:
-        annotate_base = None
-        if options.annotate is not None:
-            from emotionlab.annotate import common_base
+    annotate_base = None
+    if options.annotate is not None:
+        from emotionlab.annotate import common_base
 
-            annotate_base = common_base(images)
-        results = recognizer.iter_predictions(
-            images,
-            batch_size=options.batch_size,
-            workers=options.workers,
-            keep_images=options.annotate is not None,
-            progress=progress and bool(images),
-        )
+        annotate_base = common_base([*suspects, *images])
+
+    def write_results(results) -> None:
         for item, record in results:
             if options.annotate is not None and item.image is not None:
-                from emotionlab.annotate import annotated_image_path, draw_record, write_image
-
-                write_image(
-                    annotated_image_path(options.annotate, item.name, annotate_base),
-                    draw_record(item.image, record),
-                )
+                _annotate_image(options.annotate, item, record, annotate_base)
                 item.image = None
             writer.write(record)
-        for path in videos:
-            # A resumed video continues after its last written frame; its timeline and annotated video are
-            # not rewritten (they would hold only the remaining frames).
-            resumed = str(path) in done
-            records = video_module.predict_video(
-                recognizer,
-                path,
-                fps=options.fps,
-                out_dir=None if resumed else options.out_dir,
-                annotate_dir=None if resumed else options.annotate,
-                batch_size=min(options.batch_size, 16),
-                start_frame=done.get(str(path), -1) + 1,
+
+    try:
+        common = {"batch_size": options.batch_size, "keep_images": options.annotate is not None}
+        if suspects:
+            write_results(recognizer.iter_predictions(suspects, workers=1, **common))
+        write_results(
+            recognizer.iter_predictions(
+                images,
+                workers=options.workers,
+                progress=progress and bool(images),
+                on_prepare=note.mark if note is not None and options.workers == 0 else None,
+                **common,
             )
-            with closing(records):
-                for record in progress_bar(records, total=None, description=path.name, enabled=progress):
-                    writer.write(record)
+        )
+        if note is not None:
+            note.clear()
+        for path in videos:
+            _predict_one_video(recognizer, path, options, done, writer, progress)
     finally:
         writer.close()
+        if note is not None:
+            note.clear()
     return writer.count
+
+
+def _annotate_image(folder: Path, item: PreparedImage, record: dict, base: Path | None) -> None:
+    """Write the annotated copy of one image; a failure is reported and the run goes on."""
+    from emotionlab.annotate import annotated_image_path, draw_record, write_image
+
+    try:
+        write_image(annotated_image_path(folder, item.name, base), draw_record(item.image, record))
+    except Exception as error:  # noqa: BLE001 - the prediction stands; only its picture is missing
+        log.warning("%s: no annotated copy: %s", printable(item.name), error_reason(error))
+
+
+def _predict_one_video(recognizer, path: Path, options: PredictOptions, done: dict, writer, progress) -> None:
+    """Write one video's frame records; a video that cannot be read (or fails part way) gets an error record
+    and the next video goes on."""
+    from contextlib import closing
+
+    from emotionlab import video as video_module
+
+    # A resumed video continues after its last written frame; its timeline and annotated video are not
+    # rewritten (they would hold only the remaining frames).
+    resumed = str(path) in done
+    frames = 0
+    try:
+        records = video_module.predict_video(
+            recognizer,
+            path,
+            fps=options.fps,
+            out_dir=None if resumed else options.out_dir,
+            annotate_dir=None if resumed else options.annotate,
+            batch_size=min(options.batch_size, 16),
+            start_frame=done.get(str(path), -1) + 1,
+        )
+        with closing(records):
+            for record in progress_bar(records, total=None, description=path.name, enabled=progress):
+                writer.write(record)
+                frames += 1
+    except Exception as error:  # noqa: BLE001 - one bad video never stops a folder of videos
+        stage = f"video stopped after {frames} frame(s)" if frames else "video"
+        writer.write({"path": str(path), "error": error_reason(error, stage=stage)})

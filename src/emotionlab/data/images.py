@@ -53,6 +53,34 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def read_file_bytes(path: Path, label: str | None = None) -> bytes:
+    """The bytes of a regular file, or ``ImageReadError`` saying what the path is instead. Never opens a
+    FIFO, socket or device (reading one can block for ever or never end)."""
+    import errno
+    import stat
+
+    label = label or str(path)
+    try:
+        info = path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ImageReadError(label, "symbolic link loop") from error
+        if error.errno == errno.ENOENT and path.is_symlink():
+            raise ImageReadError(label, "broken symbolic link (its target does not exist)") from error
+        if error.errno == errno.ENOENT:
+            raise ImageReadError(label, "file not found") from error
+        raise ImageReadError(label, f"cannot read file ({error.strerror or error})") from error
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(label, "is a folder, not an image")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "FIFO" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode) else "device"
+        raise ImageReadError(label, f"not a regular file ({kind})")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ImageReadError(label, f"cannot read file ({error.strerror or error})") from error
+
+
 def read_image(
     source: str | Path | bytes,
     *,
@@ -71,15 +99,7 @@ def read_image(
     if isinstance(source, bytes):
         data = source
     else:
-        path = Path(source)
-        if not path.exists():
-            raise ImageReadError(label, "file not found")
-        if path.is_dir():
-            raise ImageReadError(label, "is a folder, not an image")
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise ImageReadError(label, f"cannot read file ({error.strerror or error})") from error
+        data = read_file_bytes(Path(source), label)
     if len(data) == 0:
         raise ImageReadError(label, "empty file (0 bytes)")
     try:
