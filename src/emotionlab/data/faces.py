@@ -76,7 +76,8 @@ DOWNLOAD_YUNET_HINT = "get it with `emotionlab data download-yunet DEST` and pas
 
 CACHE_ENV = "EMOTIONLAB_CACHE"
 # Bump when detection or cropping changes in a way that makes cached boxes or crops stale.
-DETECTION_VERSION = 2  # 2: hog and mmod at a 320 px shorter side (was 256)
+# 2: hog and mmod at a 320 px shorter side (was 256). 3: no detection on images under MIN_IMAGE_SIDE (was 8).
+DETECTION_VERSION = 3
 CROP_VERSION = 1
 
 Point = tuple[float, float]
@@ -87,6 +88,11 @@ Point = tuple[float, float]
 # MALLOC_CHECK_=3; 10 px and up ran clean). No detector here can find a face that small anyway (hog and
 # mmod slide an 80 px window, haar's smallest face is 20 px), so 32 px keeps a 3x margin and loses nothing.
 MIN_DETECT_SIDE = 32
+# Images whose shorter side is under this get no face from any detector. Scaled up to a working size they
+# are blurred blocks in which haar (9x9, 32x32 noise) and blaze-full (10x10 noise) found "faces" in the
+# size sweep (tests/test_detector_sizes.py); with no face the whole image is the crop, which is all a
+# 15 px image could give anyway.
+MIN_IMAGE_SIDE = 16
 # Larger arrays are refused before any work: one 16k x 16k RGB array is 768 MB and OpenCV's functions are
 # limited to 2**31 elements. The image reader already stops at 50 megapixels; this guards direct callers.
 MAX_DETECT_PIXELS = 250_000_000
@@ -194,9 +200,9 @@ def _resize_for_detection(array: np.ndarray, short_side: int, max_side: int) -> 
 
 
 def _detectable(array: np.ndarray) -> bool:
-    """Whether a detector may look at ``array`` at all (see ``MIN_DETECT_SIDE`` and ``MAX_DETECT_PIXELS``)."""
+    """Whether a detector may look at ``array`` at all (``MIN_IMAGE_SIDE``, ``MAX_DETECT_PIXELS``)."""
     height, width = array.shape[:2]
-    return min(height, width) >= 1 and height * width <= MAX_DETECT_PIXELS
+    return min(height, width) >= MIN_IMAGE_SIDE and height * width <= MAX_DETECT_PIXELS
 
 
 def _box_from_scaled(x, y, w, h, scale, score, detector, landmarks=None) -> FaceBox | None:
