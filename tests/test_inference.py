@@ -392,3 +392,135 @@ def test_shards_are_disjoint_and_cover_everything(face_model, images, stub_detec
     assert sorted(seen) == sorted(str(p) for p in images.iterdir())
     with pytest.raises(EmotionlabError, match="1 <= i <= n"):
         select_shard(files, "0/3")
+
+
+# ---- fault isolation: exceptions, dying workers, resume after a crash -----------------------------------
+
+CRASH_SIZE = (13, 17)  # the image size on which the crashing detectors below die
+
+CRASHING_DETECTORS = '''
+import os, signal
+
+
+class SegfaultDetector:
+    """Dies like dlib's CNN did on a 10x4000 image: SIGSEGV, no exception, no cleanup."""
+
+    name = "segfault"
+
+    def detect(self, image):
+        height, width = image.shape[:2] if hasattr(image, "shape") else image.size[::-1]
+        if (width, height) == (13, 17):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return []
+
+
+class RaisingDetector:
+    name = "raising"
+
+    def detect(self, image):
+        height, width = image.shape[:2] if hasattr(image, "shape") else image.size[::-1]
+        if (width, height) == (13, 17):
+            raise RuntimeError("Filter windows must be small enough\\n  to fit into the padded image.")
+        return []
+'''
+
+
+@pytest.fixture
+def crashing(tmp_path, monkeypatch):
+    """A module of detectors that fail on 13x17 images, importable here and in worker processes."""
+    import importlib
+    import sys
+
+    folder = tmp_path / "crashers"
+    folder.mkdir()
+    (folder / "crashing_detectors.py").write_text(CRASHING_DETECTORS)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", str(folder))  # for the subprocess runs
+    sys.modules.pop("crashing_detectors", None)
+    return importlib.import_module("crashing_detectors")
+
+
+@pytest.fixture
+def with_crasher(tmp_path) -> Path:
+    """``mixed/``: ten 40x30 faces with one 13x17 image (the crasher) in the middle."""
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for index in range(10):
+        make_face("happy", rng, 40).resize((40, 30)).save(folder / f"img_{index:02d}.png")
+    Image.new("RGB", CRASH_SIZE, (90, 90, 90)).save(folder / "img_04_crash.png")
+    return folder
+
+
+def test_a_detector_exception_is_that_images_error_record(face_model, with_crasher, crashing):
+    recognizer = load_recognizer(face_model, detector=crashing.RaisingDetector())
+    files = sorted(with_crasher.iterdir())
+    records = list(recognizer.predict_many(files, batch_size=4))
+    assert [r["path"] for r in records] == [str(f) for f in files]
+    bad = [r for r in records if "error" in r]
+    assert [Path(r["path"]).name for r in bad] == ["img_04_crash.png"]
+    assert bad[0]["error"].startswith("face detection: RuntimeError: Filter windows")
+    assert "\n" in CRASHING_DETECTORS and "\n" not in bad[0]["error"]  # one line
+
+
+def test_a_worker_killed_by_one_image_costs_only_that_image(face_model, with_crasher, crashing):
+    files = sorted(with_crasher.iterdir())
+    good = [f for f in files if "crash" not in f.name]
+    recognizer = load_recognizer(face_model, detector=crashing.SegfaultDetector())
+    expected = list(recognizer.predict_many(good))  # in this process: never meets the crasher
+    records = list(recognizer.predict_many(files, workers=2))
+    assert [r["path"] for r in records] == [str(f) for f in files]  # every image, in order
+    (dead,) = [r for r in records if "error" in r]
+    assert dead["path"].endswith("img_04_crash.png") and dead["error"] == "worker died (killed by SIGSEGV)"
+    assert [r for r in records if "error" not in r] == expected  # the others exactly as without workers
+
+
+CRASH_SCRIPT = """
+import sys
+import crashing_detectors
+import emotionlab.inference as inference
+
+real = inference.load_recognizer
+inference.load_recognizer = lambda path, **kw: real(
+    path, **{**kw, "detector": crashing_detectors.SegfaultDetector()}
+)
+sys.argv[0] = "emotionlab"
+from emotionlab.cli import main
+main()
+"""
+
+
+def test_resume_after_a_crash_goes_on_past_the_image_that_crashed(
+    face_model, with_crasher, crashing, tmp_path
+):
+    import subprocess
+    import sys
+
+    script, output = tmp_path / "predict.py", tmp_path / "out" / "records.jsonl"
+    script.write_text(CRASH_SCRIPT)
+    command = [sys.executable, str(script), "predict", str(with_crasher), "--model", str(face_model)]
+    command += ["--format", "jsonl", "--output", str(output), "--batch-size", "1"]
+    first = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert first.returncode == -11  # the whole process died, in the detector, on one image
+    written = [json.loads(line)["path"] for line in output.read_text().splitlines()]
+    assert [Path(p).name for p in written] == [f"img_{i:02d}.png" for i in range(5)]  # kept, not lost
+    second = subprocess.run([*command, "--resume"], check=False, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["path"] for r in records) == sorted(str(f) for f in with_crasher.iterdir())  # each once
+    (dead,) = [r for r in records if "error" in r]
+    assert dead["path"].endswith("img_04_crash.png") and "worker died" in dead["error"]
+    assert not list(output.parent.glob(".*preparing"))  # the crash note is gone after a finished run
+
+
+def test_resume_after_kill_9_loses_no_image(face_model, images, stub_detector, tmp_path):
+    from emotionlab.inference import PreparingNote
+
+    output = tmp_path / "records.jsonl"
+    files = sorted(images.iterdir())
+    run_cli("predict", files[0], "--model", face_model, "--format", "jsonl", "--output", output)
+    PreparingNote(output).mark(files[1])  # as a run killed while preparing files[1] leaves it
+    run_cli("predict", images, "--model", face_model, "--format", "jsonl", "--output", output, "--resume")
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["path"] for r in records) == sorted(str(f) for f in files)
+    assert not any("error" in r for r in records)  # files[1] ran again (alone) and succeeded
