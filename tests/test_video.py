@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -164,6 +165,38 @@ def test_resume_continues_a_video_after_its_last_frame(clip, model, tmp_path):
         "predict", clip, "--model", model, "--fps", 2, "--format", "jsonl", "--output", output, "--resume"
     )
     assert [json.loads(line)["frame"] for line in output.read_text().splitlines()] == [0, 5, 10, 15, 20, 25]
+
+
+def test_one_bad_video_does_not_stop_a_folder_of_videos(clip, model, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    data = clip.read_bytes()
+    (folder / "a_empty.mp4").write_bytes(b"")
+    (folder / "b_random.avi").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "c_good.avi").write_bytes(data)
+    (folder / "d_truncated.avi").write_bytes(data[: len(data) // 3])
+    os.mkfifo(folder / "e_fifo.mp4")  # OpenCV would wait on it for ever
+    (folder / "f_good.avi").write_bytes(data)
+    output = tmp_path / "frames.jsonl"
+    args = ["predict", folder, "--model", model, "--fps", 1, "--format", "jsonl", "--output", output]
+    run_cli(*args)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    errors = {Path(r["path"]).name: r["error"] for r in records if "error" in r}
+    assert set(errors) >= {"a_empty.mp4", "b_random.avi", "e_fifo.mp4"}
+    assert errors["e_fifo.mp4"] == "not a regular file" and str(folder) not in errors["a_empty.mp4"]
+    frames = [(Path(r["path"]).name, r["frame"]) for r in records if "error" not in r]
+    assert [f for f in frames if f[0] == "f_good.avi"] == [
+        ("f_good.avi", 0),
+        ("f_good.avi", 10),
+        ("f_good.avi", 20),
+    ]
+    assert [f for f in frames if f[0] == "c_good.avi"] == [
+        ("c_good.avi", 0),
+        ("c_good.avi", 10),
+        ("c_good.avi", 20),
+    ]
+    run_cli(*args, "--resume")  # a video that failed is not tried again
+    assert len(output.read_text().splitlines()) == len(records)
 
 
 class FakeCapture:

@@ -969,5 +969,8 @@ def _predict_one_video(recognizer, path: Path, options: PredictOptions, done: di
                 writer.write(record)
                 frames += 1
     except Exception as error:  # noqa: BLE001 - one bad video never stops a folder of videos
-        stage = f"video stopped after {frames} frame(s)" if frames else "video"
-        writer.write({"path": str(path), "error": error_reason(error, stage=stage)})
+        reason = error_reason(error)
+        reason = reason.removeprefix(f"{path}: ")  # the record names the file already
+        if frames:
+            reason = f"video stopped after {frames} frame(s): {reason}"
+        writer.write({"path": str(path), "error": reason})

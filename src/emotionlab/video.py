@@ -41,7 +41,9 @@ def is_video_name(path: str | Path) -> bool:
 
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file():
-        raise EmotionlabError(f"{path}: video file not found")
+        # A FIFO or device would block OpenCV's reader for ever: only regular files are opened.
+        what = "not a regular file" if os.path.lexists(path) and not path.is_dir() else "video file not found"
+        raise EmotionlabError(f"{path}: {what}")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
