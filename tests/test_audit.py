@@ -258,3 +258,35 @@ def test_blocked_pair_search_matches_brute_force(monkeypatch):
 def test_audit_of_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(EmotionlabError, match="not found"):
         audit_dataset(tmp_path / "nowhere")
+
+
+def test_links_fifos_and_failing_files_are_unreadable_entries_not_a_stopped_audit(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "data"
+    for seed, label in enumerate(("angry", "happy")):
+        (root / label).mkdir(parents=True)
+        shapes_image(seed).save(root / label / "face.png")
+    os.mkfifo(root / "angry" / "fifo.jpg")  # reading it would block for ever
+    os.symlink("loop.jpg", root / "angry" / "loop.jpg")
+    os.symlink("missing.jpg", root / "happy" / "dangling.jpg")
+    shapes_image(7).save(root / "happy" / "explodes.png")
+    real_hash = audit.perceptual_hash
+
+    def failing_hash(image):
+        if image.size == (SIZE, SIZE) and image.getpixel((0, 0)) == explodes_pixel:
+            raise MemoryError("out of memory")
+        return real_hash(image)
+
+    with Image.open(root / "happy" / "explodes.png") as image:
+        explodes_pixel = image.convert("RGB").getpixel((0, 0))
+    monkeypatch.setattr(audit, "perceptual_hash", failing_hash)
+    report = audit_dataset(root)
+    reasons = {item["path"]: item["reason"] for item in report["unreadable"]}
+    assert reasons == {
+        "angry/fifo.jpg": "not a regular file (FIFO)",
+        "angry/loop.jpg": "symbolic link loop",
+        "happy/dangling.jpg": "broken symbolic link (its target does not exist)",
+        "happy/explodes.png": "MemoryError: out of memory",
+    }
+    assert report["summary"]["num_readable"] == 2

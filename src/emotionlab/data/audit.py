@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionlab.data.images import ImageReadError, read_image
+from emotionlab.data.images import ImageReadError, read_file_bytes, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.isolation import error_reason, printable
 from emotionlab.labels import SPLIT_NAMES, order_labels
 
 log = logging.getLogger("emotionlab")
@@ -75,7 +76,8 @@ def dataset_files(root: Path) -> list[tuple[Path, str | None, str | None]]:
     """Every non-hidden file under ``root`` with the split and label its folders give it.
 
     The layout is ``[split/]label/...``: the same rules as ``scan_image_folder``, except that files outside the
-    layout are listed too (with no label), since the audit must see everything.
+    layout are listed too (with no label), since the audit must see everything: so are entries that are not
+    regular files (a broken link, a link loop, a FIFO), which ``inspect_file`` reports without opening them.
     """
     root = Path(root)
     top = [child for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")]
@@ -83,7 +85,7 @@ def dataset_files(root: Path) -> list[tuple[Path, str | None, str | None]]:
     found = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+        if any(part.startswith(".") for part in relative.parts) or path.is_dir():
             continue
         parts = relative.parts
         split = label = None
@@ -105,11 +107,10 @@ def inspect_file(
 
     extension = path.suffix.lower()
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        reason = f"cannot read file ({error.strerror or error})"
+        data = read_file_bytes(path, relpath)
+    except ImageReadError as error:
         record = FileRecord(
-            relpath, split, label, False, reason, None, extension, None, None, None, None, 0, "", None
+            relpath, split, label, False, error.reason, None, extension, None, None, None, None, 0, "", None
         )
         return record, None
     fmt = mode = width = height = None
@@ -125,6 +126,8 @@ def inspect_file(
         hash_value = perceptual_hash(read_image(data, name=relpath))
     except ImageReadError as error:
         reason = error.reason
+    except Exception as error:  # noqa: BLE001 - one odd file is one unreadable entry, the audit goes on
+        reason = error_reason(error)
     matches = extension in FORMAT_EXTENSIONS[fmt] if fmt in FORMAT_EXTENSIONS else None
     record = FileRecord(
         path=relpath,
@@ -439,8 +442,10 @@ def write_audit(report: dict, out_dir: str | Path) -> dict[str, Path]:
 
 
 def _print_groups(console, groups: list[dict], key: str, limit: int) -> None:
+    from rich.markup import escape
+
     for group in groups[:limit]:
-        members = ", ".join(member["path"] for member in group["members"])
+        members = escape(printable(", ".join(member["path"] for member in group["members"])))
         console.print(
             f"    {group['group']} ({'/'.join(group[key])}): {members}", highlight=False, soft_wrap=True
         )
@@ -450,11 +455,12 @@ def _print_groups(console, groups: list[dict], key: str, limit: int) -> None:
 
 def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
     """A readable summary on a rich console: counts, the worst offenders, and the class-balance table."""
+    from rich.markup import escape
     from rich.table import Table
 
     s = report["summary"]
     console.print(
-        f"[bold]Audit of {s['root']}[/] (near-duplicate threshold {s['threshold']} bits of 64)",
+        f"[bold]Audit of {escape(printable(s['root']))}[/] (near-duplicate threshold {s['threshold']} bits of 64)",
         soft_wrap=True,
     )
     formats = ", ".join(f"{name} {count}" for name, count in s["formats"].items())
@@ -464,7 +470,9 @@ def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
     )
     for item in report["unreadable"][:limit]:
         console.print(
-            f"    [red]unreadable[/] {item['path']}: {item['reason']}", highlight=False, soft_wrap=True
+            f"    [red]unreadable[/] {escape(printable(item['path']))}: {escape(printable(item['reason']))}",
+            highlight=False,
+            soft_wrap=True,
         )
     if s["extension_mismatches"]:
         kinds = ", ".join(f"{count} {kind}" for kind, count in s["extension_mismatch_kinds"].items())
