@@ -68,7 +68,7 @@ def test_predict_globs_csv_and_python_api_agree(trained_model, tiny_dataset):
 def test_evaluation_percentages_rows_sum_to_100(trained_model, tiny_dataset, tmp_path):
     from emotionlab.evaluation.metrics import row_percentages
 
-    invoke("evaluate", "--model", trained_model, "--data", tiny_dataset, "--split", "validation", "--out", tmp_path)
+    invoke("evaluate", "--model", trained_model, "--data", tiny_dataset, "--split", "test", "--out", tmp_path)
     matrix = json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"]
     assert np.allclose(row_percentages(matrix).sum(axis=1), 100)
 

@@ -355,6 +355,93 @@ def test_cli_apply_prints_counts_and_errors_are_one_line(photos, tmp_path):
     )
 
 
+# ---- a hand-edited journal -------------------------------------------------------------------------------
+
+
+def append_entries(journal: Path, *entries: tuple[str, str]) -> None:
+    """Add label lines as someone editing the journal by hand would."""
+    with journal.open("a", encoding="utf-8") as handle:
+        for image, label in entries:
+            record = {"time": "2026-01-01T00:00:00.000+00:00", "action": "label", "image": image, "label": label}
+            handle.write(json.dumps(record) + "\n")
+
+
+@pytest.fixture
+def edited(tmp_path: Path):
+    """A labelled folder, a file beside it that must never be copied, and a destination."""
+    folder = tmp_path / "work" / "photos"
+    make_photos(folder)
+    secret = write_image(tmp_path / "work" / "outside" / "file.png", (1, 2, 3))
+    journal = tmp_path / "photos.labels.jsonl"
+    label_all(folder, journal, ["happy", "sad"])
+    return folder, journal, secret, tmp_path / "out" / "dest"
+
+
+def files_under(root: Path) -> set[str]:
+    return {path.relative_to(root).as_posix() for path in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("image", "label", "reason"),
+    [
+        ("img3.png", "../../x", "label '../../x' of 'img3.png' is not one of the classes"),
+        ("img3.png", "bored", "label 'bored' of 'img3.png' is not one of the classes"),
+        ("../outside/file.png", "happy", "image '../outside/file.png' leaves the folder (..)"),
+        ("ABSOLUTE", "happy", "not a path relative to the folder"),
+        ("sub/../../outside/file.png", "sad", "leaves the folder"),
+    ],
+)
+def test_apply_refuses_a_hand_edited_journal_and_writes_nothing(edited, tmp_path, image, label, reason):
+    folder, journal, secret, dest = edited
+    append_entries(journal, (str(secret) if image == "ABSOLUTE" else image, label))
+    before = files_under(tmp_path)
+    with pytest.raises(EmotionlabError) as caught:
+        apply_labels(folder, journal, dest)
+    message = str(caught.value)
+    assert reason in message and "nothing copied" in message and "\n" not in message
+    with pytest.raises(EmotionlabError, match="nothing copied or written"):
+        export_csv(folder, journal, tmp_path / "labels.csv")
+    assert files_under(tmp_path) == before  # not in DEST, not beside it, not two levels up
+
+
+def test_apply_refuses_a_symbolic_link_that_leads_out_of_the_folder(edited, tmp_path):
+    folder, journal, secret, dest = edited
+    (folder / "link.png").symlink_to(secret)
+    append_entries(journal, ("link.png", "happy"))
+    with pytest.raises(EmotionlabError, match="image 'link.png' leads outside the folder"):
+        apply_labels(folder, journal, dest)
+    assert not dest.exists()
+
+
+def test_every_bad_entry_is_named_in_the_one_line(edited):
+    folder, journal, secret, dest = edited
+    append_entries(journal, ("img3.png", "../../x"), ("../outside/file.png", "happy"), (str(secret), "sad"))
+    with pytest.raises(EmotionlabError, match="3 journal entries are not safe") as caught:
+        apply_labels(folder, journal, dest)
+    assert all(part in str(caught.value) for part in ("'../../x'", "'../outside/file.png'", repr(str(secret))))
+
+
+def test_labels_outside_the_journal_classes_are_allowed_when_given_as_classes(edited):
+    folder, journal, _, dest = edited
+    append_entries(journal, ("img3.png", "bored"))
+    report = apply_labels(folder, journal, dest, classes=[*CLASSES, "bored"])
+    assert dict(report.copied) == {"happy": 1, "sad": 1, "bored": 1}
+    with pytest.raises(EmotionlabError, match="label 'happy' of 'img1.png' is not one of the classes \(bored, tired\)"):
+        apply_labels(folder, journal, dest, classes=["bored", "tired"])  # happy and sad are not classes now
+
+
+def test_cli_apply_of_a_tampered_journal_is_one_line(edited, tmp_path):
+    folder, journal, _, dest = edited
+    append_entries(journal, ("img3.png", "../../x"))
+    result = subprocess.run(
+        [sys.executable, "-m", "emotionlab", "label", str(folder), "--journal", str(journal), "--apply", str(dest)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "'../../x'" in result.stderr
+    assert not dest.exists() and not (tmp_path / "x").exists()
+
+
 # ---- HTTP API --------------------------------------------------------------------------------------------
 
 

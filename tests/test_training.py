@@ -149,3 +149,107 @@ def test_two_process_ddp_on_cpu_completes_with_sane_metrics(tiny_dataset, tmp_pa
     assert len(rows) == 2
     assert all(0 < float(r["train_loss"]) < 10 and 0 <= float(r["val_acc"]) <= 1 for r in rows)
     assert (out / "model.safetensors").is_file()
+
+
+# ---- damaged checkpoints and outputs inside the dataset --------------------------------------------------
+
+
+def _copy_run(trained_run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def _resume(run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "train", "--resume", str(run), "--no-progress"], capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def test_every_checkpoint_has_its_checksum_beside_it(trained_run):
+    import hashlib
+
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint = trained_run / "checkpoints" / name
+        listed = (trained_run / "checkpoints" / f"{name}.sha256").read_text().split()
+        assert listed == [hashlib.sha256(checkpoint.read_bytes()).hexdigest(), name]
+
+
+def test_an_intact_run_resumes_from_its_verified_checkpoint(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path)
+    (run / "model.safetensors").unlink()
+    result = _resume(run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_last_checkpoint_stops_resume_with_one_line(trained_run, tmp_path, damage):
+    run = _copy_run(trained_run, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    data = bytearray(last.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x10
+    else:
+        del data[len(data) // 3 :]
+    last.write_bytes(bytes(data))
+    result = _resume(run)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(last) in lines[0] and "damaged or truncated" in lines[0] and "delete it" in lines[0]
+
+
+def test_a_truncated_checkpoint_without_checksum_is_still_one_line(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    (run / "checkpoints" / "last.ckpt.sha256").unlink()  # as an older emotionlab left it
+    last.write_bytes(last.read_bytes()[:5000])
+    result = _resume(run)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot read the checkpoint" in errors[0]
+
+
+@pytest.mark.parametrize("killed_at_write", [2, 3])  # 2: before the new checkpoint's rename, 3: after it
+def test_a_checkpoint_write_killed_midway_still_verifies(tmp_path, monkeypatch, killed_at_write):
+    from emotionlab.training import callbacks
+
+    io = callbacks.ChecksummedCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1}, path)
+    real_write, calls = callbacks.write_atomic, []
+
+    def write_then_die(target, write):
+        calls.append(target)
+        if len(calls) == killed_at_write:
+            raise KeyboardInterrupt  # stands for SIGKILL: nothing after this point happens
+        real_write(target, write)
+
+    monkeypatch.setattr(callbacks, "write_atomic", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.setattr(callbacks, "write_atomic", real_write)
+    callbacks.verify_checkpoint(path)
+    assert callbacks.load_checkpoint(path)["epoch"] == (1 if killed_at_write == 2 else 2)
+    io.remove_checkpoint(path)
+    assert not path.exists() and not callbacks.checksum_path(path).exists()
+
+
+def test_train_out_inside_the_dataset_is_refused(tiny_dataset):
+    config = RunConfig(
+        data=DataConfig(root=str(tiny_dataset), image_size=48), train=TrainConfig(epochs=1), out=str(tiny_dataset / "run")
+    )
+    with pytest.raises(EmotionlabError, match="inside the dataset root"):
+        train(config, progress=False)
+    assert not (tiny_dataset / "run").exists()
+
+
+def test_augment_preview_out_inside_the_dataset_is_refused(tiny_dataset):
+    from typer.testing import CliRunner
+
+    from emotionlab.cli import app
+
+    result = CliRunner().invoke(app, ["augment-preview", str(tiny_dataset), "--out", str(tiny_dataset / "grid.png")])
+    assert "inside the dataset root" in str(result.exception)
+    assert not (tiny_dataset / "grid.png").exists()

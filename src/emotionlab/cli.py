@@ -157,7 +157,8 @@ def train(
         result = run_training(train_run_config(**options), progress=progress)
     if result.model_path is not None:
         print(f"model: {result.model_path}")
-        print(f"best validation loss: {result.best_val_loss:.4f} after {result.epochs_run} epoch(s); run folder: {result.run_dir}")
+        best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.4f}"  # None: a moved run folder
+        print(f"best validation loss: {best} after {result.epochs_run} epoch(s); run folder: {result.run_dir}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -180,18 +181,42 @@ def evaluate(
     manifest: Annotated[Path | None, typer.Option(help="Manifest CSV whose split column selects images.")] = None,
     split: Annotated[str, typer.Option(help="train | validation | test | all")] = "test",
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv and figures.")] = Path("runs/evaluation"),
+    allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Score images the model was trained on anyway (flagged).")] = False,
 ) -> None:
-    """Evaluate a model on a split: metrics.json, confusion matrices, training curves, misclassified gallery."""
-    from emotionlab.data.dataset import load_samples
-    from emotionlab.evaluation.evaluate import evaluate as run_evaluation
-    from emotionlab.inference import default_model_path
+    """Evaluate a model on a split: metrics.json, confusion matrices, training curves, misclassified gallery.
 
-    sample_set = load_samples(data, manifest)
-    samples = sample_set.samples if split == "all" else sample_set.split(split)
-    if not samples and split != "all" and not sample_set.has_splits:
-        raise EmotionlabError(f"{sample_set.root}: the dataset has no split folders; use --split all or a --manifest")
-    metrics = run_evaluation(model or default_model_path(), samples, out, split=split)
+    With no --data and no --manifest, a model that records its held-out test split (the shipped one does) is scored
+    on that split. Images the model was trained on are refused (compared by content) unless --allow-overlap.
+    """
+    from emotionlab.data.audit import ensure_outside_root
+    from emotionlab.data.dataset import load_samples, resolve_data_root
+    from emotionlab.evaluation.evaluate import evaluate as run_evaluation
+    from emotionlab.evaluation.evaluate import held_out_samples
+    from emotionlab.inference import default_model_path
+    from emotionlab.models.io import read_metadata
+
+    model_path = model or default_model_path()
+    metadata = read_metadata(model_path)  # a damaged or altered model: one line before any image is read
+    if data is None and manifest is None and split == "test" and (metadata.get("dataset") or {}).get("test"):
+        root = resolve_data_root(None)
+        samples = held_out_samples(metadata, root)
+        print(f"the model's held-out test split: {len(samples)} images recorded in {Path(model_path).name}, under {root}")
+    else:
+        sample_set = load_samples(data, manifest)
+        root = sample_set.root
+        samples = sample_set.samples if split == "all" else sample_set.split(split)
+        if not samples and split != "all" and not sample_set.has_splits:
+            raise EmotionlabError(f"{sample_set.root}: the dataset has no split folders; use --split all or a --manifest")
+    ensure_outside_root(root, out)
+    metrics = run_evaluation(model_path, samples, out, split=split, allow_overlap=allow_overlap)
     _print_metrics(metrics)
+    overlap = metrics.get("overlap_with_training")
+    if overlap is None:
+        print("note: the model file does not record its training images; overlap with them was not checked")
+    elif overlap["images"]:
+        console.print(f"[bold red]warning:[/] {overlap['images']} of these {metrics['num_images']} images were in the "
+                      f"model's training data ({overlap['train']} train, {overlap['validation']} validation): "
+                      "the figures above flatter it", highlight=False, soft_wrap=True)
     print(f"figures and metrics.json in {out}/")
 
 
@@ -308,9 +333,11 @@ def data_download(
 @app.command("label")
 def label_photos(
     folder: Annotated[Path, typer.Argument(help="Folder of photos to label (searched recursively; only read).")],
-    classes: Annotated[str, typer.Option(help="Comma-separated class names; keys 1..9 follow this order.")] = ",".join(
-        EMOTIONS
-    ),
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class names; keys 1..9 follow this order. Default: the five emotions "
+                     "(with --apply/--export: the classes the journal was labelled with)."),
+    ] = None,
     journal: Annotated[
         Path | None, typer.Option(help="Journal of every action (default: ./<folder name>.labels.jsonl).")
     ] = None,
@@ -325,9 +352,10 @@ def label_photos(
     """Label photos one at a time in a local web page (keys, skip, undo); every action is saved at once."""
     from emotionlab.labeling import apply_and_export, default_journal_path, parse_classes
 
-    class_names = parse_classes(classes)
+    class_names = parse_classes(classes or ",".join(EMOTIONS))
     if apply is not None or export is not None:
-        apply_and_export(folder, journal or default_journal_path(folder), dest=apply, csv_path=export)
+        apply_and_export(folder, journal or default_journal_path(folder), dest=apply, csv_path=export,
+                         classes=class_names if classes else None)
         return
     from emotionlab.serving.label_app import serve_labels
 
@@ -524,7 +552,10 @@ def augment_preview_command(
     faces: Annotated[bool, typer.Option("--faces/--no-faces", help="Augment face crops, as training with --faces does.")] = False,
 ) -> None:
     """Write a grid: each row an original image followed by augmented views, to check a policy by eye."""
+    from emotionlab.data.audit import ensure_outside_root
     from emotionlab.experiments import augment_preview
+
+    ensure_outside_root(root, out)  # a dataset is never written to, as every `data` command
 
     path = augment_preview(root, out, policy=policy, image_size=image_size, rows=rows, views=views, seed=seed,
                            faces=_faces_option(faces, None, 0.1))

@@ -7,6 +7,11 @@ fsync'd before the action is acknowledged, so killing the process loses nothing 
 rebuilds the exact state. The folder being labelled is only ever read: the journal, copies (``apply_labels``)
 and exports are refused inside it.
 
+The journal is a text file anyone can edit, so ``apply`` and ``export`` trust none of it: every label must be one of
+the classes and a plain folder name, every image a path that stays inside the folder (no ``..``, no absolute path,
+no symlink leading out). One bad entry refuses the whole apply or export, each bad entry named, and nothing is
+copied or written: a half-applied journal that someone tampered with would be harder to clean up than none.
+
 Queue order, as the user sees it:
   1. images brought back by undo, the most recently undone first (undo shows the image again at once),
   2. images never seen, in path order,
@@ -28,10 +33,11 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.labels import EMOTIONS
 
 log = logging.getLogger("emotionlab")
 
@@ -59,9 +65,21 @@ def parse_classes(text: str | Sequence[str]) -> list[str]:
     if duplicates:
         raise EmotionlabError(f"--classes: class name given twice: {', '.join(duplicates)}")
     for name in names:
-        if name in (".", "..") or any(char in name for char in '/\\:*?"<>|') or name.startswith("."):
+        if not is_folder_name(name):
             raise EmotionlabError(f"--classes: {name!r} cannot be a folder name; use letters, digits, - or _")
     return names
+
+
+def is_folder_name(name: object) -> bool:
+    """A class name usable as one folder level: no separators, no ``..``, no hidden or control characters."""
+    return (
+        isinstance(name, str)
+        and bool(name.strip())
+        and name == name.strip()
+        and not name.startswith(".")
+        and not any(char in name for char in '/\\:*?"<>|')
+        and all(char.isprintable() for char in name)
+    )
 
 
 def assign_keys(classes: Sequence[str]) -> dict[str, list[str]]:
@@ -563,7 +581,7 @@ def _sha256(path: Path) -> str:
 
 
 def labelled_images(folder: str | Path, journal: str | Path) -> dict[str, str]:
-    """``{relpath: label}`` from a journal, in path order; an error when there is no journal to read."""
+    """``{relpath: label}`` from a journal, in path order, unchecked; an error when there is no journal to read."""
     journal = Path(journal)
     if not journal.is_file():
         raise EmotionlabError(f"{journal}: no labelling journal here; label first, or pass --journal")
@@ -571,8 +589,63 @@ def labelled_images(folder: str | Path, journal: str | Path) -> dict[str, str]:
     return dict(sorted(labels.items()))
 
 
-def apply_labels(folder: str | Path, journal: str | Path, dest: str | Path) -> ApplyReport:
+def journal_classes(journal: str | Path) -> list[str]:
+    """The classes the journal's sessions were started with (in first-seen order); EMOTIONS when none say."""
+    classes: list[str] = []
+    for entry in read_journal(journal):
+        listed = entry.extra.get("classes") if entry.action == "start" else None
+        for name in listed if isinstance(listed, list) else []:
+            if isinstance(name, str) and name not in classes:
+                classes.append(name)
+    return classes or list(EMOTIONS)
+
+
+def source_path(folder: Path, relpath: str) -> Path:
+    """The file a journal entry names, resolved; an error unless it stays inside ``folder`` (resolved)."""
+    if not relpath or PurePosixPath(relpath).is_absolute() or PureWindowsPath(relpath).is_absolute():
+        raise ValueError("not a path relative to the folder")
+    if ".." in PurePosixPath(relpath).parts or ".." in PureWindowsPath(relpath).parts:
+        raise ValueError("leaves the folder (..)")
+    resolved = (folder / relpath).resolve()
+    if not resolved.is_relative_to(folder):
+        raise ValueError("leads outside the folder (a symbolic link)")
+    return resolved
+
+
+def checked_labels(folder: Path, journal: str | Path, classes: Sequence[str] | None) -> dict[str, tuple[Path, str]]:
+    """``{relpath: (source file, label)}`` for every labelled image, after checking every entry of the journal.
+
+    Any entry whose label is not one of ``classes`` (default: the journal's own classes) or not a folder name, or
+    whose image is not inside ``folder``, refuses them all: one line naming each bad entry, nothing done."""
+    labels = labelled_images(folder, journal)
+    allowed = list(classes) if classes is not None else journal_classes(journal)
+    checked: dict[str, tuple[Path, str]] = {}
+    problems: list[str] = []
+    for relpath, label in labels.items():
+        if not is_folder_name(label) or label not in allowed:
+            problems.append(f"label {label!r} of {relpath!r} is not one of the classes ({', '.join(allowed)})")
+            continue
+        try:
+            checked[relpath] = (source_path(folder, relpath), label)
+        except ValueError as reason:
+            problems.append(f"image {relpath!r} {reason}")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise EmotionlabError(
+            f"{journal}: refused, nothing copied or written: {len(problems)} journal entr"
+            f"{'y is' if len(problems) == 1 else 'ies are'} not safe to use: {shown}. Fix or remove those lines "
+            "(was the journal edited by hand?), or pass the --classes you labelled with"
+        )
+    return checked
+
+
+def apply_labels(
+    folder: str | Path, journal: str | Path, dest: str | Path, *, classes: Sequence[str] | None = None
+) -> ApplyReport:
     """Copy (never move) each labelled image to ``DEST/<label>/<file name>``; source files are only read.
+
+    Every journal entry is checked first (``checked_labels``): one label outside ``classes`` or one image outside
+    the folder refuses the whole apply, and nothing is copied.
 
     A name already taken in ``DEST/<label>`` by a different file gets ``-2``, ``-3``, ... before its suffix
     (images are handled in path order, so the result is the same every run). A file already there with the
@@ -585,17 +658,17 @@ def apply_labels(folder: str | Path, journal: str | Path, dest: str | Path) -> A
     if dest.exists() and not dest.is_dir():
         raise EmotionlabError(f"{dest}: --apply destination exists and is not a folder")
     report = ApplyReport()
-    for relpath, label in labelled_images(folder, journal).items():
-        source = folder / relpath
+    for relpath, (source, label) in checked_labels(folder, journal, classes).items():
         if not source.is_file():
             report.missing.append(relpath)
             continue
         target_dir = dest / label
         target_dir.mkdir(parents=True, exist_ok=True)
         source_hash = None
-        stem, suffix = os.path.splitext(source.name)
+        source_name = PurePosixPath(relpath).name  # the name the user saw, also for a symbolic link
+        stem, suffix = os.path.splitext(source_name)
         for attempt in range(1, 10_000):
-            name = source.name if attempt == 1 else f"{stem}-{attempt}{suffix}"
+            name = source_name if attempt == 1 else f"{stem}-{attempt}{suffix}"
             target = target_dir / name
             if not target.exists():
                 _copy_atomic(source, target)
@@ -608,7 +681,7 @@ def apply_labels(folder: str | Path, journal: str | Path, dest: str | Path) -> A
                 report.already[label] += 1
                 break
         else:
-            raise EmotionlabError(f"{target_dir}: too many files named like {source.name}")
+            raise EmotionlabError(f"{target_dir}: too many files named like {source_name}")
     return report
 
 
@@ -619,11 +692,15 @@ def _copy_atomic(source: Path, target: Path) -> None:
     os.replace(partial, target)
 
 
-def export_csv(folder: str | Path, journal: str | Path, csv_path: str | Path) -> int:
-    """Write ``path,label`` rows (paths relative to the folder, like a manifest); returns the row count."""
+def export_csv(
+    folder: str | Path, journal: str | Path, csv_path: str | Path, *, classes: Sequence[str] | None = None
+) -> int:
+    """Write ``path,label`` rows (paths relative to the folder, like a manifest); returns the row count.
+
+    Checked as ``apply_labels`` is: a manifest row pointing outside the folder would be read as training data."""
     folder, csv_path = Path(folder).resolve(), Path(csv_path)
     check_outside(csv_path, folder, "--export file")
-    labels = labelled_images(folder, journal)
+    labels = {relpath: label for relpath, (_, label) in checked_labels(folder, journal, classes).items()}
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label"])
@@ -638,13 +715,16 @@ def apply_and_export(
     *,
     dest: str | Path | None = None,
     csv_path: str | Path | None = None,
+    classes: Sequence[str] | None = None,
     out=print,
 ) -> ApplyReport | None:
-    """The `emotionlab label FOLDER --apply DEST [--export CSV]` command: no server, a summary printed."""
+    """The `emotionlab label FOLDER --apply DEST [--export CSV]` command: no server, a summary printed.
+
+    ``classes``: the labels allowed in the journal (default: the classes its sessions were started with)."""
     journal = Path(journal)
     report = None
     if dest is not None:
-        report = apply_labels(folder, journal, dest)
+        report = apply_labels(folder, journal, dest, classes=classes)
         copied = ", ".join(f"{label} {count}" for label, count in sorted(report.copied.items())) or "none"
         out(f"copied {sum(report.copied.values())} image(s) into {dest}: {copied}")
         if report.already:
@@ -655,6 +735,6 @@ def apply_and_export(
             out(f"not found any more, not copied: {len(report.missing)} (first: {report.missing[0]})")
         out(f"the files in {Path(folder)} were copied, not moved; journal: {journal}")
     if csv_path is not None:
-        rows = export_csv(folder, journal, csv_path)
+        rows = export_csv(folder, journal, csv_path, classes=classes)
         out(f"wrote {rows} row(s) (path,label; paths relative to {Path(folder)}) to {csv_path}")
     return report

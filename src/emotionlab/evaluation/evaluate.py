@@ -1,9 +1,15 @@
-"""Evaluate a model file on a dataset split: metrics.json, predictions.csv and figures."""
+"""Evaluate a model file on a dataset split: metrics.json, predictions.csv and figures.
+
+Honest by default: a model file records its training and validation images by content (SHA-256 of the bytes) and
+its held-out test split. ``evaluate`` refuses images the model was trained on (``allow_overlap`` scores them
+anyway, flagged), and ``held_out_samples`` gives the split the model never saw.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +19,77 @@ from emotionlab.data.images import read_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.evaluation.plots import plot_confusion, plot_gallery, plot_training_curves
+from emotionlab.fileio import content_digest
 from emotionlab.inference import Classifier, Recognizer
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """How many evaluated images the model was trained on (train) or selected with (validation), by content."""
+
+    checked: int
+    train: int
+    validation: int
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return self.train + self.validation
+
+    def describe(self) -> str:
+        return (
+            f"{self.count} of the {self.checked} images to evaluate are images the model was trained on "
+            f"({self.train} train, {self.validation} validation; same SHA-256 of the file bytes, e.g. {self.examples[0]})"
+        )
+
+
+def training_overlap(metadata: dict, samples: list[Sample]) -> Overlap | None:
+    """The evaluated images that are in the model's recorded training or validation images (None: none recorded)."""
+    record = metadata.get("dataset")
+    if not isinstance(record, dict) or not record.get("train"):
+        return None
+    train, validation = set(record["train"]), set(record.get("validation") or ())
+    in_train = in_validation = 0
+    examples = []
+    for sample in samples:
+        try:
+            digest = content_digest(sample.path)
+        except OSError:
+            continue  # unreadable: evaluation reports it as it reads the image
+        if digest in train:
+            in_train += 1
+        elif digest in validation:
+            in_validation += 1
+        else:
+            continue
+        if len(examples) < 3:
+            examples.append(sample.relpath or str(sample.path))
+    return Overlap(len(samples), in_train, in_validation, examples)
+
+
+def held_out_samples(metadata: dict, root: str | Path) -> list[Sample]:
+    """The model's recorded test split under ``root``: every file must be there with the recorded content."""
+    rows = (metadata.get("dataset") or {}).get("test") or []
+    if not rows:
+        raise EmotionlabError("the model file records no held-out test split; pass --data and --manifest")
+    root = Path(root).resolve()
+    samples, missing, changed = [], [], []
+    for relpath, label, digest in rows:
+        path = (root / relpath).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            missing.append(relpath)
+        elif content_digest(path) != digest:
+            changed.append(relpath)
+        else:
+            samples.append(Sample(path=path, label=label, split="test", relpath=relpath))
+    if missing or changed:
+        first = (missing or changed)[0]
+        raise EmotionlabError(
+            f"{root}: of the {len(rows)} held-out test images recorded in the model file, {len(missing)} are missing "
+            f"and {len(changed)} have other content (first: {first}); pass --data with the dataset the model was "
+            "trained on, or --data and --manifest to choose the images"
+        )
+    return samples
 
 
 def _inputs(recognizer: Recognizer, samples: list[Sample]) -> tuple[list, list[bool]]:
@@ -58,17 +134,35 @@ def evaluate_samples(model: str | Path | Classifier, samples: list[Sample], *, b
     return metrics
 
 
-def evaluate(model_path: str | Path, samples: list[Sample], out_dir: str | Path, *, split: str) -> dict:
-    """Write metrics.json, predictions.csv and the PNG figures of ``model_path`` on ``samples`` to ``out_dir``."""
+def evaluate(
+    model_path: str | Path, samples: list[Sample], out_dir: str | Path, *, split: str, allow_overlap: bool = False
+) -> dict:
+    """Write metrics.json, predictions.csv and the PNG figures of ``model_path`` on ``samples`` to ``out_dir``.
+
+    Refuses images the model was trained on (recorded in its file, compared by content) unless ``allow_overlap``;
+    ``metrics["overlap_with_training"]`` says how many there were (None: the model records no training images).
+    """
     if not samples:
         raise EmotionlabError(f"no images in split {split!r}")
+    classifier = Classifier.from_file(model_path)
+    overlap = training_overlap(classifier.metadata, samples)
+    if overlap is not None and overlap.count and not allow_overlap:
+        raise EmotionlabError(
+            f"{overlap.describe()}: a score on them would flatter the model. Evaluate its held-out split (no --data "
+            "and no --manifest, for a model that records one; or --manifest with its training split), or pass "
+            "--allow-overlap to score them anyway"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    classifier = Classifier.from_file(model_path)
     metrics = evaluate_samples(classifier, samples)
     probabilities, images = metrics.pop("_probabilities"), metrics.pop("_images")
     labels = classifier.labels
     metrics.update({"split": split, "model": str(model_path), "architecture": classifier.metadata["architecture"]})
+    metrics["overlap_with_training"] = (
+        None
+        if overlap is None
+        else {"images": overlap.count, "train": overlap.train, "validation": overlap.validation, "examples": overlap.examples}
+    )
     predicted = probabilities.argmax(1)
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)

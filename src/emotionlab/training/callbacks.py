@@ -1,13 +1,23 @@
-"""Callbacks: a per-epoch metrics.csv that survives resumes, and per-epoch reseeding for exact resumes."""
+"""Callbacks: a per-epoch metrics.csv that survives resumes, per-epoch reseeding for exact resumes, and
+checkpoints with a SHA-256 written beside them (checked before a resume, loaded with ``weights_only``)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import logging
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import write_atomic
+
+log = logging.getLogger("emotionlab")
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
@@ -79,3 +89,86 @@ class EpochReseed(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         torch.manual_seed(self.seed * 7_919 + trainer.current_epoch * 104_729 + trainer.global_rank)
+
+
+# ---- checkpoints with a checksum beside them -------------------------------------------------------------
+
+
+def checksum_path(checkpoint: str | Path) -> Path:
+    """``last.ckpt`` -> ``last.ckpt.sha256`` (``sha256sum -c`` reads it)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def _read_checksums(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_checksums(path: Path, digests: list[str], name: str) -> None:
+    text = "".join(f"{digest}  {name}\n" for digest in digests)
+    write_atomic(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def _damaged(path: Path, what: str) -> EmotionlabError:
+    return EmotionlabError(
+        f"{path}: {what}; delete it and {checksum_path(path).name} to restart the run from its first epoch "
+        "(or put back an intact copy)"
+    )
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Refuse a checkpoint whose bytes differ from the SHA-256 written beside it when it was saved."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmotionlabError(f"{path}: checkpoint not found")
+    expected = _read_checksums(checksum_path(path))
+    if not expected:
+        log.warning("%s: no checksum beside it (an older emotionlab wrote it): cannot tell whether it is intact", path)
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() not in expected:
+        raise _damaged(path, f"checkpoint damaged or truncated (its SHA-256 differs from {checksum_path(path).name})")
+
+
+def load_checkpoint(path: str | Path, map_location=None) -> dict:
+    """A verified checkpoint, unpickled with ``weights_only=True`` (tensors and plain values only, never code)."""
+    path = Path(path)
+    verify_checkpoint(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file (RuntimeError, UnpicklingError, EOFError...)
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise _damaged(path, f"cannot read the checkpoint (truncated or damaged?): {first}") from error
+
+
+class ChecksummedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer and reader, plus ``<checkpoint>.sha256`` written atomically beside each file.
+
+    While a checkpoint is replaced the checksum file lists the new and the old digest, so a run killed between the
+    two renames still resumes; a flipped bit or a cut file matches neither and is refused with one line.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        path = Path(path)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        sidecar = checksum_path(path)
+        _write_checksums(sidecar, [digest, *_read_checksums(sidecar)][:3], path.name)
+        write_atomic(path, lambda temporary: Path(temporary).write_bytes(data))
+        _write_checksums(sidecar, [digest], path.name)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location=map_location)
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        checksum_path(path).unlink(missing_ok=True)

@@ -1,31 +1,39 @@
 """Run a training job: dataset -> recipe -> Lightning fit with checkpoints -> exported model file.
 
 A run folder holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
-``checkpoints/best.ckpt`` (lowest validation loss, as the study kept), ``checkpoints/last.ckpt`` (for resume)
-and ``model.safetensors`` (the best weights with their metadata).
+``checkpoints/best.ckpt`` (lowest validation loss, as the study kept), ``checkpoints/last.ckpt`` (for resume),
+each with a ``.sha256`` beside it (checked before a resume), and ``model.safetensors`` (the best weights with their
+metadata, which records the training and validation images by content hash and the held-out test split).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 import logging
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from emotionlab.config import RunConfig, load_config, save_config, to_dict
-from emotionlab.data.dataset import EpochSampler, SampleSet, load_samples
+from emotionlab.data.audit import ensure_outside_root
+from emotionlab.data.dataset import EpochSampler, Sample, SampleSet, load_samples
 from emotionlab.data.split import split_samples
 from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest
 from emotionlab.models.io import save_model_file
-from emotionlab.training.callbacks import EpochMetricsCSV, EpochReseed, read_history
+from emotionlab.training.callbacks import (
+    ChecksummedCheckpointIO,
+    EpochMetricsCSV,
+    EpochReseed,
+    load_checkpoint,
+    read_history,
+    verify_checkpoint,
+)
 from emotionlab.training.module import EmotionClassifier
 from emotionlab.training.recipes import Prepared, create_recipe
 
@@ -76,12 +84,17 @@ def class_counts(samples, labels: list[str]) -> list[int]:
     return [counts.get(label, 0) for label in labels]
 
 
-def resolve_splits(config: RunConfig, sample_set: SampleSet):
+def split_all(config: RunConfig, sample_set: SampleSet) -> list[Sample]:
+    """Every sample with its split: folder/manifest splits when present, else a seeded stratified split."""
+    if sample_set.has_splits:
+        return sample_set.samples
+    log.info("no split folders or manifest: made a stratified 80/10/10 split with seed %d", config.data.split_seed)
+    return split_samples(sample_set.samples, seed=config.data.split_seed)
+
+
+def resolve_splits(config: RunConfig, sample_set: SampleSet, samples: list[Sample] | None = None):
     """Train and validation samples: folder/manifest splits when present, else a seeded stratified split."""
-    samples = sample_set.samples
-    if not sample_set.has_splits:
-        samples = split_samples(samples, seed=config.data.split_seed)
-        log.info("no split folders or manifest: made a stratified 80/10/10 split with seed %d", config.data.split_seed)
+    samples = split_all(config, sample_set) if samples is None else samples
     train = [s for s in samples if s.split == "train"]
     validation = [s for s in samples if s.split == "validation"]
     if not train:
@@ -95,6 +108,27 @@ def _data_summary(sample_set: SampleSet, train, validation) -> dict:
     summary = sample_set.summary()
     summary["num_train"], summary["num_validation"] = len(train), len(validation)
     return summary
+
+
+def dataset_record(sample_set: SampleSet, samples: list[Sample]) -> dict:
+    """What the model file records of its data, by content: the training and validation images as sorted digests
+    (evaluation refuses images the model has seen), and the held-out test split as (path, label, digest) rows
+    (what ``emotionlab evaluate`` scores by default)."""
+
+    def digests(split: str) -> list[str]:
+        return sorted({content_digest(sample.path) for sample in samples if sample.split == split})
+
+    return {
+        "digest": f"sha256 of the file bytes, first {CONTENT_DIGEST_HEX} hex digits",
+        "source": sample_set.source,
+        "train": digests("train"),
+        "validation": digests("validation"),
+        "test": [
+            [sample.relpath or sample.path.name, sample.label, content_digest(sample.path)]
+            for sample in samples
+            if sample.split == "test"
+        ],
+    }
 
 
 def _progress_bar():
@@ -113,19 +147,23 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         if not (run_dir / CONFIG_NAME).is_file():
             raise EmotionlabError(f"{run_dir}: not a run folder (no {CONFIG_NAME}); nothing to resume")
         config = replace(load_config(run_dir / CONFIG_NAME), out=str(run_dir))
-        if not last.is_file():
+        if last.is_file():
+            verify_checkpoint(last)  # one line now, rather than a traceback after the data has loaded
+        else:
             log.warning("%s: no checkpoint yet, starting the run from the beginning", run_dir)
     elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
         raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    sample_set = load_samples(config.data.root, config.data.manifest)
+    ensure_outside_root(sample_set.root, run_dir)  # a dataset is never written to, as every `data` command
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         save_config(config, run_dir / CONFIG_NAME)
 
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    sample_set = load_samples(config.data.root, config.data.manifest)
     for path, reason in sample_set.skipped:
         log.warning("skipped %s: %s", path, reason)
-    train_samples, val_samples = resolve_splits(config, sample_set)
+    all_samples = split_all(config, sample_set)
+    train_samples, val_samples = resolve_splits(config, sample_set, all_samples)
     prepared = create_recipe(config.train.recipe)(config, sample_set, train_samples, val_samples)
 
     module = EmotionClassifier(
@@ -151,6 +189,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         precision=config.train.precision,
         deterministic=True,
         callbacks=callbacks,
+        plugins=[ChecksummedCheckpointIO()],
         logger=False,
         default_root_dir=run_dir,
         use_distributed_sampler=False,
@@ -162,13 +201,18 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-        trainer.fit(module, datamodule=_DataModule(prepared, config), ckpt_path=str(last) if resume and last.is_file() else None)
+        trainer.fit(
+            module,
+            datamodule=_DataModule(prepared, config),
+            ckpt_path=str(last) if resume and last.is_file() else None,
+            weights_only=True,  # our checkpoint IO loads with weights_only anyway; say so to Lightning too
+        )
 
     if trainer.global_rank != 0:
         return TrainResult(run_dir, None, None, trainer.current_epoch)
     best_path = Path(best.best_model_path) if best.best_model_path else last
-    # Our own checkpoint, written by this run: safe to read, and weights_only keeps it to tensors and primitives.
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    # Our own checkpoint, checked against its checksum; weights_only keeps it to tensors and primitives.
+    state = load_checkpoint(best_path, map_location="cpu")["state_dict"]
     module.load_state_dict(state)
     history = read_history(run_dir / "metrics.csv")
     metadata = {
@@ -181,6 +225,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
             "best_checkpoint": best_path.name,
             "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
         },
+        "dataset": dataset_record(sample_set, all_samples),
     }
     model_path = save_model_file(run_dir / MODEL_NAME, prepared.export(module.net).cpu(), metadata)
     return TrainResult(run_dir, model_path, metadata["training"]["best_val_loss"], len(history))
