@@ -426,7 +426,7 @@ def test_labels_outside_the_journal_classes_are_allowed_when_given_as_classes(ed
     append_entries(journal, ("img3.png", "bored"))
     report = apply_labels(folder, journal, dest, classes=[*CLASSES, "bored"])
     assert dict(report.copied) == {"happy": 1, "sad": 1, "bored": 1}
-    with pytest.raises(EmotionlabError, match="label 'happy' of 'img1.png' is not one of the classes \(bored, tired\)"):
+    with pytest.raises(EmotionlabError, match=r"label 'happy' of 'img1.png' is not one of the classes \(bored, tired\)"):
         apply_labels(folder, journal, dest, classes=["bored", "tired"])  # happy and sad are not classes now
 
 
