@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emotionlab.config import run_config_from_dict
 from emotionlab.data.dataset import load_samples
 from emotionlab.data.images import read_image
 from emotionlab.evaluation.metrics import compute_metrics
@@ -72,9 +73,15 @@ def training_command(meta: dict) -> str | None:
             "--margin",
             str(data["faces"]["margin"]),
         ]
-    extra = train.get("extra") or {}
-    if extra.get("mix_ferplus"):
-        parts += ["--mix-ferplus", extra["mix_ferplus"], "--mix-ratio", str(extra.get("mix_ratio", 1.0))]
+    typed = run_config_from_dict(config).train  # also reads the former free-form ``extra`` of older files
+    if typed.mix.ferplus:
+        parts += ["--mix-ferplus", typed.mix.ferplus, "--mix-ratio", str(typed.mix.ratio)]
+    if typed.recipe == "pretrain":
+        parts += ["--ferplus-classes", str(typed.pretrain.ferplus_classes), "--ferplus-targets", typed.pretrain.ferplus_targets]
+    if typed.loss.mixup:
+        parts += ["--mixup", str(typed.loss.mixup)]
+    if typed.loss.class_balance != "none":
+        parts += ["--class-balance", typed.loss.class_balance]
     parts += ["--out", config["out"]]
     return shlex.join(parts)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_ferplus import ROWS, write_fake_ferplus
 
-from emotionlab.config import DataConfig, RunConfig, TrainConfig
+from emotionlab.config import DataConfig, MixOptions, PretrainOptions, RunConfig, TrainConfig, TransferOptions
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier
 from emotionlab.models.io import load_model_file, read_metadata, read_weights
@@ -89,7 +89,7 @@ def test_pretrain_eight_classes_soft_targets(tmp_path):
             recipe="pretrain",
             epochs=1,
             batch_size=8,
-            extra={"ferplus_classes": 8, "ferplus_targets": "soft"},
+            pretrain=PretrainOptions(ferplus_classes=8, ferplus_targets="soft"),
         ),
         out=str(tmp_path / "run"),
     )
@@ -140,7 +140,7 @@ def test_transfer_augmented_views_and_mlp_head(tiny_dataset, ferplus_model, feat
         ferplus_model,
         tmp_path / "run",
         augment="flip",
-        extra={"feature_views": 2, "head_hidden": 16},
+        transfer=TransferOptions(feature_views=2, head_hidden=16),
     )
     result = train(config, progress=False)
     meta = read_metadata(result.model_path)
@@ -304,7 +304,7 @@ def test_finetune_can_mix_ferplus_faces_into_each_epoch(tiny_dataset, ferplus_mo
         train=TrainConfig(
             recipe="finetune",
             init_from=str(ferplus_model),
-            extra={"mix_ferplus": str(fer_root), "mix_ratio": 0.2},
+            mix=MixOptions(ferplus=str(fer_root), ratio=0.2),
         ),
         out=str(tmp_path / "run"),
     )

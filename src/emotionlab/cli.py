@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -64,17 +64,6 @@ def _faces_option(faces: bool, detector: str | None, margin: float) -> dict | No
     return FaceCropConfig(detector=detector or PREPARE_DETECTOR, margin=margin).to_dict()
 
 
-def _train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup, class_balance="none") -> dict:
-    extra: dict = {"mix_ferplus": str(mix_ferplus), "mix_ratio": mix_ratio} if mix_ferplus else {}
-    if ferplus_classes != 5 or ferplus_targets != "majority":
-        extra.update(ferplus_classes=ferplus_classes, ferplus_targets=ferplus_targets)
-    if mixup:
-        extra["mixup"] = mixup
-    if class_balance != "none":
-        extra["class_balance"] = class_balance
-    return extra
-
-
 def train_run_config(
     *, data, manifest, model, out, recipe, image_size, epochs, batch_size, learning_rate, optimizer, weight_decay,
     scheduler, warmup_epochs, label_smoothing, augment, seed, early_stopping, weights, pretrained, init_from,
@@ -82,7 +71,7 @@ def train_run_config(
     detector, margin, workers, accelerator, devices, strategy, **_ignored,
 ):
     """The RunConfig of ``emotionlab train`` options (also used by ``experiment cv`` for its recipes)."""
-    from emotionlab.config import DataConfig, RunConfig, TrainConfig
+    from emotionlab.config import DataConfig, LossOptions, MixOptions, PretrainOptions, RunConfig, TrainConfig
 
     return RunConfig(
         data=DataConfig(
@@ -100,7 +89,9 @@ def train_run_config(
             weights=str(weights) if weights else None, pretrained=pretrained,
             init_from=str(init_from) if init_from else None,
             backbone_lr_scale=backbone_lr_scale,
-            extra=_train_extra(mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup, class_balance),
+            pretrain=PretrainOptions(ferplus_classes=ferplus_classes, ferplus_targets=ferplus_targets),
+            loss=LossOptions(mixup=mixup, class_balance=class_balance),
+            mix=MixOptions(ferplus=str(mix_ferplus) if mix_ferplus else None, ratio=mix_ratio),
             accelerator=accelerator, devices=devices, strategy=strategy,
         ),
         out=str(out),
@@ -114,17 +105,17 @@ def train(
     model: Annotated[str, typer.Option(help="seed_cnn, fer_cnn or any timm model name.")] = "seed_cnn",
     out: Annotated[Path, typer.Option(help="Run folder: config, metrics.csv, checkpoints, model.safetensors.")] = Path("runs/latest"),
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
-    recipe: Annotated[str, typer.Option(help="scratch | transfer | finetune | pretrain.")] = "scratch",
+    recipe: Annotated[Literal["scratch", "transfer", "finetune", "pretrain"], typer.Option(help="What to train: from scratch, a head on a frozen backbone, every weight from --from, or a FER+ backbone.")] = "scratch",
     image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 128,
     epochs: Annotated[int, typer.Option()] = 50,
     batch_size: Annotated[int, typer.Option()] = 32,
     learning_rate: Annotated[float, typer.Option("--lr", "--learning-rate")] = 1e-4,
-    optimizer: Annotated[str, typer.Option(help="adam | adamw | sgd")] = "adam",
+    optimizer: Annotated[Literal["adam", "adamw", "sgd"], typer.Option()] = "adam",
     weight_decay: Annotated[float, typer.Option()] = 0.0,
-    scheduler: Annotated[str, typer.Option(help="none | cosine")] = "none",
+    scheduler: Annotated[Literal["none", "cosine"], typer.Option()] = "none",
     warmup_epochs: Annotated[int, typer.Option()] = 0,
     label_smoothing: Annotated[float, typer.Option()] = 0.0,
-    augment: Annotated[str, typer.Option(help="none | flip | seed (the study's) | light | randaugment | trivialaugment")] = "none",
+    augment: Annotated[Literal["none", "flip", "seed", "light", "randaugment", "trivialaugment"], typer.Option(help="Augmentation policy (seed = the study's).")] = "none",
     seed: Annotated[int, typer.Option()] = 0,
     early_stopping: Annotated[int | None, typer.Option(help="Stop after this many epochs without a new lowest validation loss.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone (offline pre-training).")] = None,
@@ -134,9 +125,9 @@ def train(
     mix_ferplus: Annotated[Path | None, typer.Option(help="finetune: also train on this FER+ folder's faces (keeps FER+ skill).")] = None,
     mix_ratio: Annotated[float, typer.Option(help="finetune --mix-ferplus: FER+ faces per task image, per epoch.")] = 1.0,
     ferplus_classes: Annotated[int, typer.Option(help="pretrain: FER+ classes, 5 (ours) or 8 (with neutral, disgust, contempt).")] = 5,
-    ferplus_targets: Annotated[str, typer.Option(help="pretrain: majority (hard labels) or soft (crowd-vote distributions).")] = "majority",
+    ferplus_targets: Annotated[Literal["majority", "soft"], typer.Option(help="pretrain: hard labels or crowd-vote distributions.")] = "majority",
     mixup: Annotated[float, typer.Option(help="Mixup strength alpha (0 = off; 0.2-0.4 is usual).")] = 0.0,
-    class_balance: Annotated[str, typer.Option(help="none | weight (inverse-frequency loss weights) | logit-adjust (log-prior shift of the training loss).")] = "none",
+    class_balance: Annotated[Literal["none", "weight", "logit-adjust"], typer.Option(help="weight: inverse-frequency loss weights; logit-adjust: log-prior shift of the training loss.")] = "none",
     faces: Annotated[bool, typer.Option("--faces/--no-faces", help="Train on face crops (cached) instead of whole images.")] = False,
     detector: Annotated[str | None, typer.Option(help="Face detector for --faces.")] = None,
     margin: Annotated[float, typer.Option(help="Face crop margin per side, as a fraction of the box.")] = 0.1,

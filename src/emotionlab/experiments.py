@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionlab.config import DataConfig, RunConfig, TrainConfig
+from emotionlab.config import DataConfig, RunConfig, TrainConfig, TransferOptions
 from emotionlab.errors import EmotionlabError
 
 log = logging.getLogger("emotionlab")
@@ -125,7 +125,7 @@ def row_config(settings: AblationSettings, row: str, seed: int) -> RunConfig:
                 optimizer="adam",
                 weights=_backbone_weights(settings),
                 pretrained=settings.pretrained,
-                extra={"feature_views": settings.transfer_views},
+                transfer=TransferOptions(feature_views=settings.transfer_views),
                 **common,
             ),
             out=out,

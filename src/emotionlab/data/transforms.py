@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
+from emotionlab.config import AUGMENT_POLICIES
+
 
 class PerImageStandardize(torch.nn.Module):
     """Whitening read as per-image standardisation: each image to zero mean and unit variance."""
@@ -52,7 +54,6 @@ def _augmentations(policy: str, image_size: int) -> list:
     raise ValueError(f"unknown augmentation policy {policy!r}; choose one of {', '.join(AUGMENT_POLICIES)}")
 
 
-AUGMENT_POLICIES = ("none", "flip", "seed", "light", "randaugment", "trivialaugment")
 
 
 def build_eval_transform(*, image_size: int, normalization: dict, grayscale: bool = False) -> v2.Compose:

@@ -33,9 +33,7 @@ class EmotionClassifier(L.LightningModule):
         self.config = config
         self.backbone_lr_scale = backbone_lr_scale
         self.soft_targets = soft_targets
-        balance = (config.extra or {}).get("class_balance", "none")
-        self.balance = balance
-        weights, adjustment = _balance_terms(balance, class_counts)
+        weights, adjustment = _balance_terms(config.loss.class_balance, class_counts)
         self.register_buffer("class_weights", weights, persistent=False)
         self.register_buffer("logit_adjustment", adjustment, persistent=False)
 
@@ -54,7 +52,7 @@ class EmotionClassifier(L.LightningModule):
         return loss, correct, logits
 
     def training_step(self, batch, batch_index):
-        alpha = float((self.config.extra or {}).get("mixup", 0.0))
+        alpha = self.config.loss.mixup
         loss, accuracy, _ = self.model_step(_mixup(batch, alpha, self.net) if alpha > 0 else batch, training=True)
         size = batch[0].shape[0]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)

@@ -10,8 +10,8 @@ FER+ (28k crowd-labelled faces) instead. Usage::
 It is an ordinary run (checkpoints, ``--resume``, ``model.safetensors``); the model file is a complete
 five-class FER+ classifier whose weights ``--weights`` accepts as a backbone for any later recipe.
 
-Options in ``TrainConfig.extra`` (Python API): ``ferplus_classes`` 5 (default) or 8, ``ferplus_targets``
-``majority`` (default) or ``soft`` (vote distributions). ``data.augment``: ``none`` = no augmentation,
+Options in ``TrainConfig.pretrain`` (``--ferplus-classes``, ``--ferplus-targets``): ``ferplus_classes`` 5
+(default) or 8, ``ferplus_targets`` ``majority`` (default) or ``soft`` (vote distributions). ``data.augment``: ``none`` = no augmentation,
 ``flip`` = flips only, any other policy = the cheap tensor augmentation of ``ferplus.TensorAugment``
 (shift/zoom 10%, rotation 10 degrees, flip), because the PIL policies would decode and re-encode every face.
 A dataset that is not a FER+ folder is also accepted (its images are decoded once to 48 px grey, hard labels).
@@ -43,9 +43,7 @@ def _augment_policy(name: str) -> ferplus.TensorAugment | None:
 
 def build_ferplus_datasets(config: RunConfig, sample_set: SampleSet, train_samples, val_samples):
     """(train, validation, labels, soft): in-memory tensor datasets for FER+ or any labelled face folder."""
-    extra = config.train.extra or {}
-    classes = int(extra.get("ferplus_classes", 5))
-    targets = str(extra.get("ferplus_targets", "majority"))
+    classes, targets = config.train.pretrain.ferplus_classes, config.train.pretrain.ferplus_targets
     size, seed = config.data.image_size, config.train.seed
     augment = _augment_policy(config.data.augment)
     if ferplus.is_ferplus_root(sample_set.root):

@@ -7,9 +7,9 @@ image are computed once, cached in memory and on disk (``$EMOTIONLAB_CACHE/featu
 covers the backbone's weights (SHA-256), its architecture, the input size, normalisation, face-crop settings,
 the transform and every image file (path, size, modification time), so a changed input never reuses stale
 features. Augmentation with frozen features: ``--augment none`` trains on one feature vector per image; any
-other policy adds ``feature_views`` (default 4, ``TrainConfig.extra``) augmented views per training image,
+other policy adds ``feature_views`` (default 4, ``TrainConfig.transfer``) augmented views per training image,
 drawn once with that policy and cached too, so every epoch sees the original and the same fixed views.
-The head is linear, or a small MLP with ``extra["head_hidden"]`` hidden units. The exported model file is the
+The head is linear, or a small MLP with ``transfer.head_hidden`` hidden units. The exported model file is the
 backbone with the trained head in place of its classifier: it predicts from images like any other model.
 
 ``finetune``: starts from a complete model file (``--from RUN_DIR_OR_MODEL_FILE``, e.g. a transfer run, or the
@@ -180,7 +180,7 @@ def _feature_set(
     )
     indices = list(range(len(samples)))
     parts = [cached_features(backbone, eval_set, indices, {**identity, "transform": "eval"})]
-    views = int((config.train.extra or {}).get("feature_views", DEFAULT_FEATURE_VIEWS))
+    views = config.train.transfer.feature_views
     if train and config.data.augment not in ("none", "") and views > 0:
         transform = build_train_transform(
             image_size=size, normalization=normalization, policy=config.data.augment, grayscale=grey
@@ -206,7 +206,7 @@ def _feature_set(
 @register_recipe("transfer")
 def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_samples) -> Prepared:
     """Freeze the backbone, cache its features once, train only a new head (linear or MLP) on them."""
-    train, extra = config.train, config.train.extra or {}
+    train = config.train
     labels = list(sample_set.labels)
     backbone = create_model(
         train.model,
@@ -221,7 +221,7 @@ def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
             train.model,
         )
     backbone.reset_classifier(len(labels))  # always a new head: a file's head may order labels differently
-    hidden = extra.get("head_hidden")
+    hidden = train.transfer.head_hidden
     if hidden:
         attach_mlp_head(backbone, len(labels), int(hidden))
     backbone.requires_grad_(False).eval()
@@ -245,7 +245,7 @@ def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
     )
     path, classifier = classifier_of(backbone)
     head = TransferHead(
-        copy.deepcopy(classifier).requires_grad_(True), float(extra.get("head_dropout", 0.2))
+        copy.deepcopy(classifier).requires_grad_(True), train.transfer.head_dropout
     ).train()
 
     def export(trained: nn.Module) -> nn.Module:
@@ -311,12 +311,12 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         "finetuned_from": {"path": str(source), "weights_sha256": source_meta.get("weights_sha256")},
     }
     train_set, val_set = build_image_datasets(config, labels, train_samples, val_samples, metadata)
-    mix = (config.train.extra or {}).get("mix_ferplus")
+    mix = config.train.mix.ferplus
     if mix:
         train_set = _mix_ferplus(config, train_set, labels, metadata, mix)
         metadata["finetuned_from"]["mixed_with"] = {
             "dataset": "FER+ train (majority, five classes)",
-            "ratio": float(config.train.extra.get("mix_ratio", 1.0)),
+            "ratio": config.train.mix.ratio,
         }
     return Prepared(
         net=net,
@@ -367,6 +367,6 @@ def _mix_ferplus(
     )
     # FER+ class indices follow FER+'s five-class order; remap them to this dataset's label order.
     faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
-    ratio = float((config.train.extra or {}).get("mix_ratio", 1.0))
+    ratio = config.train.mix.ratio
     log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
     return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)
