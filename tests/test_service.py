@@ -154,3 +154,38 @@ def _has(command: str) -> bool:
     import shutil
 
     return shutil.which(command) is not None
+
+
+@pytest.mark.parametrize("damage", ["flipped byte"])
+def test_serve_refuses_a_model_file_that_predict_refuses(trained_model, tiny_dataset, tmp_path, damage):
+    import subprocess
+    import sys
+
+    data = bytearray(trained_model.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[-100] ^= 0xFF  # inside the weights
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    image = next((tiny_dataset / "test" / "happy").iterdir())
+    commands = {
+        "predict": ["predict", str(image), "--model", str(bad)],
+        "serve": ["serve", "--model", str(bad), "--port", "1"],  # refused before it would bind
+        "serve --workers 0": ["serve", "--model", str(bad), "--port", "1", "--workers", "0"],
+    }
+    outcomes = {}
+    for name, arguments in commands.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "emotionlab", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        outcomes[name] = (
+            done.returncode,
+            done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "",
+        )
+    assert outcomes["predict"][0] == 2, outcomes
+    assert outcomes["serve"] == outcomes["serve --workers 0"] == (2, outcomes["predict"][1]), outcomes

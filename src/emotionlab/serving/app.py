@@ -27,6 +27,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -60,9 +61,11 @@ class ServiceLimits:
     # One image, from its header before decoding. A 40-MP RGB image is 120 MB decoded; decoding and detection
     # on one took ~0.8 s here (16 in one request took 13 s and 3.8 GB before these budgets, issue 8).
     max_image_pixels: int = 40_000_000
-    max_request_pixels: int = (
-        50_000_000  # the sum over a request's images: one large photo, or many small ones
-    )
+    # The sum over a request's images: one large photo, or many small ones.
+    max_request_pixels: int = 50_000_000
+    # All workers together: a 40-MP PNG took a worker from 1.07 to 1.72 GB while it was decoded and searched,
+    # so two at once would pass 2 GB; small photos still run beside one large one.
+    max_pixels_in_flight: int = 48_000_000
     # Requests admitted but not yet answered beyond the ones being served. 32 lets a benchmark at concurrency
     # 32 run without refusals; bodies waiting are on disk past 1 MB each (Starlette spools them), so memory
     # stays small; the disk holds at most (queue_size + workers) x max_request_bytes.
@@ -116,12 +119,25 @@ def _warm_up(recognizer) -> None:
     recognizer.predict(Image.new("RGB", (96, 96), (128, 128, 128)))
 
 
+def describe_model(recognizer) -> dict:
+    """What /model shows: the model's labels and preprocessing, and the detector in use."""
+    metadata = recognizer.classifier.metadata
+    return {
+        "architecture": metadata.get("architecture"),
+        "labels": list(recognizer.labels),
+        "input_size": metadata.get("input_size"),
+        "faces": metadata.get("faces"),
+        "detector": recognizer.detector_name,
+    }
+
+
 class LocalSlot:
     """Runs images on a Recognizer in this process; the pool lends a slot to one request at a time."""
 
     def __init__(self, recognizer, limits: ServiceLimits):
         self.recognizer = recognizer
         self.limits = limits
+        self.model_info = describe_model(recognizer)
 
     def run(self, name: str, data: bytes) -> tuple:
         return predict_image(self.recognizer, name, data, self.limits)
@@ -146,7 +162,7 @@ def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
     except Exception as error:  # noqa: BLE001 - reported to the parent, which refuses to start
         connection.send(("failed", str(error) or type(error).__name__))
         return
-    connection.send(("ready", os.getpid()))
+    connection.send(("ready", describe_model(recognizer)))
     while True:
         try:
             job = connection.recv()
@@ -177,6 +193,7 @@ class ProcessSlot:
         self.process = None
         self.connection = None
         self.restarts = 0
+        self.model_info: dict = {}
 
     def start(self) -> None:
         context = _process_context()
@@ -203,6 +220,7 @@ class ProcessSlot:
         if status != "ready":
             self._discard()
             raise EmotionlabError(detail)
+        self.model_info = detail
 
     def run(self, name: str, data: bytes) -> tuple:
         # A worker found dead before it took the job (killed while idle) is replaced and the job given to the
@@ -283,13 +301,36 @@ def _exit_reason(code: int | None) -> str:
     return f"exit status {code}"
 
 
+class PixelBudget:
+    """How many pixels all slots together may be decoding at once (a weighted semaphore for threads)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.in_use = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def taking(self, pixels: int):
+        pixels = min(pixels, self.capacity)  # one image over the budget still runs, alone
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_use + pixels <= self.capacity)
+            self.in_use += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= pixels
+                self._changed.notify_all()
+
+
 class InferencePool:
     """Slots lent to one request at a time; the work runs in threads (one per slot), never on the event loop."""
 
-    def __init__(self, slots: Sequence):
+    def __init__(self, slots: Sequence, *, pixels_in_flight: int = ServiceLimits.max_pixels_in_flight):
         if not slots:
             raise ValueError("an inference pool needs at least one slot")
         self.slots = list(slots)
+        self.budget = PixelBudget(pixels_in_flight)
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self.slots:
             self._idle.put(slot)
@@ -297,20 +338,27 @@ class InferencePool:
         # takes threads from the default pool that FastAPI and /health use.
         self._limiter = None
 
-    def _run_images(self, images: list[tuple[str, UploadFile]]) -> list[tuple]:
+    @property
+    def model_info(self) -> dict:
+        return self.slots[0].model_info
+
+    def _run_images(self, images: list[tuple[str, UploadFile, int]]) -> list[tuple]:
         slot = self._idle.get()
         try:
             results = []
-            for name, upload in images:
+            for name, upload, pixels in images:
                 upload.file.seek(0)
                 data = upload.file.read()
-                result = slot.run(name, data)
+                with self.budget.taking(pixels):
+                    result = slot.run(name, data)
                 results.append(result)
                 if result[0] != "ok":  # the request is refused: its other images need not be processed
                     break
             return results
         finally:
-            if getattr(slot, "needs_restart", False):  # replace a dead worker now, without delaying this answer
+            if getattr(
+                slot, "needs_restart", False
+            ):  # replace a dead worker now, without delaying this answer
                 threading.Thread(target=self._restart_then_release, args=(slot,), daemon=True).start()
             else:
                 self._idle.put(slot)
@@ -323,7 +371,7 @@ class InferencePool:
         finally:
             self._idle.put(slot)
 
-    async def run(self, images: list[tuple[str, UploadFile]]) -> list[tuple]:
+    async def run(self, images: list[tuple[str, UploadFile, int]]) -> list[tuple]:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(len(self.slots))
         return await anyio.to_thread.run_sync(self._run_images, images, limiter=self._limiter)
@@ -336,6 +384,7 @@ class InferencePool:
 def start_process_pool(spec: WorkerSpec, limits: ServiceLimits, workers: int) -> InferencePool:
     """``workers`` worker processes, started together; raises ``EmotionlabError`` if one cannot load."""
     slots = [ProcessSlot(spec, limits) for _ in range(workers)]
+    pool = InferencePool(slots, pixels_in_flight=limits.max_pixels_in_flight)
     try:
         for slot in slots:
             slot.start()
@@ -345,7 +394,7 @@ def start_process_pool(spec: WorkerSpec, limits: ServiceLimits, workers: int) ->
         for slot in slots:
             slot._discard()
         raise
-    return InferencePool(slots)
+    return pool
 
 
 # ---- request limits before any decoding -----------------------------------------------------------------
@@ -494,16 +543,16 @@ def inspect_upload(name: str, upload: UploadFile, limits: ServiceLimits) -> tupl
 
 
 def create_app(
-    recognizer,
+    recognizer=None,
     *,
     limits: ServiceLimits | None = None,
     pool: InferencePool | None = None,
     max_upload_bytes: int | None = None,
     max_pixels: int | None = None,
 ) -> FastAPI:
-    """A FastAPI app around a loaded ``Recognizer`` (see ``emotionlab.load_model``).
+    """A FastAPI app around a loaded ``Recognizer`` (see ``emotionlab.load_model``) or a ``pool`` of them.
 
-    ``pool`` runs the images (e.g. ``start_process_pool``); by default one slot in this process runs them on
+    ``pool`` runs the images (e.g. ``start_process_pool``); without one, one slot in this process runs them on
     ``recognizer``, one image at a time. ``max_upload_bytes`` and ``max_pixels`` override ``limits``' fields.
     """
     limits = limits or ServiceLimits()
@@ -513,7 +562,11 @@ def create_app(
         limits = replace(
             limits, max_image_pixels=max_pixels, max_request_pixels=max(max_pixels, limits.max_request_pixels)
         )
-    pool = pool or InferencePool([LocalSlot(recognizer, limits)])
+    if pool is None:
+        if recognizer is None:
+            raise ValueError("create_app needs a recognizer or a pool")
+        pool = InferencePool([LocalSlot(recognizer, limits)], pixels_in_flight=limits.max_pixels_in_flight)
+    model_info = pool.model_info
     load = ServiceLoad()
     inspect_limiter = anyio.CapacityLimiter(2)  # header checks: cheap, but never on the event loop
 
@@ -526,7 +579,6 @@ def create_app(
     app.add_middleware(RequestGuard, limits=limits, load=load, capacity=len(pool.slots) + limits.queue_size)
     app.state.pool = pool
     app.state.load = load
-    metadata = recognizer.classifier.metadata
     page_html = (STATIC / "predict.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse)
@@ -541,11 +593,7 @@ def create_app(
     @app.get("/model")
     async def model() -> dict:
         return {
-            "architecture": metadata.get("architecture"),
-            "labels": recognizer.labels,
-            "input_size": metadata.get("input_size"),
-            "faces": metadata.get("faces"),
-            "detector": recognizer.detector_name,
+            **model_info,
             "max_upload_bytes": limits.max_upload_bytes,
             "max_request_bytes": limits.max_request_bytes,
             "max_files": limits.max_files,
@@ -560,11 +608,12 @@ def create_app(
         the largest face's label, no_face. 413/415/422 with one line if any image is refused."""
         form, images = await _read_uploads(request, limits)
         try:
-            total = 0
+            total, checked = 0, []
             for name, upload in images:
                 _format, width, height = await anyio.to_thread.run_sync(
                     inspect_upload, name, upload, limits, limiter=inspect_limiter
                 )
+                checked.append((name, upload, width * height))
                 total += width * height
                 if total > limits.max_request_pixels:
                     raise HTTPException(
@@ -572,7 +621,7 @@ def create_app(
                         f"images too large together: over {limits.max_request_pixels:,} pixels "
                         f"per request; send fewer or smaller images",
                     )
-            results = await pool.run(images)
+            results = await pool.run(checked)
             for result in results:
                 if result[0] != "ok":
                     raise HTTPException(result[1], result[2])
@@ -622,20 +671,21 @@ def serve(
 
     from emotionlab.inference import load_recognizer
 
-    # The same loader and checks as `emotionlab predict`: a model file predict refuses stops the service here.
-    recognizer = load_recognizer(model_path, detector=detector, backend=backend)
     max_upload_bytes = int(max_upload_mb * MB)
     limits = ServiceLimits(
         max_upload_bytes=max_upload_bytes,
         max_request_bytes=max(2 * max_upload_bytes, ServiceLimits.max_request_bytes),
         queue_size=queue_size,
     )
+    # Workers or not, the model goes through `load_recognizer`, the loader `emotionlab predict` uses: a model file
+    # predict refuses stops the service before it listens. With workers, this process never loads torch.
     if workers > 0:
         pool = start_process_pool(WorkerSpec(model_path, detector, backend), limits, workers)
     else:
+        recognizer = load_recognizer(model_path, detector=detector, backend=backend)
         _warm_up(recognizer)
-        pool = None
-    app = create_app(recognizer, limits=limits, pool=pool)
+        pool = InferencePool([LocalSlot(recognizer, limits)], pixels_in_flight=limits.max_pixels_in_flight)
+    app = create_app(limits=limits, pool=pool)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"warning: listening on {host}: anyone who can reach this address can use the service (no password)"
