@@ -59,3 +59,21 @@ def test_a_saved_config_round_trips(tmp_path):
     config = RunConfig(train=TrainConfig(recipe="transfer", transfer=TransferOptions(head_hidden=8)))
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_resume_with_epochs_extends_a_run_from_any_directory(tiny_dataset, tmp_path, monkeypatch):
+    from emotionlab.config import load_config
+
+    monkeypatch.chdir(tiny_dataset.parent)  # a relative --data, then resumed from elsewhere
+    out = tmp_path / "run"
+    args = ["train", "--data", tiny_dataset.name, "--image-size", "48", "--epochs", "1", "--batch-size", "16",
+            "--no-progress", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    saved = load_config(out / "config.yaml")
+    assert saved.data.root == str(tiny_dataset.resolve())
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--resume", str(out), "--epochs", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # header + two epochs: the second was added by the resume
+    assert load_config(out / "config.yaml").train.epochs == 2

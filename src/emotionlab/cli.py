@@ -83,7 +83,7 @@ def train_run_config(
             num_workers=workers,
         ),
         train=TrainConfig(
-            model=model, recipe=recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            model=model, recipe=recipe, epochs=50 if epochs is None else epochs, batch_size=batch_size, learning_rate=learning_rate,
             optimizer=optimizer, weight_decay=weight_decay, scheduler=scheduler, warmup_epochs=warmup_epochs,
             label_smoothing=label_smoothing, seed=seed, early_stopping_patience=early_stopping,
             weights=str(weights) if weights else None, pretrained=pretrained,
@@ -107,7 +107,7 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")] = None,
     recipe: Annotated[Literal["scratch", "transfer", "finetune", "pretrain"], typer.Option(help="What to train: from scratch, a head on a frozen backbone, every weight from --from, or a FER+ backbone.")] = "scratch",
     image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 128,
-    epochs: Annotated[int, typer.Option()] = 50,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default 50); with --resume: the run's new length.")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
     learning_rate: Annotated[float, typer.Option("--lr", "--learning-rate")] = 1e-4,
     optimizer: Annotated[Literal["adam", "adamw", "sgd"], typer.Option()] = "adam",
@@ -143,7 +143,7 @@ def train(
     from emotionlab.training.train import train as run_training
 
     if resume is not None:
-        result = run_training(RunConfig(out=str(resume)), resume=True, progress=progress)
+        result = run_training(RunConfig(out=str(resume)), resume=True, progress=progress, epochs=epochs)
     else:
         result = run_training(train_run_config(**options), progress=progress)
     if result.model_path is not None:

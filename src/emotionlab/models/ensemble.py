@@ -43,7 +43,7 @@ class AveragedModel(nn.Module):
         return torch.log(torch.stack(probabilities).mean(dim=0).clamp_min(1e-12))
 
 
-@register_model("ensemble", input_size=64, normalization={"type": "per_image"}, grayscale=True)
+@register_model("ensemble", input_size=64, normalization={"type": "per_image"}, grayscale=True, trainable=False)
 def _ensemble(num_classes: int, image_size: int = 64, *, members=(), tta: str = "none", **_) -> nn.Module:
     """``members``: a list of ``{"architecture": name, "architecture_kwargs": {...}}`` (from the metadata)."""
     from emotionlab.models.registry import create_model

@@ -26,16 +26,17 @@ class ModelSpec:
     normalization: dict
     grayscale: bool = False
     kwargs: dict = field(default_factory=dict)
+    trainable: bool = True  # False: built only from a model file (ensembles), never offered to `train --model`
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, input_size: int, normalization: dict, grayscale: bool = False):
+def register_model(name: str, *, input_size: int, normalization: dict, grayscale: bool = False, trainable: bool = True):
     """Decorator: register a builder ``fn(num_classes, image_size, **kwargs) -> nn.Module`` under ``name``."""
 
     def decorate(builder):
-        _REGISTRY[name] = ModelSpec(name, builder, input_size, normalization, grayscale)
+        _REGISTRY[name] = ModelSpec(name, builder, input_size, normalization, grayscale, trainable=trainable)
         return builder
 
     return decorate
@@ -56,7 +57,7 @@ def _load_project_models() -> None:
 
 def list_models(include_timm: bool = False) -> list[str]:
     _load_project_models()
-    names = sorted(_REGISTRY)
+    names = sorted(name for name, spec in _REGISTRY.items() if spec.trainable)
     if include_timm:
         import timm
 

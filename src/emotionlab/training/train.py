@@ -138,8 +138,11 @@ def _progress_bar():
     return TQDMProgressBar(refresh_rate=0)
 
 
-def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train per ``config``; with ``resume`` continue the run in ``config.out`` from its last checkpoint."""
+def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epochs: int | None = None) -> TrainResult:
+    """Train per ``config``; with ``resume`` continue the run in ``config.out`` from its last checkpoint.
+
+    ``epochs`` with ``resume`` changes the run's length (extends it, or ends it sooner; the cosine schedule
+    follows the new length from the current epoch on)."""
     run_dir = Path(config.out)
     checkpoints = run_dir / "checkpoints"
     last = checkpoints / "last.ckpt"
@@ -147,6 +150,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         if not (run_dir / CONFIG_NAME).is_file():
             raise EmotionlabError(f"{run_dir}: not a run folder (no {CONFIG_NAME}); nothing to resume")
         config = replace(load_config(run_dir / CONFIG_NAME), out=str(run_dir))
+        if epochs is not None:
+            config = replace(config, train=replace(config.train, epochs=epochs))
         if last.is_file():
             verify_checkpoint(last)  # one line now, rather than a traceback after the data has loaded
         else:
@@ -155,6 +160,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True) -> 
         raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
     sample_set = load_samples(config.data.root, config.data.manifest)
     ensure_outside_root(sample_set.root, run_dir)  # a dataset is never written to, as every `data` command
+    # Absolute dataset paths in the saved config: `--resume` works from any directory.
+    manifest = str(Path(config.data.manifest).resolve()) if config.data.manifest else None
+    config = replace(config, data=replace(config.data, root=str(sample_set.root.resolve()), manifest=manifest))
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         save_config(config, run_dir / CONFIG_NAME)
