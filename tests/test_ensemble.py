@@ -76,3 +76,16 @@ def test_members_with_different_inputs_are_refused(tmp_path):
     colour = save_model("seed_cnn", tmp_path / "b")
     with pytest.raises(EmotionlabError, match="ensemble members must share labels and input format"):
         build_ensemble([grey, colour], tmp_path / "bad.safetensors")
+
+
+def test_an_ensemble_of_fold_models_counts_every_members_training_images_as_seen():
+    from emotionlab.models.ensemble import merge_dataset_records
+
+    fold_a = {"digest": "d", "source": "manifest:fold0.csv", "train": ["a1", "a2"], "validation": ["v1"],
+              "test": [["x.png", "happy", "b1"]]}
+    fold_b = {"digest": "d", "source": "manifest:fold1.csv", "train": ["b1", "a2"], "validation": ["v2"],
+              "test": [["y.png", "sad", "a1"]]}
+    merged = merge_dataset_records([fold_a, fold_b])
+    assert merged["train"] == ["a1", "a2", "b1"] and merged["validation"] == ["v1", "v2"]
+    assert merged["test"] == []  # each fold's held-out images are in the other's training data
+    assert merge_dataset_records([fold_a, fold_a])["test"] == [["x.png", "happy", "b1"]]

@@ -76,11 +76,11 @@ def build_ensemble(paths: list[str | Path], out: str | Path, *, tta: str = "flip
         raise EmotionlabError("ensemble: give at least one model file")
     if tta not in TTA_MODES:
         raise EmotionlabError(f"ensemble: unknown --tta {tta!r}; use {' or '.join(TTA_MODES)}")
-    nets, specs, sources, first = [], [], [], None
+    nets, specs, sources, metas = [], [], [], []
     for path in paths:
         model, meta = load_model_file(path)
-        if first is None:
-            first = meta
+        metas.append(meta)
+        first = metas[0]
         for key in SHARED_KEYS:
             if meta.get(key) != first.get(key):
                 raise EmotionlabError(
@@ -94,9 +94,25 @@ def build_ensemble(paths: list[str | Path], out: str | Path, *, tta: str = "flip
                         "architecture": meta["architecture"], "training": meta.get("training")})
     ensemble = AveragedModel(nets, tta=tta)
     metadata = {
-        **{key: value for key, value in first.items() if key not in ("weights_sha256", "metadata_sha256")},
+        **{key: value for key, value in first.items() if key not in ("weights_sha256", "sha256", "dataset")},
         "architecture": "ensemble",
         "architecture_kwargs": {"members": specs, "tta": tta},
         "ensemble": {"members": sources, "tta": tta},
     }
+    datasets = [meta.get("dataset") for meta in metas]
+    if all(datasets):
+        metadata["dataset"] = merge_dataset_records(datasets)
     return save_model_file(out, ensemble, metadata)
+
+
+def merge_dataset_records(records: list[dict]) -> dict:
+    """What an ensemble was trained on: every member's train and validation images; held out are only the
+    images every member held out (for fold models that is none: each fold is in the others' training data)."""
+    seen = {split: sorted({digest for record in records for digest in record.get(split, [])})
+            for split in ("train", "validation")}
+    trained = set(seen["train"]) | set(seen["validation"])
+    common = set.intersection(*[{tuple(row) for row in record.get("test", [])} for record in records])
+    test = sorted([list(row) for row in common if row[2] not in trained])
+    sources = sorted({record.get("source", "") for record in records})
+    return {**{k: v for k, v in records[0].items() if k not in ("train", "validation", "test", "source")},
+            "source": ", ".join(sources), **seen, "test": test}
