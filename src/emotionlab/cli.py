@@ -321,6 +321,33 @@ def data_download(
     download_dataset(name, dest, url=url, source=source, console=Console(stderr=True))
 
 
+@data_app.command("import")
+def data_import(
+    source: Annotated[Path, typer.Argument(help="A CSV of url,label[,source,licence], a zip or tar archive, or a folder of label folders. Only read.")],
+    out: Annotated[Path, typer.Option("--out", help="The new dataset folder: OUT/label/<sha256[:16]>.<ext> and OUT/provenance.csv. Re-running resumes.")],
+    against: Annotated[Path | None, typer.Option(help="An existing dataset (folder, or manifest with sha256/phash): its exact and near duplicates are skipped.")] = None,
+    label_from: Annotated[Literal["folder", "csv"] | None, typer.Option(help="Archive/folder labels: the folder holding each file, or a CSV of path,label (--labels, else labels.csv in SOURCE).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="With --label-from csv: the path,label[,source,licence] CSV (paths inside SOURCE).")] = None,
+    workers: Annotated[int, typer.Option(help="Concurrent downloads.")] = 8,
+    retries: Annotated[int, typer.Option(help="Extra attempts after a timeout, broken connection or HTTP 5xx/429 (back-off 0.5 s, 1 s, 2 s, ...).")] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds without data before an attempt gives up.")] = 20.0,
+    max_mb: Annotated[float, typer.Option(help="Largest file accepted, in MB (downloads stop past it).")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="Largest image accepted, in pixels (checked before decoding).")] = 50_000_000,
+    threshold: Annotated[int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64 (the audit's).")] = None,
+) -> None:
+    """Import photos into a new dataset folder: checked by their bytes, duplicates skipped, provenance kept."""
+    from emotionlab.data.audit import DEFAULT_THRESHOLD
+    from emotionlab.data.importer import ImportOptions, import_photos, print_import_summary
+
+    options = ImportOptions(
+        workers=workers, retries=retries, timeout=timeout, max_bytes=int(max_mb * 1024**2), max_pixels=max_pixels,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold, label_from=label_from,
+        labels_csv=str(labels) if labels else None,
+    )
+    report = import_photos(source, out, against=against, options=options)
+    print_import_summary(report, Console())
+
+
 @app.command("label")
 def label_photos(
     folder: Annotated[Path, typer.Argument(help="Folder of photos to label (searched recursively; only read).")],
