@@ -424,10 +424,12 @@ def data_faces(
     print(
         f"{report.total} images: face found in {report.with_face} ({found_by}), no face in {len(report.no_face)}"
     )
+    from emotionlab.isolation import printable  # file names need not be UTF-8
+
     for path in report.no_face:
-        print(f"  no face: {path}")
+        print(f"  no face: {printable(path)}")
     for path, reason in report.unreadable:
-        print(f"  unreadable: {path}: {reason}")
+        print(f"  unreadable: {printable(path)}: {printable(reason)}")
     print(f"wrote {report.out}")
 
 

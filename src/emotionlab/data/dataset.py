@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, Sampler
 
 from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, is_image_name, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.isolation import error_reason
 from emotionlab.labels import SPLIT_NAMES, order_labels
 
 log = logging.getLogger("emotionlab")
@@ -131,13 +132,17 @@ def scan_image_folder(root: str | Path, *, verify: bool = True, max_pixels: int 
     samples: list[Sample] = []
     skipped: list[tuple[str, str]] = []
     for split, class_dir in class_dirs:
-        for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        # Not only regular files: a broken link or a FIFO named .jpg is reported as skipped, not ignored.
+        for path in sorted(p for p in class_dir.rglob("*") if not p.is_dir() and not p.name.startswith(".")):
             relpath = path.relative_to(root).as_posix()
             if verify:
                 try:
                     read_image(path, max_pixels=max_pixels)
                 except ImageReadError as error:
                     skipped.append((str(path), error.reason))
+                    continue
+                except Exception as error:  # noqa: BLE001 - one odd file is skipped with its reason
+                    skipped.append((str(path), error_reason(error)))
                     continue
             elif not is_image_name(path):
                 skipped.append((str(path), "not an image (extension)"))
@@ -164,7 +169,8 @@ def read_manifest(manifest: str | Path, root: str | Path | None = None) -> Sampl
     manifest = Path(manifest)
     if not manifest.is_file():
         raise EmotionlabError(f"{manifest}: manifest file not found")
-    with manifest.open(newline="", encoding="utf-8") as handle:
+    # surrogateescape: file names need not be UTF-8 (`data faces` writes them back as their own bytes).
+    with manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
         lines = [line for line in handle if not line.startswith("#")]
     rows = list(csv.DictReader(lines))
     if not rows or not {"path", "label"} <= set(rows[0]):

@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from emotionlab.data.images import ImageReadError, read_image
+from emotionlab.data.images import ImageReadError, read_file_bytes, read_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import write_atomic
 
@@ -712,12 +712,7 @@ class FaceCropper:
         return self._crop_file(Path(source))
 
     def _crop_file(self, path: Path) -> tuple[Image.Image, FaceBox | None]:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as error:
-            raise ImageReadError(path, "file not found") from error
-        except OSError as error:
-            raise ImageReadError(path, f"cannot read file ({error.strerror or error})") from error
+        data = read_file_bytes(path)  # never opens a FIFO (reading one blocks for ever)
         box_file, crop_file = self.cache_paths(hashlib.sha256(data).hexdigest())
         cached = self._read_box(box_file)
         if cached is not None:
@@ -814,7 +809,7 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[str], list[str], list[dict
     """(comment lines, column names, rows) of a manifest CSV, keeping every column."""
     if not manifest.is_file():
         raise EmotionlabError(f"{manifest}: manifest file not found")
-    with manifest.open(newline="", encoding="utf-8") as handle:
+    with manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
         lines = handle.readlines()
     comments = [line.rstrip("\r\n") for line in lines if line.startswith("#")]
     reader = csv.DictReader([line for line in lines if not line.startswith("#")])
@@ -825,16 +820,15 @@ def _read_manifest_rows(manifest: Path) -> tuple[list[str], list[str], list[dict
     return comments, columns, rows
 
 
-def _detect_row(cropper: FaceCropper, path: Path) -> tuple[FaceBox | None, str | None]:
+def _detect_row(cropper: FaceCropper, path: Path | str) -> tuple[FaceBox | None, str | None]:
+    from emotionlab.isolation import error_reason
+
     try:
-        return cropper.detect_file(path), None
+        return cropper.detect_file(Path(path)), None
     except ImageReadError as error:
         return None, error.reason
-
-
-def _detect_worker(args: tuple[FaceCropper, str]) -> tuple[FaceBox | None, str | None]:
-    cropper, path = args
-    return _detect_row(cropper, Path(path))
+    except Exception as error:  # noqa: BLE001 - one image's failure is its "unreadable" line, the run goes on
+        return None, error_reason(error)
 
 
 def prepare_face_manifest(
@@ -899,7 +893,7 @@ def prepare_face_manifest(
             report.by_detector[box.detector] = report.by_detector.get(box.detector, 0) + 1
 
     def write(name: str) -> None:
-        with open(name, "w", newline="", encoding="utf-8") as handle:
+        with open(name, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
             handle.writelines(line + "\n" for line in comments)
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
@@ -910,28 +904,28 @@ def prepare_face_manifest(
 
 
 def _run_detection(cropper: FaceCropper, paths: list[str], workers: int, show_progress: bool):
+    from functools import partial
+
     from rich.console import Console
     from rich.progress import Progress
 
+    from emotionlab.isolation import isolated_map
+
+    # Always in worker processes (one by default): a detector that kills its process on one image (native
+    # code) costs that image an "unreadable" line, and a fresh worker goes on with the others. Processes, not
+    # threads: each gets its own dlib detectors; never a plain fork (see isolation.worker_context).
     with Progress(console=Console(stderr=True), disable=not show_progress) as progress:
         task = progress.add_task("detecting faces", total=len(paths))
         results = []
-        if workers <= 1:
-            for path in paths:
-                results.append(_detect_row(cropper, Path(path)))
-                progress.advance(task)
-            return results
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # Processes, not threads: each gets its own dlib detectors (they are not shared safely across threads).
-        # Never a plain fork: a child forked while OpenCV's thread pool is busy inherits its held locks.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for result in pool.map(_detect_worker, [(cropper, path) for path in paths], chunksize=4):
-                results.append(result)
-                progress.advance(task)
+        for result in isolated_map(
+            partial(_detect_row, cropper),
+            paths,
+            workers=max(1, workers),
+            on_error=lambda _path, reason: (None, reason),
+            preload=["emotionlab.data.faces"],
+        ):
+            results.append(result)
+            progress.advance(task)
         return results
 
 
