@@ -604,3 +604,40 @@ def serve(
         raise EmotionlabError("--workers and --queue-size must be 0 or more")
     run_server(str(model) if model else None, host=host, port=port, detector=detector, backend=backend,
                max_upload_mb=max_upload_mb, workers=workers, queue_size=queue_size)
+
+
+# ---- explain: Grad-CAM (library: emotionlab.explain) -----------------------------------------------------
+
+
+@app.command("explain")
+def explain_command(
+    images: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or glob patterns.")],
+    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors; default: the shipped model).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for NAME.faceK.png (heat over each face) and NAME.overlay.png (over the photo).")] = Path("runs/explain"),
+    target: Annotated[str | None, typer.Option("--class", help="Explain this class (default: each face's predicted class).")] = None,
+    detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images. Default: as the model was trained.")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's.")] = None,
+    max_faces: Annotated[int | None, typer.Option(help="Explain at most this many faces per image (largest first).")] = None,
+    output_format: Annotated[Literal["text", "jsonl"], typer.Option("--format", help="text: one line per face; jsonl: one record per image.")] = "text",
+) -> None:
+    """Show where the model looked: a Grad-CAM heat map of every face, saved as overlays."""
+    import json
+
+    from emotionlab.explain import explain_files
+
+    def show(record: dict) -> None:
+        if output_format == "jsonl":
+            print(json.dumps(record), flush=True)
+        elif "error" in record:
+            print(f"{record['path']}: error: {record['error']}", flush=True)
+        else:
+            for number, face in enumerate(record["faces"], start=1):
+                where = "whole image" if face["box"] is None else "box " + " ".join(map(str, face["box"]))
+                print(f"{record['path']} face {number} ({where}): {face['label']} {face['confidence']:.0%}, "
+                      f"heat for {face['explained']} -> {face['overlay']}", flush=True)
+
+    records = explain_files(images, out, model=model, target=target, detect=detect, detector=detector,
+                            max_faces=max_faces, on_record=show)
+    if output_format == "text":
+        failed = sum("error" in record for record in records)
+        print(f"{len(records) - failed} image(s) explained, {failed} failed; overlays in {out}/")
