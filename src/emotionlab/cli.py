@@ -271,11 +271,22 @@ def data_audit(
     threshold: Annotated[
         int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64.")
     ] = None,
+    people: Annotated[
+        bool, typer.Option("--people", help="Also find the same person across splits (face embeddings, cached).")
+    ] = False,
+    person_threshold: Annotated[
+        float | None, typer.Option(help="With --people: max face-embedding distance of one person (default 0.4).")
+    ] = None,
 ) -> None:
     """Check a dataset: unreadable files, real formats, duplicates, cross-split leakage, label conflicts."""
     from emotionlab.data.audit import DEFAULT_THRESHOLD, run_audit
 
-    run_audit(root, out, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, console=Console())
+    if people:
+        from emotionlab.data.people import DEFAULT_PERSON_THRESHOLD
+
+        person_threshold = DEFAULT_PERSON_THRESHOLD if person_threshold is None else person_threshold
+    run_audit(root, out, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+              person_threshold=person_threshold if people else None, console=Console())
 
 
 @data_app.command("split")
@@ -290,8 +301,15 @@ def data_split(
     keep_splits: Annotated[
         bool, typer.Option("--keep-splits", help="Keep the folder splits; move only duplicate groups that leak.")
     ] = False,
+    group_by: Annotated[
+        Literal["duplicates", "person"],
+        typer.Option(help="Keep whole: duplicate groups, or people too (face embeddings; group = merged id)."),
+    ] = "duplicates",
+    person_threshold: Annotated[
+        float | None, typer.Option(help="With --group-by person: max face-embedding distance of one person (default 0.4).")
+    ] = None,
 ) -> None:
-    """Write a manifest with a stratified split in which no duplicate group straddles splits."""
+    """Write a manifest with a stratified split in which no duplicate group (or person) straddles splits."""
     from emotionlab.data.audit import DEFAULT_THRESHOLD
     from emotionlab.data.manifest import run_split
 
@@ -302,6 +320,8 @@ def data_split(
         seed=seed,
         threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
         keep_splits=keep_splits,
+        group_by=group_by,
+        person_threshold=person_threshold,
         console=Console(),
     )
 

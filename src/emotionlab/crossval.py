@@ -5,7 +5,8 @@ standard error is ~4 points). Cross-validation scores every train + validation i
 
 - the test split is never touched (its rows are dropped before anything else);
 - stratified group k-fold (scikit-learn's ``StratifiedGroupKFold``) over the rest, with the manifest's duplicate
-  groups as groups, so near-duplicates never sit on both sides of a fold;
+  groups as groups, so near-duplicates never sit on both sides of a fold; a manifest from
+  ``emotionlab data split --group-by person`` merges people into those groups, so folds are person-disjoint too;
 - each fold's training images get their own inner, group-aware validation part (1/8, more for tiny classes) for checkpoint choice and
   early stopping, so the held-out fold plays no part in training;
 - every recipe sees the same folds, so two recipes are compared image by image: the paired difference and its
@@ -47,7 +48,7 @@ class CvSettings:
 
 
 def _group_ids(rows: list[dict]) -> list[str]:
-    """One id per row: its duplicate group when the manifest has one, else the row itself."""
+    """One id per row: its group when the manifest has one (duplicates, and people with --group-by person)."""
     return [row.get("group") or f"single:{row['path']}" for row in rows]
 
 

@@ -272,8 +272,19 @@ def _describe_group(group_id: str, members: list[FileRecord], hashes: dict[str, 
     }
 
 
-def audit_dataset(root: str | Path, *, threshold: int = DEFAULT_THRESHOLD) -> dict:
-    """Audit a dataset folder; returns ``{"summary": {...}, ...details}`` ready for JSON. Reads only."""
+def audit_dataset(
+    root: str | Path,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    person_threshold: float | None = None,
+    cache_dir: str | Path | None = None,
+    console=None,
+) -> dict:
+    """Audit a dataset folder; returns ``{"summary": {...}, ...details}`` ready for JSON. Reads only.
+
+    With ``person_threshold`` (see ``people.DEFAULT_PERSON_THRESHOLD``) faces are embedded too (cached under
+    ``cache_dir``, default the face-crop cache) and ``report["people"]`` lists the same person across splits.
+    """
     root = Path(root)
     if not root.is_dir():
         raise EmotionlabError(f"{root}: dataset folder not found")
@@ -323,6 +334,19 @@ def audit_dataset(root: str | Path, *, threshold: int = DEFAULT_THRESHOLD) -> di
             elif member["split"] == "test" and "validation" in group["splits"]:
                 test_with_validation_twin.append(member["path"])
     conflicts = [group for group in groups if len(group["labels"]) > 1]
+
+    people = None
+    if person_threshold is not None:
+        from emotionlab.data.people import person_groups, person_leakage
+
+        persons, no_face = person_groups(
+            [root / path for path in paths], paths, threshold=person_threshold, cache_dir=cache_dir, console=console
+        )
+        people = person_leakage(
+            paths, [by_path[p].split for p in paths], [by_path[p].label for p in paths], persons, ids
+        )
+        people["summary"] = {"threshold": person_threshold, "no_face": len(no_face), **people["summary"]}
+        people["no_face"] = no_face
 
     labels = order_labels(record.label for record in readable if record.label)
     balance: dict[str, dict[str, int]] = {}
@@ -384,6 +408,7 @@ def audit_dataset(root: str | Path, *, threshold: int = DEFAULT_THRESHOLD) -> di
         },
         "label_conflicts": conflicts,
         "class_balance": balance,
+        **({"people": people} if people is not None else {}),
         "files": [asdict(record) for record in records],
     }
 
@@ -453,6 +478,27 @@ def _print_groups(console, groups: list[dict], key: str, limit: int) -> None:
         console.print(f"    ... and {len(groups) - limit} more (all in audit.json)", soft_wrap=True)
 
 
+def _print_people(console, people: dict, limit: int) -> None:
+    from rich.markup import escape
+
+    s = people["summary"]
+    style = "red" if s["people_spanning_splits"] else "green"
+    console.print(
+        f"  [{style}]same person across splits[/] (face distance < {s['threshold']:g}): {s['people_spanning_splits']} "
+        f"people; images sharing a person with train: {s['validation_sharing_person_with_train']} validation, "
+        f"{s['test_sharing_person_with_train']} test ({s['validation_beyond_duplicates']} and "
+        f"{s['test_beyond_duplicates']} of them not copies of a train image); no face: {s['no_face']}",
+        soft_wrap=True,
+    )
+    groups = people["groups_spanning_splits"]
+    for group in groups[:limit]:
+        members = ", ".join(f"{m['path']} ({m['split']})" for m in group["members"][:6])
+        more = f", ... {group['size'] - 6} more" if group["size"] > 6 else ""
+        console.print(f"    {group['person']}: {escape(printable(members))}{more}", highlight=False, soft_wrap=True)
+    if len(groups) > limit:
+        console.print(f"    ... and {len(groups) - limit} more (all in audit.json)", soft_wrap=True)
+
+
 def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
     """A readable summary on a rich console: counts, the worst offenders, and the class-balance table."""
     from rich.markup import escape
@@ -500,6 +546,10 @@ def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
         soft_wrap=True,
     )
     _print_groups(console, report["label_conflicts"], "labels", limit)
+    if "people" in report:
+        _print_people(console, report["people"], limit)
+    else:
+        console.print("  same person across splits: not checked (add --people)", soft_wrap=True)
     balance = report["class_balance"]
     if balance:
         labels = s["labels"]
@@ -517,11 +567,16 @@ def print_audit_summary(report: dict, console, *, limit: int = 10) -> None:
 
 
 def run_audit(
-    root: str | Path, out_dir: str | Path, *, threshold: int = DEFAULT_THRESHOLD, console=None
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    person_threshold: float | None = None,
+    console=None,
 ) -> dict:
     """The ``emotionlab data audit`` command: audit, write outputs, print the summary."""
     ensure_outside_root(root, out_dir)
-    report = audit_dataset(root, threshold=threshold)
+    report = audit_dataset(root, threshold=threshold, person_threshold=person_threshold, console=console)
     written = write_audit(report, out_dir)
     if console is not None:
         print_audit_summary(report, console)

@@ -34,8 +34,14 @@ def build_manifest(
     seed: int = 0,
     threshold: int = DEFAULT_THRESHOLD,
     keep_splits: bool = False,
+    person_threshold: float | None = None,
+    console=None,
 ) -> list[dict]:
     """Manifest rows for every readable sample, with a split in which no duplicate group straddles splits.
+
+    With ``person_threshold`` photos of one person are grouped too (``people.py``): ``person`` holds the person
+    id and ``group`` the merged id of duplicates and people, so no person straddles splits either (and
+    cross-validation folds, which read ``group``, keep people whole).
 
     A fresh split (default) is stratified by label and seeded. With ``keep_splits`` the samples' own splits
     stay, except for the duplicate groups that span splits, which move whole to their earliest split
@@ -55,7 +61,15 @@ def build_manifest(
         raise EmotionlabError(f"{sample_set.root}: no readable image to put in a manifest")
     paths = [sample.relpath for sample in readable]
     ids = group_ids(paths, [fingerprints[path][1] for path in paths], threshold)
+    persons = None
+    if person_threshold is not None:
+        from emotionlab.data.people import merged_group_ids, person_groups
+
+        files = [sample.path for sample in readable]
+        persons, _ = person_groups(files, paths, threshold=person_threshold, console=console)
+        ids = merged_group_ids(paths, ids, persons)
     groups = dict(zip(paths, ids, strict=True))
+    person_of = dict(zip(paths, persons, strict=True)) if persons is not None else {}
     if keep_splits:
         placed, _ = keep_splits_without_leakage(readable, groups)
     else:
@@ -73,6 +87,7 @@ def build_manifest(
                 "phash": f"{hash_value:016x}",
                 "group": groups[sample.relpath],
                 "face_box": box,
+                **({"person": person_of[sample.relpath]} if persons is not None else {}),
             }
         )
     return rows
@@ -157,10 +172,18 @@ def print_split_summary(
     sizes = Counter(Counter(row["group"] for row in rows).values())
     in_groups = sum(size * number for size, number in sizes.items() if size > 1)
     groups = sum(number for size, number in sizes.items() if size > 1)
+    by_person = bool(rows) and "person" in rows[0]
+    kind = "groups of duplicates or of one person" if by_person else "duplicate groups"
     console.print(
-        f"  {len(rows)} images; {groups} duplicate groups ({in_groups} images), each kept within one split",
+        f"  {len(rows)} images; {groups} {kind} ({in_groups} images), each kept within one split",
         soft_wrap=True,
     )
+    if by_person:
+        photos = Counter(row["person"] for row in rows).values()
+        console.print(
+            f"  people with several photos: {sum(size > 1 for size in photos)} (largest: {max(photos)} photos)",
+            soft_wrap=True,
+        )
     if keep_splits:
         console.print(
             f"  kept the folder splits; moved {len(moves)} image(s) to remove leakage:", soft_wrap=True
@@ -186,16 +209,33 @@ def run_split(
     seed: int = 0,
     threshold: int = DEFAULT_THRESHOLD,
     keep_splits: bool = False,
+    group_by: str = "duplicates",
+    person_threshold: float | None = None,
     console=None,
 ) -> list[dict]:
-    """The ``emotionlab data split`` command: scan the folder, split, write the manifest, print a summary."""
+    """The ``emotionlab data split`` command: scan the folder, split, write the manifest, print a summary.
+
+    ``group_by="person"`` keeps each person (and each duplicate group) within one split.
+    """
     from emotionlab.data.dataset import load_samples
 
     ensure_outside_root(root, out)
     ratio_values = parse_ratios(ratios)
     sample_set = load_samples(Path(root))
+    if group_by not in ("duplicates", "person"):
+        raise EmotionlabError(f"--group-by {group_by!r}: choose duplicates or person")
+    if group_by == "person" and person_threshold is None:
+        from emotionlab.data.people import DEFAULT_PERSON_THRESHOLD
+
+        person_threshold = DEFAULT_PERSON_THRESHOLD
     rows = build_manifest(
-        sample_set, ratios=ratio_values, seed=seed, threshold=threshold, keep_splits=keep_splits
+        sample_set,
+        ratios=ratio_values,
+        seed=seed,
+        threshold=threshold,
+        keep_splits=keep_splits,
+        person_threshold=person_threshold if group_by == "person" else None,
+        console=console,
     )
     moves = moved_images(sample_set, rows)
     mode = (
@@ -205,7 +245,8 @@ def run_split(
     )
     comments = [
         f"emotionlab manifest of {Path(root).as_posix()}: {len(rows)} images",
-        f"split: {mode}; duplicate groups: phash distance <= {threshold}",
+        f"split: {mode}; duplicate groups: phash distance <= {threshold}"
+        + (f"; people: face distance < {person_threshold:g} (group: both merged)" if group_by == "person" else ""),
     ]
     write_manifest(rows, out, comments=comments)
     if console is not None:
