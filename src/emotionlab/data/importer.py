@@ -984,4 +984,5 @@ def print_import_summary(report: ImportReport, console, *, limit: int = 10) -> N
         )
     if report.counts["failed"]:
         console.print("  failed downloads are tried again when the same command runs again", soft_wrap=True)
-    console.print(f"  wrote {report.out / PROVENANCE_FILE}", highlight=False, soft_wrap=True)
+    if sum(report.counts.values()):
+        console.print(f"  wrote {report.out / PROVENANCE_FILE}", highlight=False, soft_wrap=True)
