@@ -41,11 +41,13 @@ CASES: dict[str, list[tuple[list[str], bool]]] = {
     "audit": [
         (["data", "audit", "{ROOT}", "--out", "{OUT}/audit"], True),
         (["data", "audit", "{ROOT}", "--out", "{OUT}/audit0", "--threshold", "0"], True),
+        (["data", "audit", "{ROOT}", "--out", "{OUT}/audit-people", "--people"], True),
         (["data", "audit", "{ROOT}", "--out", "{ROOT}/audit"], False),  # refused: inside the root
     ],
     "split": [
         (["data", "split", "{ROOT}", "--out", "{OUT}/manifest.csv"], True),
         (["data", "split", "{ROOT}", "--out", "{OUT}/keep.csv", "--keep-splits", "--seed", "5"], True),
+        (["data", "split", "{ROOT}", "--out", "{OUT}/people.csv", "--group-by", "person"], True),
         (["data", "split", "{ROOT}", "--out", "{ROOT}/manifest.csv"], False),  # refused: inside the root
     ],
     "download": [
@@ -66,6 +68,11 @@ CASES: dict[str, list[tuple[list[str], bool]]] = {
             ],
             True,
         ),
+    ],
+    "import": [
+        (["data", "import", "{ROOT}", "--out", "{OUT}/imported"], True),
+        (["data", "import", "{ROOT}", "--out", "{OUT}/imported", "--against", "{ROOT}"], True),  # resumes
+        (["data", "import", "{ROOT}", "--out", "{ROOT}/imported"], False),  # refused: inside the source
     ],
     "download-yunet": [
         # Not a dataset command; pointed at a file in the root, it must still leave the root alone.
@@ -93,7 +100,8 @@ def test_every_data_command_is_checked_here():
 
 
 @pytest.mark.parametrize("command", sorted(CASES))
-def test_data_command_leaves_the_dataset_root_untouched(command, dataset, tmp_path):
+def test_data_command_leaves_the_dataset_root_untouched(command, dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTIONLAB_CACHE", str(tmp_path / "cache"))  # face crops and embeddings
     if command not in registered_data_commands():
         pytest.skip(f"`emotionlab data {command}` does not exist")
     before = snapshot(dataset)
