@@ -107,6 +107,17 @@ class _Handler(BaseHTTPRequestHandler):
             with self.lock:
                 self.streamed.append(sent)
             self.close_connection = True
+        elif path == "/trickle":  # a byte at a time, each well within the timeout: only a deadline stops it
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
         elif path == "/html":
             self._send(200, b"<html><body>not a photo</body></html>", "text/html")
         elif path == "/redirect-ftp":
@@ -263,6 +274,18 @@ def test_url_list_keeps_good_photos_and_says_why_each_other_one_was_skipped(serv
         imported=4, duplicate=1, **{"near-duplicate": 1}, failed=4, rejected=4, invalid=2
     )
     assert source.read_bytes() == before
+
+
+def test_a_server_that_trickles_bytes_is_cut_off(server, tmp_path):
+    base, _ = server
+    options = ImportOptions(**{**FAST.__dict__, "retries": 0, "timeout": 0.3})
+    started = time.monotonic()
+    import_photos(
+        write_csv(tmp_path / "urls.csv", [(f"{base}/trickle", "sad")]), tmp_path / "new", options=options
+    )
+    assert time.monotonic() - started < 5
+    (row,) = provenance(tmp_path / "new")
+    assert (row["status"], row["reason"]) == ("failed", "timed out (still downloading after 1.8 s)")
 
 
 def test_rerun_fetches_only_what_failed_and_adds_no_duplicate_rows(server, tmp_path):

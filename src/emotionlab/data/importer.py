@@ -585,7 +585,7 @@ def _fetch_once(url: str, options: ImportOptions, network: _Network, host: str) 
             if declared and declared.isdigit() and int(declared) > options.max_bytes:
                 raise FetchError(_too_large(int(declared), options.max_bytes), retry=False, status="rejected")
             chunks, size = [], 0
-            while chunk := response.read(1 << 16):
+            while chunk := response.read1(1 << 16):  # what has arrived: a trickle cannot block a read
                 size += len(chunk)
                 if size > options.max_bytes:
                     raise FetchError(
@@ -679,13 +679,16 @@ def inspect_bytes(item: Item, data: bytes, options: ImportOptions) -> Checked:
 def _ordered_map(
     function: Callable[[Item], Checked], items: Iterable[Item], workers: int, stop: threading.Event
 ) -> Iterator[Checked]:
-    """``function`` over ``items`` in threads, results in input order, at most ``4 * workers`` in flight."""
+    """``function`` over ``items`` in threads, results in input order.
+
+    At most ``2 * workers`` items are in flight, so at most that many files of up to ``max_bytes`` are in memory.
+    """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emotionlab-import")
     pending: deque = deque()
     try:
         for item in items:
             pending.append(pool.submit(function, item))
-            while len(pending) >= 4 * workers:
+            while len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
