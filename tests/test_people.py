@@ -243,3 +243,16 @@ def test_people_json_matches_the_committed_split():
         splits_of[row["person"]].add(row["split"])
         splits_of[row["group"]].add(row["split"])
     assert len(rows) == 1100 and all(len(splits) == 1 for splits in splits_of.values())
+
+
+def test_a_failure_inside_dlib_costs_only_that_image(tmp_path, monkeypatch):
+    (tmp_path / "odd.png").write_bytes(noise_png(4))
+    monkeypatch.setattr(FaceCropper, "detect_file", lambda self, path: FaceBox(8, 8, 48, 48, detector="test"))
+
+    def broken(image, box):
+        raise RuntimeError("Unsupported image type\n  (dlib)")
+
+    monkeypatch.setattr(people, "face_chip", broken)
+    result = FaceEmbedder(cache_dir=tmp_path / "cache")(tmp_path / "odd.png")
+    assert result.embedding is None and result.reason == "RuntimeError: Unsupported image type (dlib)"
+    assert not list((tmp_path / "cache").rglob("*.face128.json"))  # not cached: a fixed dlib may do better

@@ -42,6 +42,7 @@ from emotionlab.data.faces import (
 )
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.fileio import write_atomic
+from emotionlab.isolation import error_reason
 
 log = logging.getLogger("emotionlab")
 
@@ -145,6 +146,8 @@ class FaceEmbedder:
                 result = FaceEmbedding(sha256, embed_chip(chip), (box.x, box.y, box.w, box.h))
         except ImageReadError as error:
             return FaceEmbedding(sha256, None, reason=error.reason)  # not cached: the file may be fixed
+        except Exception as error:  # noqa: BLE001 - one odd image is one image without a face, the rest goes on
+            return FaceEmbedding(sha256, None, reason=error_reason(error))
         self._write(result)
         return result
 
