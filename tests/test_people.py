@@ -231,7 +231,7 @@ def test_cross_validation_folds_keep_people_whole(tmp_path):
     assert all(len(found) == 1 for found in fold_of_group.values())
 
 
-def test_people_json_matches_the_committed_split():
+def test_committed_person_disjoint_seed_split_keeps_people_whole():
     """benchmarks/splits/seed-emotions-people.csv: each person and each duplicate group within one split."""
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "splits" / "seed-emotions-people.csv"
     if not path.is_file():
