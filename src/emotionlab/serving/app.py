@@ -138,6 +138,7 @@ class LocalSlot:
         self.recognizer = recognizer
         self.limits = limits
         self.model_info = describe_model(recognizer)
+        self.needs_restart = False
 
     def run(self, name: str, data: bytes) -> tuple:
         return predict_image(self.recognizer, name, data, self.limits)
@@ -334,8 +335,8 @@ class InferencePool:
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         for slot in self.slots:
             self._idle.put(slot)
-        # One token per slot: a thread that holds a token always finds an idle slot, and the service never
-        # takes threads from the default pool that FastAPI and /health use.
+        # One thread token per slot (made in the event loop on first use): a thread that holds one always finds
+        # an idle slot, and requests waiting for a slot wait in the event loop, not in threads.
         self._limiter = None
 
     @property
@@ -356,9 +357,7 @@ class InferencePool:
                     break
             return results
         finally:
-            if getattr(
-                slot, "needs_restart", False
-            ):  # replace a dead worker now, without delaying this answer
+            if slot.needs_restart:  # replace a dead worker now, without delaying this answer
                 threading.Thread(target=self._restart_then_release, args=(slot,), daemon=True).start()
             else:
                 self._idle.put(slot)
@@ -406,7 +405,7 @@ class _BodyTooLarge(Exception):
 
 @dataclass
 class ServiceLoad:
-    """Requests admitted to /predict and not yet answered (read on the event loop only)."""
+    """Requests admitted to /predict and not yet answered, and those refused as busy (event loop only)."""
 
     active: int = 0
     refused_busy: int = 0
@@ -588,7 +587,13 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         """Answered on the event loop, which never decodes or detects: fast even under load."""
-        return {"status": "ok", "version": __version__, "workers": len(pool.slots), "active": load.active}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "workers": len(pool.slots),
+            "active": load.active,
+            "refused_busy": load.refused_busy,
+        }
 
     @app.get("/model")
     async def model() -> dict:
@@ -669,8 +674,6 @@ def serve(
     """Load the model once (``workers`` > 0: once more in each worker process) and serve it with uvicorn."""
     import uvicorn
 
-    from emotionlab.inference import load_recognizer
-
     max_upload_bytes = int(max_upload_mb * MB)
     limits = ServiceLimits(
         max_upload_bytes=max_upload_bytes,
@@ -682,6 +685,8 @@ def serve(
     if workers > 0:
         pool = start_process_pool(WorkerSpec(model_path, detector, backend), limits, workers)
     else:
+        from emotionlab.inference import load_recognizer
+
         recognizer = load_recognizer(model_path, detector=detector, backend=backend)
         _warm_up(recognizer)
         pool = InferencePool([LocalSlot(recognizer, limits)], pixels_in_flight=limits.max_pixels_in_flight)
