@@ -173,6 +173,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="train | validation | test | all")] = "test",
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv and figures.")] = Path("runs/evaluation"),
     allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Score images the model was trained on anyway (flagged).")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Also write report.html (one self-contained page, Grad-CAM gallery) beside metrics.json.")] = False,
 ) -> None:
     """Evaluate a model on a split: metrics.json, confusion matrices, training curves, misclassified gallery.
 
@@ -199,7 +200,7 @@ def evaluate(
         if not samples and split != "all" and not sample_set.has_splits:
             raise EmotionlabError(f"{sample_set.root}: the dataset has no split folders; use --split all or a --manifest")
     ensure_outside_root(root, out)
-    metrics = run_evaluation(model_path, samples, out, split=split, allow_overlap=allow_overlap)
+    metrics = run_evaluation(model_path, samples, out, split=split, allow_overlap=allow_overlap, report=report)
     _print_metrics(metrics)
     overlap = metrics.get("overlap_with_training")
     if overlap is None:
@@ -209,6 +210,8 @@ def evaluate(
                       f"model's training data ({overlap['train']} train, {overlap['validation']} validation): "
                       "the figures above flatter it", highlight=False, soft_wrap=True)
     print(f"figures and metrics.json in {out}/")
+    if report:
+        print(f"report: {metrics['report']}")
 
 
 @app.command()
@@ -661,3 +664,22 @@ def explain_command(
     if output_format == "text":
         failed = sum("error" in record for record in records)
         print(f"{len(records) - failed} image(s) explained, {failed} failed; overlays in {out}/")
+
+
+# ---- report: one self-contained HTML page (library: emotionlab.evaluation.report) ------------------------
+
+
+@app.command("report")
+def report_command(
+    inputs: Annotated[list[Path], typer.Argument(help="An evaluation folder (from `evaluate`), several to compare, or an experiment's ablation.json / cv.json.")],
+    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: report.html in the evaluation folder, NAME.html beside a JSON file, else ./report.html).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset root the evaluated paths are relative to (gallery images). Default: $EMOTIONLAB_DATA.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file for Grad-CAM and training curves (default: the one metrics.json names).")] = None,
+    gradcam: Annotated[bool, typer.Option("--gradcam/--no-gradcam", help="Grad-CAM overlay beside each misclassified face.")] = True,
+    gallery_limit: Annotated[int | None, typer.Option(help="Show at most this many misclassified tiles per evaluation (most confident first).")] = None,
+) -> None:
+    """Write one self-contained HTML report: metrics with intervals, confusion, calibration, Grad-CAM gallery, comparisons."""
+    from emotionlab.evaluation.report import write_report
+
+    path = write_report(inputs, out, data_root=data, model=model, gradcam=gradcam, gallery_limit=gallery_limit)
+    print(f"wrote {path}")

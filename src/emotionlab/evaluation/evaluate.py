@@ -135,7 +135,8 @@ def evaluate_samples(model: str | Path | Classifier, samples: list[Sample], *, b
 
 
 def evaluate(
-    model_path: str | Path, samples: list[Sample], out_dir: str | Path, *, split: str, allow_overlap: bool = False
+    model_path: str | Path, samples: list[Sample], out_dir: str | Path, *, split: str, allow_overlap: bool = False,
+    report: bool = False,
 ) -> dict:
     """Write metrics.json, predictions.csv and the PNG figures of ``model_path`` on ``samples`` to ``out_dir``.
 
@@ -185,4 +186,9 @@ def evaluate(
     figures["misclassified"] = plot_gallery(wrong, out / "misclassified.png")
     metrics["figures"] = {name: str(path) for name, path in figures.items() if path is not None}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if report:  # report.html beside metrics.json, from the crops just classified (nothing read twice)
+        from emotionlab.evaluation.report import write_report
+
+        crops = {str(sample.relpath or sample.path): image for sample, image in zip(samples, images, strict=True)}
+        metrics["report"] = str(write_report([out], out / "report.html", model=model_path, crops=crops))
     return metrics
