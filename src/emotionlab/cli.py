@@ -184,10 +184,10 @@ def evaluate(
     from emotionlab.data.dataset import load_samples, resolve_data_root
     from emotionlab.evaluation.evaluate import evaluate as run_evaluation
     from emotionlab.evaluation.evaluate import held_out_samples
-    from emotionlab.inference import default_model_path
+    from emotionlab.inference import resolve_model_path
     from emotionlab.models.io import read_metadata
 
-    model_path = model or default_model_path()
+    model_path = resolve_model_path(model)
     metadata = read_metadata(model_path)  # a damaged or altered model: one line before any image is read
     if data is None and manifest is None and split == "test" and (metadata.get("dataset") or {}).get("test"):
         root = resolve_data_root(None)

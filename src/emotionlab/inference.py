@@ -46,6 +46,26 @@ BACKENDS = ("torch", "onnx")
 DECIMALS = 6
 
 
+# Models shipped in the package, by short name (`--model ferplus8`); a file of that name in the current folder wins.
+SHIPPED_MODELS = {
+    "default": "default_model.safetensors",  # five emotions, the default
+    "ferplus8": "ferplus8_model.safetensors",  # eight FER+ classes: + neutral, disgusted, contempt
+}
+
+
+def resolve_model_path(path: str | Path | None) -> Path:
+    """A model file from ``--model``: a path, a shipped model's short name, or None for the default."""
+    if path is None:
+        return default_model_path()
+    name = str(path)
+    if name in SHIPPED_MODELS and not Path(name).exists():
+        shipped = ASSETS / SHIPPED_MODELS[name]
+        if not shipped.is_file():
+            raise EmotionlabError(f"{name}: this install has no shipped model {shipped.name}")
+        return shipped
+    return Path(path)
+
+
 def default_model_path() -> Path:
     """The model used when none is given: $EMOTIONLAB_MODEL, else the model shipped with the package."""
     env = os.environ.get(MODEL_ENV)
@@ -162,7 +182,7 @@ def load_classifier(
 ) -> BaseClassifier:
     """A model file as a classifier. ``backend="onnx"`` runs ONNX Runtime: a ``.onnx`` file is loaded as is,
     a ``.safetensors`` model is exported once to the cache (``int8``: quantised) and loaded from there."""
-    path = Path(path) if path is not None else default_model_path()
+    path = resolve_model_path(path)
     if backend not in BACKENDS:
         raise EmotionlabError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
     if path.suffix.lower() == ".onnx":

@@ -260,9 +260,9 @@ def export_onnx_command(
     model: str | Path | None, out: str | Path, *, int8: bool = False, calibration: list[str] | None = None
 ) -> str:
     """`emotionlab export`: export, then describe what was written in one line."""
-    from emotionlab.inference import default_model_path, expand_inputs
+    from emotionlab.inference import expand_inputs, resolve_model_path
 
-    model = Path(model) if model is not None else default_model_path()
+    model = resolve_model_path(model)
     inputs = None
     if calibration:
         if not int8:
