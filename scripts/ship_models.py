@@ -1,0 +1,73 @@
+"""Make the shipped model files from finished runs (the exact step between training and the package).
+
+    .venv/bin/python scripts/ship_models.py --cv runs/cv --recipe NAME --eight runs/ferplus8-wide/model.safetensors
+
+1. The five-class default (``assets/default_model.safetensors``): the cross-validation's fold models of the
+   chosen recipe (``runs/cv/NAME/fold*/model.safetensors``) averaged into ONE ensemble model with test-time
+   flips (``emotionlab ensemble``). Together the folds trained on every train + validation image of the
+   canonical split, none on its test split: the file records those images by content, and its held-out split is
+   the canonical test split, so ``emotionlab evaluate`` (no options) scores it there and refuses training images.
+2. The eight-class FER+ model (``assets/ferplus8_model.safetensors``, ``--model ferplus8``): the FER+
+   pre-training run's model with face-crop settings added (the default detector, the same margin as the
+   five-class model), so it reads photos, not only ready 48 px faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from migrate_model_files import MANIFEST, SEED_DATA, manifest_record  # noqa: E402
+
+from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig  # noqa: E402
+from emotionlab.models.ensemble import build_ensemble  # noqa: E402
+from emotionlab.models.io import read_metadata, resave_model_file  # noqa: E402
+
+ASSETS = REPO / "src/emotionlab/assets"
+
+
+def ship_default(cv: Path, recipe: str, tta: str) -> Path:
+    members = sorted((cv / recipe).glob("fold*/model.safetensors"))
+    if not members:
+        sys.exit(f"{cv / recipe}: no fold models")
+    target = ASSETS / "default_model.safetensors"
+    built = build_ensemble(members, target.with_suffix(".tmp.safetensors"), tta=tta)
+    record = manifest_record(MANIFEST, SEED_DATA if SEED_DATA.is_dir() else None)
+    merged = read_metadata(built)["dataset"]
+    trained = set(merged["train"]) | set(merged["validation"])
+    expected = set(record["train"]) | set(record["validation"])
+    if trained != expected:
+        sys.exit(f"the fold models trained on {len(trained)} images, the canonical train + validation has {len(expected)}")
+    resave_model_file(built, target, lambda meta: meta.update(dataset=record))
+    built.unlink()
+    print(f"wrote {target} ({len(members)} fold models of {recipe!r}, tta {tta}, {target.stat().st_size} bytes)")
+    return target
+
+
+def ship_eight(path: Path, margin: float) -> Path:
+    target = ASSETS / "ferplus8_model.safetensors"
+    faces = FaceCropConfig(detector=PREPARE_DETECTOR, margin=margin).to_dict()
+    resave_model_file(path, target, lambda meta: meta.update(faces=faces))
+    print(f"wrote {target} (faces: {faces}, {target.stat().st_size} bytes)")
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cv", type=Path, default=REPO / "runs/cv")
+    parser.add_argument("--recipe", help="The cross-validated recipe whose fold models make the default.")
+    parser.add_argument("--tta", default="flip")
+    parser.add_argument("--eight", type=Path, help="The eight-class FER+ model file to ship as ferplus8.")
+    parser.add_argument("--margin", type=float, default=0.1, help="ferplus8's face-crop margin per side.")
+    args = parser.parse_args()
+    if args.recipe:
+        ship_default(args.cv, args.recipe, args.tta)
+    if args.eight:
+        ship_eight(args.eight, args.margin)
+
+
+if __name__ == "__main__":
+    main()
