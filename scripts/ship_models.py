@@ -20,11 +20,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from migrate_model_files import MANIFEST, SEED_DATA, manifest_record  # noqa: E402
+from migrate_model_files import MANIFEST, SEED_DATA, manifest_record
 
-from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig  # noqa: E402
-from emotionlab.models.ensemble import build_ensemble  # noqa: E402
-from emotionlab.models.io import read_metadata, resave_model_file  # noqa: E402
+from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig
+from emotionlab.models.ensemble import build_ensemble
+from emotionlab.models.io import read_metadata, resave_model_file
 
 ASSETS = REPO / "src/emotionlab/assets"
 
