@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import threading
 import time
@@ -322,6 +323,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    # `kill` stops the servers too: SIGTERM becomes SystemExit, so every `finally: stop_server(...)` runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     paths, source = photo_paths()
     payloads = build_payloads(paths)
