@@ -80,11 +80,12 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     out = tmp_path / "cv"
     common = "--image-size 48 --batch-size 16 --lr 3e-3 --epochs 2 --no-progress"
     args = ["experiment", "cv", "--data", str(root), "--manifest", str(manifest), "--folds", "3", "--out", str(out),
-            "--recipe", f"plain={common}", "--recipe", f"balanced={common} --class-balance weight"]
+            "--recipe", f"plain={common}", "--recipe", f"balanced={common} --class-balance weight", "--tta"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     table = json.loads((out / "cv.json").read_text())
-    assert table["num_images"] == 50 and set(table["recipes"]) == {"plain", "balanced"}
+    assert table["num_images"] == 50
+    assert set(table["recipes"]) == {"plain", "plain+flip", "balanced", "balanced+flip"}  # --tta: flipped rows too
     for recipe in table["recipes"].values():
         assert sum(map(sum, recipe["confusion_matrix"])) == 50  # every train+validation image scored once
         low, high = recipe["accuracy_ci95"]
@@ -99,5 +100,6 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     assert second.exit_code == 0, second.output
     again = json.loads((out / "cv.json").read_text())
     assert again["recipes"]["plain"] == table["recipes"]["plain"]
+    assert again["recipes"]["plain+flip"] == table["recipes"]["plain+flip"]
     assert again["recipes"]["balanced"]["confusion_matrix"] == table["recipes"]["balanced"]["confusion_matrix"]
     assert {path: path.stat().st_mtime_ns for path in out.glob("plain/fold*/model.safetensors")} == before

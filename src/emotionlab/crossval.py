@@ -45,6 +45,7 @@ class CvSettings:
     folds: int = 5
     seed: int = 0
     resamples: int = BOOTSTRAP_RESAMPLES
+    tta: bool = False  # also score each fold model with test-time flips: rows "NAME+flip"
 
 
 def _group_ids(rows: list[dict]) -> list[str]:
@@ -119,17 +120,30 @@ def _write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
-def _fold_probabilities(config: RunConfig, fold_manifest: Path, data: str | None, labels: list[str]):
-    """Train (or reuse / resume) one fold's run; its out-of-fold probabilities, cached in ``oof.json``."""
+def _fold_probabilities(config: RunConfig, fold_manifest: Path, data: str | None, labels: list[str], tta: bool):
+    """Train (or reuse / resume) one fold's run; its out-of-fold probabilities, cached in ``oof.json``.
+
+    Returns paths, probabilities, probabilities with test-time flips (None unless ``tta``) and the run summary."""
     cache = Path(config.out) / "oof.json"
-    if cache.is_file():
-        stored = json.loads(cache.read_text())
-    else:
-        stored = _score_fold(config, fold_manifest, data)
-        _write_text(cache, json.dumps(stored))
+    stored = json.loads(cache.read_text()) if cache.is_file() else _score_fold(config, fold_manifest, data)
+    if tta and "probabilities_flip" not in stored:
+        stored["probabilities_flip"] = _score_with_flips(Path(config.out), fold_manifest, data)
+    _write_text(cache, json.dumps(stored))
     if stored["labels"] != labels:
         raise EmotionlabError(f"{cache}: the fold model's labels {stored['labels']} differ from the data's {labels}")
-    return stored["paths"], np.asarray(stored["probabilities"], dtype=float), stored["run"]
+    flipped = np.asarray(stored["probabilities_flip"], dtype=float) if tta else None
+    return stored["paths"], np.asarray(stored["probabilities"], dtype=float), flipped, stored["run"]
+
+
+def _score_with_flips(run_dir: Path, fold_manifest: Path, data: str | None) -> list:
+    """The fold model wrapped with test-time flips (``emotionlab ensemble --tta flip``), on its held-out fold."""
+    from emotionlab.data.dataset import load_samples
+    from emotionlab.evaluation.evaluate import evaluate_samples
+    from emotionlab.models.ensemble import build_ensemble
+
+    flipped = build_ensemble([run_dir / "model.safetensors"], run_dir / "model_flip.safetensors", tta="flip")
+    test = load_samples(data, fold_manifest).split("test")
+    return np.asarray(evaluate_samples(flipped, test)["_probabilities"], dtype=float).tolist()
 
 
 def _score_fold(config: RunConfig, fold_manifest: Path, data: str | None) -> dict:
@@ -153,6 +167,17 @@ def recipe_config(template: RunConfig, settings: CvSettings, name: str, fold: in
     """The template's options on one fold's manifest, in ``OUT/NAME/foldK``."""
     data = replace(template.data, root=settings.data, manifest=str(fold_manifest))
     return replace(template, data=data, out=str(Path(settings.out) / name / f"fold{fold}"))
+
+
+def _scores(metrics: dict) -> dict:
+    return {
+        "accuracy": metrics["accuracy"],
+        "accuracy_ci95": list(metrics["accuracy_ci95"]),
+        "macro_f1": metrics["macro_f1"],
+        "macro_f1_ci95": list(metrics["macro_f1_ci95"]),
+        "per_class_recall": {label: value["recall"] for label, value in metrics["per_class"].items()},
+        "confusion_matrix": metrics["confusion_matrix"],
+    }
 
 
 def paired_difference(
@@ -189,28 +214,28 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
     truth = np.array([truth_by_path[path] for path in order])
     for name, template in recipes.items():
         probabilities: dict[str, np.ndarray] = {}
+        flipped: dict[str, np.ndarray] = {}
         runs = []
         for fold, fold_manifest in enumerate(fold_paths):
             config = recipe_config(template, settings, name, fold, fold_manifest)
             log.warning("cv: %s fold %d/%d -> %s", name, fold + 1, settings.folds, config.out)
-            paths, fold_probabilities, summary = _fold_probabilities(config, fold_manifest, settings.data, labels)
-            probabilities.update(zip(paths, fold_probabilities, strict=True))
+            paths, plain, flips, summary = _fold_probabilities(config, fold_manifest, settings.data, labels, settings.tta)
+            probabilities.update(zip(paths, plain, strict=True))
+            if flips is not None:
+                flipped.update(zip(paths, flips, strict=True))
             runs.append({"fold": fold, **summary})
-        matrix = np.stack([probabilities[path] for path in order])
-        metrics = compute_metrics(truth, matrix, labels)
-        predictions[name] = matrix.argmax(axis=1)
-        results["recipes"][name] = {
-            "config": to_dict(replace(template, out="")),
-            "accuracy": metrics["accuracy"],
-            "accuracy_ci95": list(metrics["accuracy_ci95"]),
-            "macro_f1": metrics["macro_f1"],
-            "macro_f1_ci95": list(metrics["macro_f1_ci95"]),
-            "per_class_recall": {label: value["recall"] for label, value in metrics["per_class"].items()},
-            "confusion_matrix": metrics["confusion_matrix"],
-            "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
-            "runs": runs,
-        }
-    names = list(recipes)
+        variants = {name: probabilities, **({f"{name}+flip": flipped} if settings.tta else {})}
+        for variant, by_path in variants.items():
+            matrix = np.stack([by_path[path] for path in order])
+            predictions[variant] = matrix.argmax(axis=1)
+            results["recipes"][variant] = {
+                "config": to_dict(replace(template, out="")),
+                "test_time_flips": variant != name,
+                **_scores(compute_metrics(truth, matrix, labels)),
+                "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
+                "runs": runs,
+            }
+    names = list(predictions)
     results["paired"] = [
         {"first": a, "second": b, **paired_difference(truth, predictions[a], predictions[b], resamples=settings.resamples)}
         for i, a in enumerate(names)

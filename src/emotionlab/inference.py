@@ -342,8 +342,11 @@ class Recognizer:
     ):
         from emotionlab.data.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper
 
+        from emotionlab.compound import compound_ratio
+
         self.classifier = classifier
         self.labels = classifier.labels
+        self.compound_ratio = compound_ratio(classifier.metadata)  # "surprised + happy" when the two are this close
         faces = classifier.metadata.get("faces")
         self.detect = bool(faces) if detect is None else bool(detect)
         self.crop_config = None
@@ -382,6 +385,8 @@ class Recognizer:
 
     def make_record(self, item: PreparedImage, probabilities: np.ndarray | None) -> dict:
         """The record of one prepared image, given one probability row per input."""
+        from emotionlab.compound import compound_reading
+
         if item.error is not None:
             return {"path": item.name, **item.extra, "error": item.error}
         faces = []
@@ -393,6 +398,7 @@ class Recognizer:
                     "label": self.labels[best],
                     "confidence": round(float(row[best]), DECIMALS),
                     "probabilities": self._probabilities_dict(row),
+                    "compound": compound_reading(row, self.labels, ratio=self.compound_ratio),
                 }
             )
         main = probabilities[0]
@@ -404,6 +410,7 @@ class Recognizer:
             "confidence": round(float(main[best]), DECIMALS),
             "no_face": bool(item.no_face),
             "probabilities": self._probabilities_dict(main),
+            "compound": compound_reading(main, self.labels, ratio=self.compound_ratio),
             "faces": faces,
         }
 
@@ -477,7 +484,7 @@ class Recognizer:
                 sources,
                 workers=workers,
                 on_error=lambda source, reason: PreparedImage(str(source), error=reason),
-                preload=["emotionlab.inference"],
+                preload=["emotionlab.inference", "emotionlab.data.faces"],  # torch and cv2: set to one thread
                 chunk_size=4,  # images per worker task: fewer round trips, still a short pipeline
                 prefetch=4,
             )

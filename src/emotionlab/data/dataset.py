@@ -7,7 +7,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -218,6 +218,68 @@ def load_samples(data: str | Path | None = None, manifest: str | Path | None = N
         return load_ferplus(root)
     return scan_image_folder(root, **kwargs)
 
+
+
+class _SampleCheck:
+    """``check(sample) -> None`` when its image (and its face crop, for ``faces`` settings) can be made, else
+    the reason. Runs in worker processes; making a crop fills the crop cache on the way."""
+
+    def __init__(self, faces: dict | None, cache_dir: str | Path | None):
+        self.faces, self.cache_dir = faces, cache_dir
+        self._cropper = None
+
+    def __call__(self, sample: Sample) -> str | None:
+        try:
+            if not self.faces:
+                read_image(sample.path)
+                return None
+            if self._cropper is None:
+                from emotionlab.data.faces import FaceCropConfig, FaceCropper
+
+                self._cropper = FaceCropper(FaceCropConfig.from_dict(self.faces), self.cache_dir)
+            self._cropper.for_sample(sample)
+            return None
+        except ImageReadError as error:
+            return error.reason
+        except Exception as error:  # noqa: BLE001 - one sample's failure is its reason, the run goes on
+            return error_reason(error)
+
+
+def usable_samples(
+    samples: list[Sample], faces: dict | None, *, workers: int = 1, cache_dir: str | Path | None = None
+) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """(the samples whose image, and face crop when ``faces`` is set, can be made; the others with a reason).
+
+    Every sample is tried once, before training or evaluation starts, in worker processes: an image that
+    raises, or kills its worker in native code (a detector), is left out with its reason instead of stopping
+    the run part way. The face-crop cache is filled on the way, so the training or evaluation loader then
+    crops every kept sample from the cache without detecting again.
+    """
+    from emotionlab.isolation import isolated_map
+
+    reasons = isolated_map(
+        _SampleCheck(faces, cache_dir),
+        samples,
+        workers=max(1, workers),
+        on_error=lambda _sample, reason: reason,
+        preload=["emotionlab.data.faces"],
+    )
+    kept, skipped = [], []
+    for sample, reason in zip(samples, reasons, strict=True):
+        if reason is None:
+            kept.append(sample)
+        else:
+            skipped.append((str(sample.path), reason))
+    return kept, skipped
+
+
+def prepare_face_samples(sample_set: SampleSet, faces: dict | None, *, workers: int = 1) -> SampleSet:
+    """``sample_set`` without the samples whose face crop cannot be made (they join ``skipped``), and every
+    kept sample's crop in the cache; unchanged when ``faces`` is None (whole images were checked by the scan)."""
+    if not faces:
+        return sample_set
+    kept, skipped = usable_samples(sample_set.samples, faces, workers=workers)
+    return replace(sample_set, samples=kept, skipped=[*sample_set.skipped, *skipped])
 
 class EpochSampler(Sampler):
     """Shuffles with a permutation that depends only on (seed, epoch) and shards it over processes.

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from emotionlab.data.dataset import Sample
+from emotionlab.data.dataset import Sample, usable_samples
 from emotionlab.data.images import read_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.evaluation.plots import plot_confusion, plot_gallery, plot_training_curves
 from emotionlab.fileio import content_digest
 from emotionlab.inference import Classifier, Recognizer
+
+log = logging.getLogger("emotionlab")
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,14 @@ def evaluate(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Each image (and face crop) tried first in a worker process: one that fails is left out and listed.
+    samples, skipped = usable_samples(samples, classifier.metadata.get("faces"))
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    if not samples:
+        raise EmotionlabError(f"no usable images in split {split!r} ({len(skipped)} skipped)")
     metrics = evaluate_samples(classifier, samples)
+    metrics["skipped"] = [{"path": path, "reason": reason} for path, reason in skipped]
     probabilities, images = metrics.pop("_probabilities"), metrics.pop("_images")
     labels = classifier.labels
     metrics.update({"split": split, "model": str(model_path), "architecture": classifier.metadata["architecture"]})
@@ -165,7 +175,7 @@ def evaluate(
         else {"images": overlap.count, "train": overlap.train, "validation": overlap.validation, "examples": overlap.examples}
     )
     predicted = probabilities.argmax(1)
-    with (out / "predictions.csv").open("w", newline="") as handle:
+    with (out / "predictions.csv").open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "pred", "confidence", *labels])
         for sample, row in zip(samples, probabilities, strict=True):

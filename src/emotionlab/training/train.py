@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from emotionlab.config import RunConfig, load_config, save_config, to_dict
 from emotionlab.data.audit import ensure_outside_root
-from emotionlab.data.dataset import EpochSampler, Sample, SampleSet, load_samples
+from emotionlab.data.dataset import EpochSampler, Sample, SampleSet, load_samples, prepare_face_samples
 from emotionlab.data.split import split_samples
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest
@@ -159,6 +159,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
         raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
     sample_set = load_samples(config.data.root, config.data.manifest)
+    # --faces: every crop made (and cached) first in worker processes; an image that fails is skipped, not fatal.
+    sample_set = prepare_face_samples(sample_set, config.data.faces, workers=max(1, config.data.num_workers))
     ensure_outside_root(sample_set.root, run_dir)  # a dataset is never written to, as every `data` command
     # Absolute dataset paths in the saved config: `--resume` works from any directory.
     manifest = str(Path(config.data.manifest).resolve()) if config.data.manifest else None
