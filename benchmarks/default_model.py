@@ -127,10 +127,8 @@ def seed_figures(classifier: Classifier, data: str, manifest: str) -> dict:
 
 def ferplus_figures(classifier: Classifier, root: str, classes: int) -> dict:
     items = ferplus.read_split(root, "test", classes=classes, targets="majority")
-    names = ferplus.class_names(classes)
     probabilities = classifier.predict_proba([read_image(item.path) for item in items], batch_size=256)
-    # The model's label order may differ from FER+'s: score on the model's order.
-    truth = np.array([classifier.labels.index(names[int(item.target)]) for item in items])
+    truth = np.array([classifier.labels.index(item.label) for item in items])
     block = summary(compute_metrics(truth, probabilities, classifier.labels), truth, probabilities, classifier.labels)
     block["dataset"] = f"FER+ test, majority vote, ties/unknown/not-a-face dropped, {classes} classes"
     return block

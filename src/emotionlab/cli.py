@@ -553,6 +553,7 @@ def experiment_cv(
     folds: Annotated[int, typer.Option(help="Number of folds (stratified, duplicate groups kept whole).")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for folds, runs, cv.json and cv.md (re-running resumes).")] = Path("runs/cv"),
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score each fold model with test-time flips (rows NAME+flip).")] = False,
 ) -> None:
     """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
     import shlex
@@ -562,7 +563,7 @@ def experiment_cv(
     parsed = dict(_cv_recipe(text) for text in recipes)
     if len(parsed) != len(recipes):
         raise EmotionlabError("--recipe: every recipe needs its own NAME")
-    settings = CvSettings(data=str(data) if data else None, manifest=str(manifest), out=str(out), folds=folds, seed=seed)
+    settings = CvSettings(data=str(data) if data else None, manifest=str(manifest), out=str(out), folds=folds, seed=seed, tta=tta)
     command = "emotionlab " + shlex.join(sys.argv[1:])
     results = run_cv(settings, parsed)
     json_path, md_path = write_report(results, out, command=command)
