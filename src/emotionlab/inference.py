@@ -340,13 +340,13 @@ class Recognizer:
         detector=None,
         max_faces: int | None = None,
     ):
-        from emotionlab.data.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper
-
         from emotionlab.compound import compound_ratio
+        from emotionlab.data.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper
 
         self.classifier = classifier
         self.labels = classifier.labels
-        self.compound_ratio = compound_ratio(classifier.metadata)  # "surprised + happy" when the two are this close
+        # "surprised + happy" in records when the second emotion is this close to the first (emotionlab.compound)
+        self.compound_ratio = compound_ratio(classifier.metadata)
         faces = classifier.metadata.get("faces")
         self.detect = bool(faces) if detect is None else bool(detect)
         self.crop_config = None
