@@ -524,3 +524,65 @@ def test_resume_after_kill_9_loses_no_image(face_model, images, stub_detector, t
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(r["path"] for r in records) == sorted(str(f) for f in files)
     assert not any("error" in r for r in records)  # files[1] ran again (alone) and succeeded
+
+
+# ---- decode less: large JPEGs are decoded at a reduced scale for detection ---------------------------------
+
+
+class FractionDetector:
+    """Finds one 'face' at fixed fractions of whatever image it is given; records the sizes it saw."""
+
+    name = "fraction"
+
+    def __init__(self, fraction: float = 0.3):
+        self.fraction, self.seen = fraction, []
+
+    def detect(self, image):
+        height, width = image.shape[:2]
+        self.seen.append((width, height))
+        side = round(self.fraction * min(width, height))
+        return [FaceBox(round(0.4 * width), round(0.3 * height), side, side, detector=self.name)]
+
+
+@pytest.fixture
+def large_jpeg(tmp_path) -> Path:
+    """A 4000 x 3000 JPEG with a 900 px face where FractionDetector(0.3) looks."""
+    canvas = Image.new("RGB", (4000, 3000), (120, 110, 100))
+    canvas.paste(make_face("happy", np.random.default_rng(4), 900), (1600, 900))
+    path = tmp_path / "large.jpg"
+    canvas.save(path, quality=92)
+    return path
+
+
+def test_large_jpegs_are_detected_on_a_reduced_decode_with_boxes_in_file_pixels(face_model, large_jpeg):
+    reduced, full = FractionDetector(), FractionDetector()
+    record = load_recognizer(face_model, detector=reduced).predict(large_jpeg)
+    recognizer = load_recognizer(face_model, detector=full)
+    expected = next(recognizer.classify([recognizer.preparer(decode_less=False)(large_jpeg)]))[1]
+    assert full.seen == [(4000, 3000)] and reduced.seen == [(1000, 750)]  # a quarter of the pixels per side
+    assert record["faces"][0]["box"] == expected["faces"][0]["box"] == [1600, 900, 900, 900]
+    assert record["label"] == expected["label"]
+    for label, value in expected["probabilities"].items():
+        assert abs(record["probabilities"][label] - value) < 0.02
+
+
+def test_a_face_too_small_in_the_reduced_decode_is_cropped_from_the_full_image(face_model, large_jpeg):
+    # A 30 px face in the 1000 px decode: its crop (36 px) is under twice the 64 px input, so decode in full.
+    detector = FractionDetector(0.04)
+    preparer = load_recognizer(face_model, detector=detector).preparer()
+    item = preparer(large_jpeg)
+    assert detector.seen == [(1000, 750)] and item.size == (4000, 3000)
+    assert [(box.x, box.y, box.w, box.h) for box in item.boxes] == [(1600, 900, 120, 120)]
+    full = load_recognizer(face_model, detector=FractionDetector(0.04)).preparer(decode_less=False)(
+        large_jpeg
+    )
+    assert np.array_equal(item.inputs, full.inputs)  # the same crop, from the same full decode
+
+
+def test_annotation_and_small_images_decode_in_full(face_model, large_jpeg, images):
+    detector = FractionDetector()
+    recognizer = load_recognizer(face_model, detector=detector)
+    item = recognizer.preparer(keep_image=True)(large_jpeg)
+    assert detector.seen == [(4000, 3000)] and item.image.shape == (3000, 4000, 3)
+    recognizer.preparer()(images / "group_0.png")  # a PNG, and small: nothing to gain
+    assert detector.seen[-1] == (300, 200)

@@ -42,6 +42,11 @@ log = logging.getLogger("emotionlab")
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 MODEL_ENV = "EMOTIONLAB_MODEL"
 BACKENDS = ("torch", "onnx")
+# Decode less: a JPEG file is decoded at a reduced scale whose shorter side stays >= DETECT_DECODE_SIDE for
+# detection (twice the ~320 px every detector scales to), and a face (or a whole image) is taken from it when
+# it keeps >= CROP_OVERSAMPLE x the network's input size there. Measured in benchmarks/results/decode.json.
+DETECT_DECODE_SIDE = 640
+CROP_OVERSAMPLE = 2
 # Probabilities in records are rounded: six decimals is far below any meaningful difference and keeps jsonl short.
 DECIMALS = 6
 
@@ -225,7 +230,15 @@ class PreparedImage:
 
 class FacePreparer:
     """``preparer(path_or_image) -> PreparedImage``: decode, find every face, crop each as in training,
-    and apply the model's eval transform. Holds no model, so it pickles cheaply into worker processes."""
+    and apply the model's eval transform. Holds no model, so it pickles cheaply into worker processes.
+
+    Decode less (``decode_side``, ``min_crop_side``): a large JPEG file is decoded at a reduced scale inside
+    the JPEG decoder (shorter side >= ``decode_side``, enough for any detector, which scales to ~320 px
+    anyway); faces are found on it, their boxes mapped back to the file's pixels, and each face is cropped
+    from the reduced image when its crop there is still at least ``min_crop_side`` pixels (the network sees
+    a few dozen), else from a full decode. Whole-image inputs are decoded at a shorter side >=
+    ``min_crop_side``. None / 0: always decode in full.
+    """
 
     def __init__(
         self,
@@ -235,12 +248,16 @@ class FacePreparer:
         detector=None,
         max_faces: int | None = None,
         keep_image: bool = False,
+        decode_side: int | None = None,
+        min_crop_side: int = 0,
     ):
         self.transform = transform
         self.crop_config = crop_config
         self.detector = detector  # an object with detect(image); None: the crop config's detector by name
         self.max_faces = max_faces
         self.keep_image = keep_image
+        self.decode_side = decode_side
+        self.min_crop_side = min_crop_side
 
     def detect(self, array: np.ndarray) -> list:
         from emotionlab.data.faces import create_detector
@@ -254,6 +271,14 @@ class FacePreparer:
     def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:
         return torch.stack([self.transform(image) for image in images]).numpy()
 
+    def _reduced_side(self) -> int | None:
+        """The shorter side a file may be decoded down to (None: decode in full)."""
+        if self.keep_image or not self.min_crop_side:  # an annotated copy is drawn on the full image
+            return None
+        if self.crop_config is None:
+            return self.min_crop_side
+        return max(self.decode_side or 0, self.min_crop_side) or None
+
     def __call__(self, source, *, name: str | None = None, extra: dict | None = None) -> PreparedImage:
         if name is None:
             name = str(source) if isinstance(source, str | Path) else "<image>"
@@ -266,9 +291,11 @@ class FacePreparer:
     def _prepare(self, source, name: str, extra: dict) -> PreparedImage:
         from emotionlab.data.faces import FaceBox, as_rgb_array, crop_face
 
+        scale = 1.0  # file pixels per pixel of the decoded image
         try:
             if isinstance(source, str | Path):
-                image = read_image(source)
+                image = read_image(source, min_side=self._reduced_side())
+                scale = image.info.get("decode_scale", 1.0)
             elif isinstance(source, Image.Image):
                 image = source.convert("RGB")
             else:
@@ -277,7 +304,7 @@ class FacePreparer:
             return PreparedImage(name, error=error.reason, extra=extra)
         except EmotionlabError as error:
             return PreparedImage(name, error=str(error), extra=extra)
-        width, height = image.size
+        width, height = round(image.width * scale), round(image.height * scale)
         array = as_rgb_array(image)
         kept = array if self.keep_image else None
         if self.crop_config is None:  # the image is the face
@@ -292,16 +319,38 @@ class FacePreparer:
             return PreparedImage(
                 name, (width, height), error=error_reason(error, stage="face detection"), extra=extra
             )
+        on_file = found  # boxes in the file's pixels, as every record gives them
+        if scale != 1.0:
+            on_file = [_scaled_box(box, scale) for box in found]
+            crop_sides = [(1 + 2 * config.margin) * max(box.w, box.h) for box in found]
+            if crop_sides and min(crop_sides) < self.min_crop_side:
+                array = as_rgb_array(read_image(source))  # a face too small in the reduced image to crop from
+                found = on_file
         boxes, crops = [], []
-        for box in found:
+        for on_array, box in zip(found, on_file, strict=True):
             try:
-                crops.append(crop_face(array, box, margin=config.margin, align=config.align))
+                crops.append(crop_face(array, on_array, margin=config.margin, align=config.align))
                 boxes.append(box)
             except EmotionlabError:  # a degenerate box (no area, outside the image): not a face to classify
                 continue
         if not boxes:
             return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
         return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
+
+
+def _scaled_box(box, factor: float):
+    """``box`` (and its landmarks) with every coordinate multiplied by ``factor``."""
+    from dataclasses import replace
+
+    landmarks = box.landmarks
+    return replace(
+        box,
+        x=round(box.x * factor),
+        y=round(box.y * factor),
+        w=max(1, round(box.w * factor)),
+        h=max(1, round(box.h * factor)),
+        landmarks=tuple((px * factor, py * factor) for px, py in landmarks) if landmarks else None,
+    )
 
 
 # ---- recognizer: images -> records -------------------------------------------------------------------------
@@ -370,13 +419,16 @@ class Recognizer:
             return getattr(self.face_detector, "name", type(self.face_detector).__name__)
         return self.crop_config.detector
 
-    def preparer(self, *, keep_image: bool = False) -> FacePreparer:
+    def preparer(self, *, keep_image: bool = False, decode_less: bool = True) -> FacePreparer:
+        """What prepares images for this recognizer; ``decode_less=False`` decodes every file in full."""
         return FacePreparer(
             self.classifier.transform,
             self.crop_config,
             detector=self.face_detector,
             max_faces=self.max_faces,
             keep_image=keep_image,
+            decode_side=DETECT_DECODE_SIDE if decode_less else None,
+            min_crop_side=CROP_OVERSAMPLE * self.classifier.input_size if decode_less else 0,
         )
 
     # Records ---------------------------------------------------------------------------------------------

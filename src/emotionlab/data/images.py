@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,12 +82,26 @@ def read_file_bytes(path: Path, label: str | None = None) -> bytes:
         raise ImageReadError(label, f"cannot read file ({error.strerror or error})") from error
 
 
+def _draft(image: Image.Image, min_side: int) -> float:
+    """Ask the JPEG decoder for the smallest DCT scale keeping the shorter side >= ``min_side``; the scale."""
+    width, height = image.size
+    short = min(width, height)
+    if image.format != "JPEG" or short < 2 * min_side:
+        return 1.0
+    wanted = (math.ceil(width * min_side / short), math.ceil(height * min_side / short))
+    result = image.draft(None, wanted)
+    if result is None or image.size == (width, height):
+        return 1.0
+    return width / result[1][2]  # the decoder's box: (0, 0, width / scale, height / scale)
+
+
 def read_image(
     source: str | Path | bytes,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
     formats: Sequence[str] | None = None,
+    min_side: int | None = None,
 ):
     """Read an image from a path or bytes as an upright 8-bit RGB ``PIL.Image``.
 
@@ -94,6 +109,10 @@ def read_image(
     oversized inputs. The file's extension is ignored: Pillow identifies the format from the bytes.
     ``formats`` (Pillow format names, e.g. ``("JPEG", "PNG")``) limits the decoders Pillow may try; None tries
     every one it has (the service passes an allow-list so that no upload ever reaches e.g. Ghostscript).
+    ``min_side``: decode less. A JPEG whose shorter side is at least twice ``min_side`` is decoded at the
+    smallest scale (1/2, 1/4 or 1/8, done inside the JPEG decoder) that keeps its shorter side >= ``min_side``;
+    the image's ``info["decode_scale"]`` then says how many file pixels one of its pixels spans (1.0 when
+    decoded in full), so coordinates found on it map back to the file's.
     """
     label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if isinstance(source, bytes):
@@ -115,9 +134,12 @@ def read_image(
                 )
             if width == 0 or height == 0:
                 raise ImageReadError(label, "image has zero width or height")
+            scale = _draft(image, min_side) if min_side else 1.0
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+            image = _to_rgb(ImageOps.exif_transpose(image))
+            if min_side:
+                image.info["decode_scale"] = scale
+            return image
     except ImageReadError:
         raise
     except UnidentifiedImageError as error:
