@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m emotionlab.demo
+	$(PYTHON) scripts/demo.py
 
 test: $(STAMP)
 	$(PYTHON) -m pytest

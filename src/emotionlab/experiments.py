@@ -37,8 +37,8 @@ from emotionlab.errors import EmotionlabError
 
 log = logging.getLogger("emotionlab")
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_BACKBONE = REPO / "models" / "ferplus_backbone.safetensors"
+# Relative to the current folder (a checkout's root): library code never assumes where it is installed.
+DEFAULT_BACKBONE = Path("models") / "ferplus_backbone.safetensors"
 ROWS = ("baseline", "augmentation", "transfer", "finetune", "faces")
 # The study's own test accuracies for its four steps (its split leaks near-duplicates across splits).
 STUDY_ACCURACY = {"baseline": 0.619, "augmentation": 0.698, "transfer": 0.643, "finetune": 0.714}

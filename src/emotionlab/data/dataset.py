@@ -75,15 +75,13 @@ class SampleSet:
 
 
 def default_data_root() -> Path | None:
-    """Where the seed dataset is when no path is given: $EMOTIONLAB_DATA, else ../shared/datasets/seed-emotions."""
+    """Where the seed dataset is when no path is given: $EMOTIONLAB_DATA, else ../shared/datasets/seed-emotions
+    from the current folder (a checkout's root in the project's workspace); never relative to the installed code."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    for candidate in (repo.parent / "shared/datasets/seed-emotions", Path.cwd().parent / "shared/datasets/seed-emotions"):
-        if candidate.is_dir():
-            return candidate
-    return None
+    candidate = Path.cwd().parent / "shared/datasets/seed-emotions"
+    return candidate if candidate.is_dir() else None
 
 
 def resolve_data_root(explicit: str | Path | None) -> Path:

@@ -1,4 +1,4 @@
-"""`make demo`: the main job on built-in defaults.
+"""`make demo` (`python scripts/demo.py`): the main job on built-in defaults.
 
 With the shipped model: predict the example images (annotated copies and a one-page summary), then evaluate
 the model on the duplicate-aware test split of the seed dataset when that dataset is present. Without a
@@ -15,7 +15,7 @@ from pathlib import Path
 from emotionlab.data.dataset import SEED_DOWNLOAD_HINT, default_data_root
 from emotionlab.errors import EmotionlabError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the repository: this is its demo, not library code
 EXAMPLES = REPO / "examples"
 CANONICAL_SPLIT = REPO / "benchmarks" / "splits" / "seed-emotions.csv"
 
