@@ -1,12 +1,15 @@
 """Make the shipped model files from finished runs (the exact step between training and the package).
 
-    .venv/bin/python scripts/ship_models.py --cv runs/cv --recipe NAME --eight runs/ferplus8-wide/model.safetensors
+    .venv/bin/python scripts/ship_models.py --model runs/ship-wide8/model.safetensors \
+        --eight runs/ferplus8-wide/model.safetensors
+    .venv/bin/python scripts/ship_models.py --cv runs/cv --recipe NAME   # the fold models as one ensemble
 
-1. The five-class default (``assets/default_model.safetensors``): the cross-validation's fold models of the
-   chosen recipe (``runs/cv/NAME/fold*/model.safetensors``) averaged into ONE ensemble model with test-time
-   flips (``emotionlab ensemble``). Together the folds trained on every train + validation image of the
-   canonical split, none on its test split: the file records those images by content, and its held-out split is
-   the canonical test split, so ``emotionlab evaluate`` (no options) scores it there and refuses training images.
+1. The five-class default (``assets/default_model.safetensors``): either one run's model (``--model``, trained
+   with the recipe cross-validation chose, on the canonical split) or the cross-validation's fold models of the
+   chosen recipe (``runs/cv/NAME/fold*/model.safetensors``) averaged into ONE ensemble model; both with
+   test-time flips inside the model (``emotionlab ensemble``). The file records the images it trained on by
+   content and its held-out split is the canonical test split, so ``emotionlab evaluate`` (no options) scores it
+   there and refuses training images.
 2. The eight-class FER+ model (``assets/ferplus8_model.safetensors``, ``--model ferplus8``): the FER+
    pre-training run's model with face-crop settings added (the default detector, the same margin as the
    five-class model), so it reads photos, not only ready 48 px faces.
@@ -47,6 +50,14 @@ def ship_default(cv: Path, recipe: str, tta: str) -> Path:
     return target
 
 
+def ship_single(model: Path, tta: str) -> Path:
+    target = ASSETS / "default_model.safetensors"
+    built = build_ensemble([model], target.with_suffix(".tmp.safetensors"), tta=tta)
+    built.replace(target)
+    print(f"wrote {target} ({model}, tta {tta}, {target.stat().st_size} bytes)")
+    return target
+
+
 def ship_eight(path: Path, margin: float) -> Path:
     target = ASSETS / "ferplus8_model.safetensors"
     faces = FaceCropConfig(detector=PREPARE_DETECTOR, margin=margin).to_dict()
@@ -59,11 +70,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cv", type=Path, default=REPO / "runs/cv")
     parser.add_argument("--recipe", help="The cross-validated recipe whose fold models make the default.")
+    parser.add_argument("--model", type=Path, help="One run's model file to ship as the default (with --tta).")
     parser.add_argument("--tta", default="flip")
     parser.add_argument("--eight", type=Path, help="The eight-class FER+ model file to ship as ferplus8.")
     parser.add_argument("--margin", type=float, default=0.1, help="ferplus8's face-crop margin per side.")
     args = parser.parse_args()
-    if args.recipe:
+    if args.model:
+        ship_single(args.model, args.tta)
+    elif args.recipe:
         ship_default(args.cv, args.recipe, args.tta)
     if args.eight:
         ship_eight(args.eight, args.margin)
