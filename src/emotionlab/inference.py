@@ -22,6 +22,7 @@ record with an ``error`` reason, in its place.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -324,8 +325,12 @@ class FacePreparer:
             on_file = [_scaled_box(box, scale) for box in found]
             crop_sides = [(1 + 2 * config.margin) * max(box.w, box.h) for box in found]
             if crop_sides and min(crop_sides) < self.min_crop_side:
-                array = as_rgb_array(read_image(source))  # a face too small in the reduced image to crop from
-                found = on_file
+                # A face too small in the reduced image to crop from: decode again, as finely as it needs.
+                needed = math.ceil(min(image.size) * self.min_crop_side / min(crop_sides))
+                finer = read_image(source, min_side=needed)
+                factor = scale / finer.info.get("decode_scale", 1.0)
+                array = as_rgb_array(finer)
+                found = [_scaled_box(box, factor) for box in found]
         boxes, crops = [], []
         for on_array, box in zip(found, on_file, strict=True):
             try:
