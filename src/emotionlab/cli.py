@@ -237,7 +237,13 @@ def predict(
     window: Annotated[bool | None, typer.Option("--window/--no-window", help="Camera: show a live window (default: when a display exists).")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: on a terminal).")] = None,
 ) -> None:
-    """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame."""
+    """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame.
+
+    A file that cannot be used (unreadable, not an image, a video that does not open, an image that kills a
+    worker process) gets a record with an "error" reason in its place and the run goes on: the exit code is 0
+    when every input has its record. Records are written as they come, so a run that dies keeps them, and
+    --resume continues after them (an image the run died on is retried alone, in a separate process).
+    """
     import os
 
     # Before torch loads: OpenMP threads that sleep rather than spin while they wait keep PyTorch fast when other
