@@ -170,3 +170,13 @@ def test_blaze_is_the_default_and_a_missing_model_file_says_what_to_do(tmp_path)
     with pytest.raises(EmotionlabError, match="unknown BlazeFace model"):
         BlazeFace("medium")
     assert set(blazeface.KEYPOINTS[:2]) == {"right_eye", "left_eye"}
+
+
+def test_wide_scenes_get_a_full_range_pass_that_finds_the_smaller_faces():
+    from emotionlab.data.faces import _looks_like_a_scene
+
+    boxes = create_detector("blaze").detect(photo("two_people.jpg"))
+    assert len(boxes) == 2 and {box.detector for box in boxes} == {"blaze", "blaze-full"}
+    small_photo = np.zeros((128, 128, 3), np.uint8)
+    assert not _looks_like_a_scene([], small_photo)  # the seed's 128 px close-ups never pay for a second pass
+    assert _looks_like_a_scene([], np.zeros((360, 667, 3), np.uint8))

@@ -76,12 +76,17 @@ def face_model(tmp_path_factory):
     inputs, targets = torch.stack(images), torch.tensor(targets)
     net = create_model("fer_cnn", 5, widths=NARROW, dropout=0.0)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _epoch in range(10):  # ~20 CPU-seconds; reads 40/40 held-out pasted faces
-        net.train()
-        for batch in torch.randperm(len(inputs)).split(32):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(inputs[batch]), targets[batch]).backward()
-            optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same model whatever OMP_NUM_THREADS the suite runs with
+    try:
+        for _epoch in range(10):  # ~20 CPU-seconds; reads 40/40 held-out pasted faces
+            net.train()
+            for batch in torch.randperm(len(inputs)).split(32):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(net(inputs[batch]), targets[batch]).backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("explain") / "faces.safetensors"
     return save_model_file(path, net.eval(), meta)
 
