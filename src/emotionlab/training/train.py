@@ -138,6 +138,12 @@ def _progress_bar():
     return TQDMProgressBar(refresh_rate=0)
 
 
+def _quiet_lightning() -> None:
+    """Lightning's INFO lines (devices, tips, "fit stopped") come twice, through its handler and the root one."""
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epochs: int | None = None) -> TrainResult:
     """Train per ``config``; with ``resume`` continue the run in ``config.out`` from its last checkpoint.
 
@@ -191,6 +197,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     if progress:
         callbacks.append(_progress_bar())
     devices = config.train.devices
+    _quiet_lightning()
     trainer = L.Trainer(
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
@@ -209,6 +216,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
         log_every_n_steps=1,
     )
     with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # an upstream deprecation inside Lightning
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
         trainer.fit(
