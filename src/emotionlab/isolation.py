@@ -192,7 +192,8 @@ class IsolatedPool:
             except BrokenProcessPool:
                 self.deaths += 1
                 reason = _death_reason(pool)
-                log.warning("%s: %s; reported as this item's error", printable(str(item)), reason)
+                name = printable(str(getattr(item, "path", item)))  # a path, or a sample's path
+                log.warning("%s: %s; reported as its error, the run goes on", name, reason)
                 results.append(self.on_error(item, reason))
                 self._discard(pool)
                 pool = None
