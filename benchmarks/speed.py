@@ -1,21 +1,32 @@
-"""Inference speed, memory and accuracy: emotionlab (PyTorch and ONNX Runtime, float32 and int8) against the
-`fer` package (Haar + TFLite, and MTCNN), on the same seed test images, in one run.
+"""End to end, side by side: emotionlab's default pipeline against every other emotionlab detector and against
+the `fer` package, in one run, with accuracy beside each speed.
 
-    .venv/bin/python benchmarks/speed.py                          # shipped model, canonical test split, + fer
-    .venv/bin/python benchmarks/speed.py --model runs/x/model.safetensors --skip-fer --seconds 2
+    .venv/bin/python benchmarks/speed.py                    # everything (~15 min on 2 shared cores)
+    .venv/bin/python benchmarks/speed.py --limit 40 --skip-fer --out /tmp/speed.json   # a quick check
+    .venv/bin/python benchmarks/speed.py --render benchmarks/results/speed.json        # tables of a saved run
 
-Measured per emotionlab backend, each in its own process (so peak memory is that backend's):
-- classification alone: preprocessed face crops -> probabilities, faces/s at batch 1 and batch 64;
-- end to end: files -> decode -> detect every face -> crop -> classify, images/s in one process and with
-  2 DataLoader workers (fork server already running; over the test set repeated to >= 400 images), for the model's own detector, the fast
-  interactive one and Haar; PyTorch runs with OMP_WAIT_POLICY=PASSIVE, as `emotionlab predict` sets it;
-- single-image latency p50/p95 (``recognizer.predict(path)``), peak RSS, accuracy (largest face, or the whole
-  image when none is found).
-`fer` runs in its own virtual environment (created and filled by this script on first use: tensorflow-cpu,
-opencv-python-headless<5, fer --no-deps, facenet-pytorch --no-deps; see /work/shared/notes/fer-peer-install.md)
-through a small driver that prints JSON; torch for its MTCNN detector is shared from this project's venv by a
-.pth file instead of a second 3 GB download. The machine's load average is saved with the figures: the CPU is
-shared, re-run when it is quiet. Writes benchmarks/results/speed.json.
+End to end means files in, records out: decode + detect every face + crop + classify, as ``emotionlab predict``
+does it (``Recognizer.predict_many``, batch 32, decoding less), in one process and with ``--workers 2``
+(decoding, detection and cropping in 2 worker processes, the network in the main one). Pipelines:
+- ``default``: the shipped model with its own detector (the model file's ``faces`` settings) and the default
+  backend (PyTorch); ``default-onnx``: the same on ONNX Runtime;
+- the same model with each other detector (``--detector`` of predict); mmod (dlib's CNN, about 1 image/s here)
+  only on the test split;
+- `fer` (Haar + TFLite, its default, and MTCNN), one process each: it has no workers option.
+Two image sets: the canonical test split (the test rows of benchmarks/splits/seed-emotions.csv: speed and
+accuracy, the largest face's label, the whole image when no face is found; fer is scored by the argmax over our
+five classes) and all 1,100 seed photos (speed and the share of photos where a face is found; most of them are
+training images, so no accuracy there). Also classification alone: the largest face of each test image,
+preprocessed, through the model in batches of 64 (ONNX Runtime, and PyTorch for reference).
+
+Every pipeline runs in its own process, one after the other, after a warm-up (models loaded, the workers'
+fork server started); each timed run with workers starts its 2 worker processes, as one `predict` run does. ``OMP_WAIT_POLICY=PASSIVE`` as ``emotionlab predict``
+sets it (for fer too: its MTCNN runs on PyTorch); ``OMP_NUM_THREADS`` is left as the caller has it (unset:
+each library's default) and saved. The CPU is shared: the load average (``os.getloadavg()``) is saved before
+and after every pipeline; compare figures within one run only. `fer` runs in its own virtual environment
+(--fer-venv; created on first use as /work/shared/notes/fer-peer-install.md says) through a small driver that
+prints JSON; it decodes with ``cv2.imread`` as fer's README does (twice as fast as Pillow here; the seed PNGs
+are RGBA but fully opaque, so the pixels are the same). Writes benchmarks/results/speed.json.
 """
 
 from __future__ import annotations
@@ -25,10 +36,8 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "speed.json"
 SPLIT_MANIFEST = REPO / "benchmarks" / "splits" / "seed-emotions.csv"
 DEFAULT_FER_VENV = Path("/tmp/fer-venv")
+WORKER_COUNTS = (0, 2)  # `emotionlab predict --workers`: 0 is one process
+BATCH_SIZE = 32  # `emotionlab predict --batch-size` default
+CLASSIFY_BATCH = 64
+# fer's install (the note above): fer --no-deps, with pins; torch and facenet-pytorch only for its MTCNN mode.
 FER_PACKAGES = [
     "tensorflow-cpu",
     "opencv-python-headless<5",
@@ -45,16 +58,23 @@ FER_PACKAGES = [
     "tqdm",
     "requests",
     "matplotlib",
-    "setuptools<81",
 ]
-FER_NO_DEPS = ["fer", "facenet-pytorch"]
-
-BACKENDS = {  # name -> (backend, int8)
-    "torch": ("torch", False),
-    "onnx": ("onnx", False),
-    "onnx-int8-dynamic": ("onnx", "dynamic"),
-    "onnx-int8-static": ("onnx", "static"),
-}
+FER_TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+# Installing torch upgrades setuptools past the pin fer needs (it imports pkg_resources), so pin it in every step.
+SETUPTOOLS_PIN = "setuptools<81"
+# (name, detector: None for the model's own, backend, image sets)
+BOTH = ("test", "all")
+PIPELINES = [
+    ("default", None, "torch", BOTH),
+    ("default-onnx", None, "onnx", BOTH),
+    ("hog", "hog", "torch", BOTH),
+    ("haar", "haar", "torch", BOTH),
+    ("cascade", "cascade", "torch", BOTH),
+    ("blaze-full", "blaze-full", "torch", BOTH),
+    ("mmod", "mmod", "torch", ("test",)),  # ~1 image/s: 1,100 photos would take 20 minutes per worker count
+]
+FER_MODES = ("haar", "mtcnn")
+NOT_MEASURED = {"yunet": "needs a YuNet ONNX file that is not shipped (emotionlab data faces --yunet-model)"}
 
 
 def data_root() -> Path:
@@ -65,24 +85,20 @@ def data_root() -> Path:
     return root
 
 
-def test_images(root: Path) -> tuple[list[dict], str, list[str]]:
-    """(test images, which set, training images for int8 calibration): the canonical split when present."""
-    from emotionlab.data.dataset import read_manifest, scan_image_folder
+def image_sets(root: Path, limit: int | None) -> dict[str, list[dict]]:
+    """{"test": the canonical test rows, "all": every photo of the manifest}, each as [{"path", "label"}]."""
+    from emotionlab.data.dataset import read_manifest
 
-    if SPLIT_MANIFEST.is_file():
-        samples = read_manifest(SPLIT_MANIFEST, root=root).samples
-        source = f"canonical split {SPLIT_MANIFEST.relative_to(REPO)} (test rows)"
-    else:
-        samples = scan_image_folder(root, verify=False).samples
-        source = f"{root}/test (folder split)"
-    test = [{"path": str(s.path), "label": s.label} for s in samples if s.split == "test"]
-    train = [str(s.path) for s in samples if s.split == "train"]
-    return test, source, train
+    samples = read_manifest(SPLIT_MANIFEST, root=root).samples
+    rows = [{"path": str(s.path), "label": s.label, "split": s.split} for s in samples]
+    sets = {"test": [row for row in rows if row["split"] == "test"], "all": rows}
+    if limit:
+        sets = {name: items[:limit] for name, items in sets.items()}
+    return sets
 
 
-def load_text() -> dict:
-    uptime = subprocess.run(["uptime"], check=False, capture_output=True, text=True).stdout.strip()
-    return {"uptime": uptime, "loadavg": [round(v, 2) for v in os.getloadavg()]}
+def load_now() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 def peak_rss_mb() -> dict:
@@ -91,17 +107,61 @@ def peak_rss_mb() -> dict:
     return {"peak_rss_mb": round(own, 1), "peak_rss_worker_mb": round(children, 1) if children else None}
 
 
-def percentiles(values: list[float]) -> dict:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2), "p95_ms": round(p95 * 1000, 2)}
-
-
 def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else float("nan")
 
 
-# ---- emotionlab: one backend, in its own process ---------------------------------------------------------
+def accuracy(predicted: list, items: list[dict]) -> float:
+    return round(sum(p == item["label"] for p, item in zip(predicted, items, strict=True)) / len(items), 4)
+
+
+# ---- emotionlab: one pipeline, in its own process ------------------------------------------------------
+
+
+def measure_pipeline(args) -> dict:
+    """Throughput of one pipeline on each image set, 1 process and 2 workers; accuracy, faces found."""
+    from emotionlab.inference import load_recognizer
+
+    sets = json.loads(Path(args.images).read_text())
+    start = time.perf_counter()
+    recognizer = load_recognizer(args.model, detector=args.detector, backend=args.backend)
+    load_seconds = time.perf_counter() - start
+    warm = [item["path"] for item in sets["test"][:8]]
+    list(recognizer.predict_many(warm[:3]))  # detector models and thread pools load here
+    list(recognizer.predict_many(warm, workers=2))  # the fork server starts here, outside the timing
+    result = {
+        "detector": recognizer.detector_name,
+        "backend": args.backend,
+        "load_seconds": round(load_seconds, 2),
+        "load_before": load_now(),
+        "sets": {},
+    }
+    for set_name in args.sets.split(","):
+        items = sets[set_name]
+        paths = [item["path"] for item in items]
+        entry: dict = {"images": len(paths)}
+        records = {}
+        for workers in WORKER_COUNTS:
+            begin = time.perf_counter()
+            records[workers] = list(recognizer.predict_many(paths, batch_size=BATCH_SIZE, workers=workers))
+            seconds = time.perf_counter() - begin
+            entry[f"images_per_s_workers{workers}"] = rate(len(paths), seconds)
+            entry[f"seconds_workers{workers}"] = round(seconds, 2)
+        one = records[0]
+        found = sum(1 for r in one if "error" not in r and not r.get("no_face"))
+        entry["faces_found"] = found
+        entry["face_found_rate"] = round(found / len(one), 4)
+        entry["errors"] = sum("error" in r for r in one)
+        # The same images must get the same answers whichever way they were prepared.
+        entry["labels_differing_with_workers"] = sum(
+            a.get("label") != b.get("label") for a, b in zip(one, records[2], strict=True)
+        )
+        if set_name == "test":
+            entry["accuracy"] = accuracy([r.get("label") for r in one], items)
+        result["sets"][set_name] = entry
+    result["load_after"] = load_now()
+    result.update(peak_rss_mb())
+    return result
 
 
 def timed_loop(step, items: int, seconds: float) -> float:
@@ -116,141 +176,43 @@ def timed_loop(step, items: int, seconds: float) -> float:
             return rate(count, elapsed)
 
 
-def measure_backend(args) -> dict:
+def measure_classification(args) -> dict:
+    """Faces/s of the model alone on preprocessed crops (the largest face of each test image)."""
     import numpy as np
 
-    from emotionlab.data.faces import PREDICT_DETECTOR
-    from emotionlab.inference import Recognizer, load_classifier
-    from emotionlab.onnx_export import calibration_inputs, export_onnx
+    from emotionlab.inference import load_classifier, load_recognizer
 
-    backend, int8 = BACKENDS[args.measure]
-    images = json.loads(Path(args.images).read_text())
-    paths = [item["path"] for item in images]
-    truth = [item["label"] for item in images]
-    start = time.perf_counter()
-    if int8:
-        target = Path(tempfile.mkdtemp()) / "model.int8.onnx"
-        calibration = None
-        if int8 == "static":
-            train = json.loads(Path(args.calibration).read_text())
-            calibration = calibration_inputs(args.model, train[:: max(1, len(train) // 200)], limit=200)
-        export_onnx(args.model, target, int8=True, calibration=calibration)
-        classifier = load_classifier(target, backend="onnx")
-    else:
-        classifier = load_classifier(args.model, backend=backend)
-    load_seconds = time.perf_counter() - start
-    recognizer = Recognizer(classifier)
-    labels = classifier.labels
-    model_detector = recognizer.detector_name
-
-    # Classification alone, on the largest face of each image as the model's own detector crops it.
-    preparer = recognizer.preparer()
-    prepared = [preparer(path) for path in paths]
-    inputs = np.concatenate([item.inputs[:1] for item in prepared]).astype(np.float32)
-    probabilities = classifier.predict_inputs(inputs, batch_size=64)
-    crop_accuracy = float(
-        np.mean([labels[int(row.argmax())] == label for row, label in zip(probabilities, truth)])
-    )
+    items = json.loads(Path(args.images).read_text())["test"]
+    preparer = load_recognizer(args.model).preparer()
+    prepared = [preparer(item["path"]) for item in items]
+    kept = [(p, item) for p, item in zip(prepared, items, strict=True) if p.num_inputs]
+    inputs = np.concatenate([p.inputs[:1] for p, _ in kept]).astype(np.float32)
     pool = np.concatenate([inputs] * (1 + 256 // len(inputs)))[:256]
-    position = {"i": 0}
-
-    def single():
-        i = position["i"] = (position["i"] + 1) % len(pool)
-        classifier.probabilities(pool[i : i + 1])
-
-    batch64 = [pool[i : i + 64] for i in range(0, 256, 64)]
-
-    def batched():
-        for batch in batch64:
-            classifier.probabilities(batch)
-
-    result = {
-        "backend": args.measure,
-        "model_detector": model_detector,
-        "load_seconds": round(load_seconds, 2),
-        "classification": {
-            "faces_per_s_batch1": timed_loop(single, 1, args.seconds),
-            "faces_per_s_batch64": timed_loop(batched, 256, args.seconds),
-            "accuracy_on_crops": round(crop_accuracy, 4),
-        },
-    }
-    # The same with one thread: on a CPU shared with other jobs, threads of one call wait for each other.
-    import torch
-
-    threads = {
-        "default_threads": classifier.session.get_session_options().intra_op_num_threads
-        if backend == "onnx"
-        else torch.get_num_threads()
-    }
-    if backend == "onnx":
-        from emotionlab.onnx_export import OnnxClassifier
-
-        one = OnnxClassifier(classifier.onnx_path, classifier.metadata, threads=1)
-    else:
-        torch.set_num_threads(1)
-        one = classifier
-    threads["faces_per_s_batch1_1thread"] = timed_loop(lambda: one.probabilities(pool[:1]), 1, args.seconds)
-    threads["faces_per_s_batch64_1thread"] = timed_loop(
-        lambda: [one.probabilities(batch) for batch in batch64], 256, args.seconds
-    )
-    if backend != "onnx":
-        torch.set_num_threads(threads["default_threads"])
-    result["classification"].update(threads)
-
-    # Preprocessing (resize + normalise a crop), which the classification figures above leave out.
-    from emotionlab.data.faces import crop_face
-    from emotionlab.data.images import read_image
-
-    crops = []
-    for path, item in zip(paths[:64], prepared[:64]):
-        image = read_image(path)
-        crops.append(
-            crop_face(image, item.boxes[0], margin=recognizer.crop_config.margin) if item.boxes else image
-        )
-    result["classification"]["preprocess_faces_per_s"] = timed_loop(
-        lambda: [classifier.transform(crop) for crop in crops], len(crops), min(args.seconds, 2)
-    )
-
-    # End to end, per detector.
-    detectors = (
-        [model_detector] if args.quick else list(dict.fromkeys([model_detector, PREDICT_DETECTOR, "haar"]))
-    )
-    result["end_to_end"] = {}
-    for detector in detectors if model_detector != "none" else ["none"]:
-        runner = Recognizer(classifier, detector=None if detector in ("none", model_detector) else detector)
-        list(runner.predict_many(paths[:3]))  # warm-up: detector models load here
-        entry = {}
-        records = list(runner.predict_many(paths, batch_size=32))
-        # Throughput over at least 400 images (the test set repeated), so that starting worker processes
-        # (about a second) does not dominate; accuracy and latency below use each test image once.
-        stream = paths * max(1, -(-400 // len(paths)))
-        if not args.quick:
-            list(runner.predict_many(paths[:8], workers=2))  # start the fork server outside the timing
-        for workers in [0] if args.quick else [0, 2]:
-            begin = time.perf_counter()
-            count = sum(1 for _ in runner.predict_many(stream, batch_size=32, workers=workers))
-            entry[f"images_per_s_workers{workers}"] = rate(count, time.perf_counter() - begin)
-        entry["accuracy"] = round(float(np.mean([r.get("label") == t for r, t in zip(records, truth)])), 4)
-        entry["no_face"] = sum(bool(r.get("no_face")) for r in records)
-        entry["errors"] = sum("error" in r for r in records)
-        latencies = []
-        for path in paths:
-            begin = time.perf_counter()
-            runner.predict(path)
-            latencies.append(time.perf_counter() - begin)
-        entry["latency"] = percentiles(latencies)
-        result["end_to_end"][detector] = entry
+    batches = [pool[i : i + CLASSIFY_BATCH] for i in range(0, len(pool), CLASSIFY_BATCH)]
+    result = {"faces": len(inputs), "batch_size": CLASSIFY_BATCH, "load_before": load_now()}
+    for backend in ("onnx", "torch"):
+        classifier = load_classifier(args.model, backend=backend)
+        rows = classifier.predict_inputs(inputs, batch_size=CLASSIFY_BATCH)
+        labels = [classifier.labels[int(row.argmax())] for row in rows]
+        result[backend] = {
+            "faces_per_s": timed_loop(
+                lambda c=classifier: [c.probabilities(batch) for batch in batches], len(pool), args.seconds
+            ),
+            "accuracy_on_crops": accuracy(labels, [item for _, item in kept]),
+        }
+    result["load_after"] = load_now()
     result.update(peak_rss_mb())
     return result
 
 
-# ---- fer: its own venv and a driver ----------------------------------------------------------------------
+# ---- fer: its own venv and a driver --------------------------------------------------------------------
 
 FER_DRIVER = r'''
-import json, resource, statistics, sys, time
+import json, resource, sys, time, os
 mode, images_file = sys.argv[1], sys.argv[2]
 if mode == "mtcnn":  # torch (and torchvision) must be imported before tensorflow, or the process crashes
     import torch, torchvision, facenet_pytorch  # noqa: F401
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 from fer.fer import FER
@@ -259,169 +221,197 @@ KEEP = {"angry": "angry", "fear": "fearful", "happy": "happy", "sad": "sad", "su
 
 
 def load(path):
-    """Decoded as emotionlab decodes (EXIF upright, transparency on white), then BGR as fer expects."""
-    image = ImageOps.exif_transpose(Image.open(path))
-    if image.mode != "RGB":
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba).convert("RGB")
-    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    """As fer's README reads images (BGR); Pillow only for what OpenCV cannot read."""
+    array = cv2.imread(path)
+    if array is None:
+        image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+        array = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    return array
 
 
-images = json.loads(open(images_file).read())
+def predict(detector, path):
+    """(label of the largest face or of the whole image, whether a face was found)."""
+    array = load(path)
+    faces = detector.detect_emotions(array)
+    found = bool(faces)
+    if not faces:  # as emotionlab does: classify the whole image, and count it
+        height, width = array.shape[:2]
+        faces = detector.detect_emotions(array, face_rectangles=[(0, 0, width, height)])
+    if not faces:
+        return None, found
+    largest = max(faces, key=lambda face: int(face["box"][2]) * int(face["box"][3]))
+    return KEEP[max(KEEP, key=lambda name: largest["emotions"][name])], found
+
+
+sets = json.loads(open(images_file).read())
 start = time.perf_counter()
 detector = FER(mtcnn=(mode == "mtcnn"))
 load_seconds = time.perf_counter() - start
-for item in images[:3]:
-    detector.detect_emotions(load(item["path"]))
-latencies, correct, no_face = [], 0, 0
-for item in images:
+for item in sets["test"][:3]:
+    predict(detector, item["path"])
+result = {"mode": mode, "load_seconds": round(load_seconds, 2), "load_before": [round(v, 2) for v in os.getloadavg()], "sets": {}}
+for name in sys.argv[3].split(","):
+    items = sets[name]
     begin = time.perf_counter()
-    array = load(item["path"])
-    faces = detector.detect_emotions(array)
-    if not faces:  # as we do: classify the whole image, and count it
-        no_face += 1
-        height, width = array.shape[:2]
-        faces = detector.detect_emotions(array, face_rectangles=[(0, 0, width, height)])
-    predicted = None
-    if faces:
-        largest = max(faces, key=lambda face: int(face["box"][2]) * int(face["box"][3]))
-        predicted = KEEP[max(KEEP, key=lambda name: largest["emotions"][name])]
-    latencies.append(time.perf_counter() - begin)
-    correct += predicted == item["label"]
-ordered = sorted(latencies)
-print(json.dumps({
-    "mode": mode,
-    "load_seconds": round(load_seconds, 2),
-    "images_per_s": round(len(images) / sum(latencies), 1),
-    "latency": {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-                "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000, 2)},
-    "accuracy": round(correct / len(images), 4),
-    "no_face": no_face,
-    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-}))
+    answers = [predict(detector, item["path"]) for item in items]
+    seconds = time.perf_counter() - begin
+    found = sum(f for _, f in answers)
+    entry = {"images": len(items), "images_per_s": round(len(items) / seconds, 1), "seconds": round(seconds, 2),
+             "faces_found": found, "face_found_rate": round(found / len(items), 4)}
+    if name == "test":
+        entry["accuracy"] = round(sum(label == item["label"] for (label, _), item in zip(answers, items)) / len(items), 4)
+    result["sets"][name] = entry
+result["load_after"] = [round(v, 2) for v in os.getloadavg()]
+result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+print(json.dumps(result))
 '''
 
 
 def ensure_fer_venv(venv: Path) -> Path:
-    """The venv's python, with fer, tensorflow-cpu, facenet-pytorch and (shared) torch importable."""
+    """The venv's python with fer importable (and torch + facenet-pytorch for MTCNN, when they install)."""
     python = venv / "bin" / "python"
-    probe = "import torch, torchvision, facenet_pytorch, tensorflow; from fer.fer import FER"
-    if (
-        python.exists()
-        and subprocess.run([python, "-c", probe], check=False, capture_output=True).returncode == 0
-    ):
+    probe = [str(python), "-c", "from fer.fer import FER"]
+    if python.exists() and subprocess.run(probe, check=False, capture_output=True).returncode == 0:
         return python
-    print(f"setting up fer in {venv} (first run only) ...", file=sys.stderr)
+    print(
+        f"setting up fer in {venv} (first run only; tensorflow-cpu and torch download) ...", file=sys.stderr
+    )
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, *FER_PACKAGES], check=True)
-    subprocess.run([*pip, "--no-deps", *FER_NO_DEPS], check=True)
-    # torch/torchvision for MTCNN: appended from this venv (fer's own packages stay first on sys.path).
-    own = sysconfig.get_paths()["purelib"]
-    theirs = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    Path(theirs, "zz_emotionlab_torch.pth").write_text(own + "\n")
-    subprocess.run([python, "-c", probe], check=True, capture_output=True)
+    subprocess.run([*pip, *FER_PACKAGES, SETUPTOOLS_PIN], check=True)
+    subprocess.run([*pip, "--no-deps", "fer"], check=True)
+    if subprocess.run([*pip, *FER_TORCH, SETUPTOOLS_PIN], check=False).returncode == 0:
+        subprocess.run([*pip, "--no-deps", "facenet-pytorch"], check=False)
+    subprocess.run(probe, check=True, capture_output=True)
     return python
 
 
-def fer_version(python: Path) -> dict:
+def fer_versions(python: Path) -> dict:
     code = "import fer, tensorflow, cv2; print(fer.__version__, tensorflow.__version__, cv2.__version__)"
     out = subprocess.run([python, "-c", code], check=False, capture_output=True, text=True).stdout.split()
-    return dict(zip(("fer", "tensorflow", "opencv"), out))
+    return dict(zip(("fer", "tensorflow", "opencv"), out, strict=False))
 
 
-def run_json(command: list, env: dict | None = None) -> dict:
+def run_json(command: list, env: dict) -> dict:
     completed = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if completed.returncode != 0:
-        raise RuntimeError(f"{command[:3]} failed:\n{completed.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(map(str, command[:4]))} failed:\n{completed.stderr[-3000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-# ---- report ----------------------------------------------------------------------------------------------
+# ---- report --------------------------------------------------------------------------------------------
 
 
-BACKEND_NAMES = {
-    "torch": "PyTorch",
-    "onnx": "ONNX Runtime",
-    "onnx-int8-dynamic": "ONNX Runtime int8 (dynamic)",
-    "onnx-int8-static": "ONNX Runtime int8 (static)",
-}
+def ratios(results: dict) -> dict:
+    """emotionlab's default pipeline over fer's fastest mode, on each set, 1 process and 2 workers."""
+    default = results["emotionlab"].get("default", {}).get("sets", {})
+    out = {}
+    for set_name in BOTH:
+        fer = {
+            mode: entry["sets"][set_name]["images_per_s"]
+            for mode, entry in results.get("fer", {}).items()
+            if set_name in entry.get("sets", {})
+        }
+        if not fer or set_name not in default:
+            continue
+        fastest = max(fer, key=fer.get)
+        out[set_name] = {
+            "fer_fastest_mode": fastest,
+            "fer_images_per_s": fer[fastest],
+            **{
+                f"workers{w}": round(default[set_name][f"images_per_s_workers{w}"] / fer[fastest], 2)
+                for w in WORKER_COUNTS
+            },
+        }
+    return out
 
 
 def table(results: dict) -> str:
-    """Two markdown tables: end to end (emotionlab and fer), and classification alone."""
-    model_detector = next(iter(results["emotionlab"].values()), {}).get("model_detector", "")
-    lines = [
-        (
-            "| tool | detector | images/s, 1 process | images/s, 2 workers | latency p50 / p95 (ms) | accuracy "
-            "| no face found | peak RSS (MB) |"
-        ),
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, entry in results["emotionlab"].items():
-        if "int8" in name:
-            continue
-        for detector, e2e in entry.get("end_to_end", {}).items():
-            own = " (the model's)" if detector == model_detector else ""
-            lines.append(
-                f"| emotionlab, {BACKEND_NAMES[name]} | {detector}{own} | {e2e['images_per_s_workers0']} | "
-                f"{e2e.get('images_per_s_workers2', '')} | {e2e['latency']['p50_ms']:.1f} / "
-                f"{e2e['latency']['p95_ms']:.1f} | {e2e['accuracy']:.3f} | {e2e['no_face']} | "
-                f"{entry['peak_rss_mb']:.0f} |"
+    """Markdown: one end-to-end table per image set, the ratios, and classification alone."""
+    lines = []
+    for set_name, title in (("test", "seed test split"), ("all", "all seed photos")):
+        rows = []
+        for name, entry in results["emotionlab"].items():
+            if "error" in entry and set_name == "test":
+                rows.append(f"| emotionlab {name} | | | error: {entry['error'][-60:]} | | | | |")
+            if set_name not in entry.get("sets", {}):
+                continue
+            e = entry["sets"][set_name]
+            backend = "ONNX Runtime" if entry["backend"] == "onnx" else "PyTorch"
+            rows.append(
+                f"| emotionlab {name} | {entry['detector']} | {backend} | {e['images_per_s_workers0']} "
+                f"| {e['images_per_s_workers2']} | {e.get('accuracy', '')} | {e['face_found_rate']:.1%} "
+                f"| {entry['peak_rss_mb']:.0f} |"
             )
-    for mode, entry in results.get("fer", {}).items():
-        if "error" in entry:
-            lines.append(f"| fer {mode} | | error: {entry['error'][:60]} | | | | | |")
-            continue
-        label = "fer, MTCNN" if mode == "mtcnn" else "fer, default (TFLite)"
+        for mode, entry in results.get("fer", {}).items():
+            if "error" in entry:
+                rows.append(f"| fer {mode} | | | error: {entry['error'][:60]} | | | | |")
+                continue
+            if set_name not in entry.get("sets", {}):
+                continue
+            e = entry["sets"][set_name]
+            detector, runtime = ("MTCNN", "TensorFlow + PyTorch") if mode == "mtcnn" else ("Haar", "TFLite")
+            rows.append(
+                f"| fer {mode} | {detector} | {runtime} | {e['images_per_s']} | | {e.get('accuracy', '')} "
+                f"| {e['face_found_rate']:.1%} | {entry['peak_rss_mb']:.0f} |"
+            )
+        lines += [
+            f"End to end, {title} ({results['images'][set_name]['count']} images):",
+            "",
+            (
+                "| pipeline | detector | runtime | images/s, 1 process | images/s, --workers 2 | accuracy "
+                "| face found | peak RSS (MB) |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    for set_name, r in results.get("ratio_default_to_fer_fastest", {}).items():
         lines.append(
-            f"| {label} | {'MTCNN' if mode == 'mtcnn' else 'Haar'} | {entry['images_per_s']} | | "
-            f"{entry['latency']['p50_ms']:.1f} / {entry['latency']['p95_ms']:.1f} | {entry['accuracy']:.3f} | "
-            f"{entry['no_face']} | {entry['peak_rss_mb']:.0f} |"
+            f"emotionlab default / fer's fastest ({r['fer_fastest_mode']}, {r['fer_images_per_s']} images/s), "
+            f"{set_name}: {r['workers0']}x in 1 process, {r['workers2']}x with --workers 2"
         )
-    lines += [
-        "",
-        (
-            "| classification alone (face crops in, probabilities out) | faces/s, batch 1 | faces/s, batch 64 "
-            "| 1 thread: batch 1 / 64 | accuracy on the same crops |"
-        ),
-        "|---|---|---|---|---|",
-    ]
-    for name, entry in results["emotionlab"].items():
-        c = entry["classification"]
-        lines.append(
-            f"| {BACKEND_NAMES[name]} | {c['faces_per_s_batch1']:.0f} | {c['faces_per_s_batch64']:.0f} | "
-            f"{c.get('faces_per_s_batch1_1thread', 0):.0f} / {c.get('faces_per_s_batch64_1thread', 0):.0f} | "
-            f"{c['accuracy_on_crops']:.3f} |"
-        )
+    classification = results.get("classification")
+    if classification and "error" not in classification:
+        lines += [
+            "",
+            (
+                f"Classification alone ({classification['faces']} test faces, "
+                f"batch {classification['batch_size']}): "
+                f"ONNX Runtime {classification['onnx']['faces_per_s']:.0f} faces/s, "
+                f"PyTorch {classification['torch']['faces_per_s']:.0f} faces/s "
+                f"(accuracy on these crops {classification['onnx']['accuracy_on_crops']})"
+            ),
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model file (default: the shipped model)")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per classification measurement")
+    parser.add_argument("--pipelines", nargs="+", help="only these emotionlab pipelines (default: all)")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="time per classification-alone measurement"
+    )
     parser.add_argument("--skip-fer", action="store_true")
     parser.add_argument("--fer-venv", type=Path, default=DEFAULT_FER_VENV)
-    parser.add_argument("--limit", type=int, help="only the first N test images (quick checks)")
-    parser.add_argument("--quick", action="store_true", help="one detector, no worker run")
+    parser.add_argument("--limit", type=int, help="only the first N images of each set (quick checks)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--render", type=Path, help="only print the tables of a saved results JSON")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)  # internal: one backend
+    # internal: one measurement in a child process
+    parser.add_argument("--measure", choices=["pipeline", "classification"], help=argparse.SUPPRESS)
+    parser.add_argument("--detector", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--sets", default="test,all", help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
-    parser.add_argument("--calibration", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.measure:
-        print(json.dumps(measure_backend(args)))
+    if args.measure == "pipeline":
+        print(json.dumps(measure_pipeline(args)))
+        return
+    if args.measure == "classification":
+        print(json.dumps(measure_classification(args)))
         return
     if args.render:
         print(table(json.loads(args.render.read_text())))
@@ -433,102 +423,113 @@ def main() -> None:
 
     model = args.model or DEFAULT_MODEL
     if not model.is_file():
-        sys.exit(f"{model}: no model (the shipped model is not there yet); pass --model")
+        sys.exit(f"{model}: no model; pass --model")
     metadata = read_metadata(model)
-    images, source, train = test_images(data_root())
-    if args.limit:
-        images = images[: args.limit]
+    sets = image_sets(data_root(), args.limit)
     work = Path(tempfile.mkdtemp(prefix="speed-"))
-    images_file, calibration_file = work / "images.json", work / "train.json"
-    images_file.write_text(json.dumps(images))
-    calibration_file.write_text(json.dumps(train))
+    images_file = work / "images.json"
+    images_file.write_text(json.dumps(sets))
 
-    import numpy
     import onnxruntime
     import torch
 
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     results = {
-        "what": "emotionlab inference speed and accuracy against fer on the same images",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "what": "end to end (decode + detect + classify): emotionlab's pipelines against fer, in one run",
+        "command": " ".join([".venv/bin/python", "benchmarks/speed.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "physical_cores": physical_cores(),
             "logical_cpus": os.cpu_count(),
-            "load_before": load_text(),
+            "loadavg_before": load_now(),
+            "uptime_before": subprocess.run(
+                ["uptime"], check=False, capture_output=True, text=True
+            ).stdout.strip(),
+        },
+        "environment": {
+            "OMP_WAIT_POLICY": env["OMP_WAIT_POLICY"],
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),  # None: each library's default
+            "batch_size": BATCH_SIZE,
         },
         "versions": {
             "emotionlab": __version__,
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
-            "numpy": numpy.__version__,
             "python": platform.python_version(),
         },
         "model": {
-            "path": str(model),
+            "path": str(model.resolve().relative_to(REPO) if model.resolve().is_relative_to(REPO) else model),
             "architecture": metadata["architecture"],
             "input_size": metadata["input_size"],
             "faces": metadata.get("faces"),
-            "weights_sha256": metadata.get("weights_sha256", "")[:16],
+            "sha256": (metadata.get("sha256") or metadata.get("weights_sha256") or "")[:16],
         },
-        "images": {"source": source, "count": len(images)},
+        "images": {
+            "test": {
+                "source": f"test rows of {SPLIT_MANIFEST.relative_to(REPO)}",
+                "count": len(sets["test"]),
+            },
+            "all": {"source": f"every row of {SPLIT_MANIFEST.relative_to(REPO)}", "count": len(sets["all"])},
+        },
         "emotionlab": {},
+        "not_measured": NOT_MEASURED,
         "fer": {},
     }
-    for name in args.backends:
-        print(f"emotionlab {name} ...", file=sys.stderr)
-        command = [
-            sys.executable,
-            __file__,
-            "--measure",
-            name,
-            "--model",
-            str(model),
-            "--images",
-            str(images_file),
-            "--calibration",
-            str(calibration_file),
-            "--seconds",
-            str(args.seconds),
-        ]
-        if args.quick or "int8" in name:
-            command.append("--quick")
-        # As `emotionlab predict` sets it (cli.py): passive OpenMP waiting, unless the caller chose otherwise.
-        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-        results["emotionlab"][name] = run_json(command, env=env)
-        results["emotionlab"][name]["omp_wait_policy"] = env["OMP_WAIT_POLICY"]
+
+    def emotionlab_pipeline(name, detector, backend, set_names):
+        print(f"emotionlab {name} ...", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, "--measure", "pipeline", "--model", str(model)]
+        command += ["--backend", backend, "--sets", ",".join(set_names), "--images", str(images_file)]
+        if detector:
+            command += ["--detector", detector]
+        try:
+            results["emotionlab"][name] = run_json(command, env)
+        except RuntimeError as error:
+            results["emotionlab"][name] = {"error": str(error)[-800:]}
+
+    chosen = [p for p in PIPELINES if not args.pipelines or p[0] in args.pipelines]
+    # The two figures the target compares run next to each other: emotionlab's default, then fer.
+    for pipeline in chosen[:1]:
+        emotionlab_pipeline(*pipeline)
     if not args.skip_fer:
         try:
             python = ensure_fer_venv(args.fer_venv)
-            results["fer_versions"] = fer_version(python)
+            results["fer_versions"] = fer_versions(python)
             driver = work / "fer_driver.py"
             driver.write_text(FER_DRIVER)
-            # The same OpenMP setting as ours: fer's MTCNN runs on PyTorch too, and a comparison is fair only so.
-            env = {
-                **os.environ,
-                "TF_CPP_MIN_LOG_LEVEL": "3",
-                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-            }
-            results["fer_env"] = {"OMP_WAIT_POLICY": env["OMP_WAIT_POLICY"]}
-            for mode in ("haar", "mtcnn"):
-                print(f"fer {mode} ...", file=sys.stderr)
+            fer_env = {**env, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            for mode in FER_MODES:
+                print(f"fer {mode} ...", file=sys.stderr, flush=True)
                 try:
-                    results["fer"][mode] = run_json(
-                        [str(python), str(driver), mode, str(images_file)], env=env
-                    )
+                    command = [str(python), str(driver), mode, str(images_file), ",".join(BOTH)]
+                    results["fer"][mode] = run_json(command, fer_env)
                 except RuntimeError as error:
-                    results["fer"][mode] = {"error": str(error)[-500:]}
+                    results["fer"][mode] = {"error": str(error)[-800:]}
         except subprocess.CalledProcessError as error:
             results["fer"] = {"setup": {"error": f"could not set up fer: {error}"}}
-    results["machine"]["load_after"] = load_text()
+    for pipeline in chosen[1:]:
+        emotionlab_pipeline(*pipeline)
+    print("classification alone ...", file=sys.stderr, flush=True)
+    command = [sys.executable, __file__, "--measure", "classification", "--model", str(model)]
+    command += ["--images", str(images_file), "--seconds", str(args.seconds)]
+    try:
+        results["classification"] = run_json(command, env)
+    except RuntimeError as error:
+        results["classification"] = {"error": str(error)[-800:]}
+    results["emotionlab"] = {k: v for k, v in results["emotionlab"].items() if "error" not in v} | {
+        k: v for k, v in results["emotionlab"].items() if "error" in v
+    }
+    results["ratio_default_to_fer_fastest"] = ratios(results)
+    results["machine"]["loadavg_after"] = load_now()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        f"images: {source}, {len(images)}; model {model.name} ({metadata['architecture']}, "
-        f"{metadata['input_size']} px, faces {metadata.get('faces')})"
+        f"model {results['model']['path']} ({metadata['architecture']}, {metadata['input_size']} px, "
+        f"faces {metadata.get('faces')})"
     )
     print(
-        f"load before {results['machine']['load_before']['loadavg']}, after {results['machine']['load_after']['loadavg']}"
+        f"load average before {results['machine']['loadavg_before']}, after {results['machine']['loadavg_after']}"
     )
     print(table(results))
     print(f"wrote {args.out}")
