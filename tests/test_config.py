@@ -77,3 +77,15 @@ def test_resume_with_epochs_extends_a_run_from_any_directory(tiny_dataset, tmp_p
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2  # header + two epochs: the second was added by the resume
     assert load_config(out / "config.yaml").train.epochs == 2
+
+
+def test_a_last_training_batch_of_one_image_does_not_stop_training(tmp_path):
+    from emotionlab.config import DataConfig
+    from emotionlab.synthetic import write_dataset
+    from emotionlab.training.train import train
+
+    # 5 classes x 7 training images = 35 = 2 x 17 + 1: the last batch would hold one image.
+    data = write_dataset(tmp_path / "d", per_class=10, splits={"train": 0.7, "validation": 0.3}, size=48)
+    config = RunConfig(data=DataConfig(root=str(data), image_size=48),
+                       train=TrainConfig(epochs=1, batch_size=17), out=str(tmp_path / "run"))
+    assert train(config, progress=False).model_path.is_file()

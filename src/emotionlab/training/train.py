@@ -63,12 +63,15 @@ class _DataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = EpochSampler(len(dataset), seed=self.config.train.seed, shuffle=shuffle, rank=rank, world_size=world)
         workers = self.config.data.num_workers
+        size = self.config.train.batch_size
         return DataLoader(
             dataset,
-            batch_size=self.config.train.batch_size,
+            batch_size=size,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
+            # A last training batch of ONE image breaks BatchNorm in train mode: drop just that one image.
+            drop_last=shuffle and len(sampler) % size == 1,
         )
 
     def train_dataloader(self):
