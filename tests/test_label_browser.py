@@ -22,55 +22,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.browser import WAIT, start_chromium
+
 pytestmark = pytest.mark.browser
 
-# Debian's paths; other systems can point these variables at their own Chromium and matching driver.
-CHROMIUM = Path(os.environ.get("EMOTIONLAB_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("EMOTIONLAB_CHROMEDRIVER", "/usr/bin/chromedriver"))
 CLASSES = "angry,fearful,happy,sad,surprised"
 # One colour per image, so the test can check from the pixels which image the page really shows.
 COLOURS = {f"img{index}.png": (40 * index, 200 - 25 * index, 90) for index in range(1, 7)}
-WAIT = 15  # seconds; generous for a loaded 2-core machine, never reached when things work
-
-
-def _browser_missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.exists():
-            return f"{path} not found: install Debian's chromium and chromium-driver to run the browser tests"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    return None
 
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    reason = _browser_missing()
-    if reason:
-        if os.environ.get("EMOTIONLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason} (EMOTIONLAB_REQUIRE_BROWSER=1 requires the browser tests to run)")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1100,850",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(argument)
-    # A fixed driver path: selenium-manager never tries to download a browser or a driver.
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browser = start_chromium(tmp_path_factory.mktemp("chromium-profile"), window="1100,850", extra=(), console_logs=False)
     yield browser
     browser.quit()
 

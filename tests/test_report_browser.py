@@ -7,7 +7,6 @@ tests skip, unless EMOTIONLAB_REQUIRE_BROWSER=1 (as in CI), where a missing brow
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,56 +14,16 @@ import pytest
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
+from tests.browser import WAIT, start_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path(os.environ.get("EMOTIONLAB_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("EMOTIONLAB_CHROMEDRIVER", "/usr/bin/chromedriver"))
-WAIT = 15  # seconds; generous for a loaded 2-core machine, never reached when things work
 runner = CliRunner()
-
-
-def _browser_missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.exists():
-            return f"{path} not found: install Debian's chromium and chromium-driver to run the browser tests"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    return None
 
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    reason = _browser_missing()
-    if reason:
-        if os.environ.get("EMOTIONLAB_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason} (EMOTIONLAB_REQUIRE_BROWSER=1 requires the browser tests to run)")
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        options.add_argument(argument)
-    options.set_capability(
-        "goog:loggingPrefs", {"browser": "ALL"}
-    )  # console messages, CSP violations included
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browser = start_chromium(tmp_path_factory.mktemp("chromium-profile"), window="1280,900", extra=('--hide-scrollbars',), console_logs=True)
     yield browser
     browser.quit()
 
