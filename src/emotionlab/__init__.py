@@ -4,7 +4,7 @@ from emotionlab.errors import EmotionlabError
 
 __version__ = "0.1.0"
 
-__all__ = ["EmotionlabError", "Recognizer", "__version__", "load_model"]
+__all__ = ["EmotionlabError", "Recognizer", "__version__", "load_model", "to_dataframe"]
 
 
 def load_model(path=None, **kwargs):
@@ -21,8 +21,8 @@ def load_model(path=None, **kwargs):
 
 def __getattr__(name):
     # Lazy: `import emotionlab` stays light (no torch) until the recognizer is used.
-    if name == "Recognizer":
-        from emotionlab.inference import Recognizer
+    if name in ("Recognizer", "to_dataframe", "ImageRecord", "FaceRecord"):
+        from emotionlab import inference
 
-        return Recognizer
+        return getattr(inference, name)
     raise AttributeError(f"module 'emotionlab' has no attribute {name!r}")

@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -508,12 +509,27 @@ class Recognizer:
             yield from flush()
 
     # Public API ------------------------------------------------------------------------------------------
-    def predict(self, source: str | Path | Image.Image | np.ndarray) -> dict:
-        """Classify one image (path, PIL image or RGB array); raises for an unreadable file."""
-        item = self.preparer()(source)
+    def predict(self, source, *, channels: str = "rgb"):
+        """Classify one image (path, PIL image or array) -> an ``ImageRecord``; raises for an unreadable file.
+
+        A list or tuple of images gives a list of records (an unreadable one gets a record with ``error``).
+        Arrays are RGB; pass ``channels="bgr"`` for OpenCV frames (``cv2.imread``, ``VideoCapture.read``)."""
+        if isinstance(source, list | tuple):
+            return list(self.predict_many([_as_rgb(item, channels) for item in source]))
+        item = self.preparer()(_as_rgb(source, channels))
         if item.error is not None:
             raise EmotionlabError(f"{item.name}: {item.error}")
         return next(self.classify([item]))[1]
+
+    def classify_face(self, face, *, channels: str = "rgb") -> tuple[str, dict[str, float]]:
+        """``(label, probabilities)`` for a ready face crop (PIL image or array), no detection: the crop is used
+        as it is (the model was trained on square crops with a 10% margin around the face)."""
+        from emotionlab.data.faces import as_rgb_array
+
+        face = _as_rgb(face, channels)
+        image = face.convert("RGB") if isinstance(face, Image.Image) else Image.fromarray(as_rgb_array(face))
+        row = self.classifier.predict_proba([image])[0]
+        return self.labels[int(np.argmax(row))], self._probabilities_dict(row)
 
     def iter_predictions(
         self,
@@ -566,6 +582,73 @@ class Recognizer:
             sources, batch_size=batch_size, workers=workers, progress=progress
         ):
             yield record
+
+
+CHANNELS = ("rgb", "bgr")
+
+
+def _as_rgb(source, channels: str):
+    """Arrays in BGR(A) order (OpenCV) turned to RGB(A); paths and PIL images pass unchanged."""
+    if channels not in CHANNELS:
+        raise EmotionlabError(f"channels={channels!r}: use 'rgb' or 'bgr' (OpenCV frames)")
+    if channels == "bgr" and isinstance(source, np.ndarray) and source.ndim == 3 and source.shape[2] in (3, 4):
+        flipped = source.copy()
+        flipped[:, :, :3] = source[:, :, 2::-1]
+        return flipped
+    return source
+
+
+class FaceRecord(TypedDict):
+    """One face of an image: its box ``[x, y, w, h]`` in the image's pixels, label, probabilities."""
+
+    box: list[int]
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    compound: dict | None
+
+
+class ImageRecord(TypedDict, total=False):
+    """What ``Recognizer.predict`` returns for one image (and ``predict --format jsonl`` writes per line).
+
+    The largest face names the image; ``no_face`` is true when no face was found and the whole image was
+    classified. Video frames add ``frame`` and ``time``; an unusable input has only ``path`` and ``error``."""
+
+    path: str
+    label: str
+    confidence: float
+    no_face: bool
+    probabilities: dict[str, float]
+    compound: dict | None
+    faces: list[FaceRecord]
+    frame: int
+    time: float
+    error: str
+
+
+def to_dataframe(records):
+    """Records (from ``predict``, ``predict_many``, a video) -> a pandas DataFrame with one row per face (one
+    row for an image without a face or with an error): path, [frame, time], face, x, y, w, h, label,
+    confidence, no_face, error and one column per emotion. Needs pandas (``pip install 'emotionlab[pandas]'``)."""
+    try:
+        import pandas as pd
+    except ImportError as error:
+        raise EmotionlabError("to_dataframe needs pandas: pip install 'emotionlab[pandas]'") from error
+    rows = []
+    for record in [records] if isinstance(records, dict) else records:
+        base = {key: record[key] for key in ("path", "frame", "time") if key in record}
+        if "error" in record:
+            rows.append({**base, "error": record["error"]})
+            continue
+        faces = record.get("faces") or []
+        if not faces:  # no face: the whole image's reading
+            rows.append({**base, "face": None, "label": record["label"], "confidence": record["confidence"],
+                         "no_face": record.get("no_face", True), **record["probabilities"]})
+        for index, face in enumerate(faces):
+            x, y, w, h = face["box"]
+            rows.append({**base, "face": index, "x": x, "y": y, "w": w, "h": h, "label": face["label"],
+                         "confidence": face["confidence"], "no_face": False, **face["probabilities"]})
+    return pd.DataFrame(rows)
 
 
 def load_recognizer(
