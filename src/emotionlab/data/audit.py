@@ -228,6 +228,18 @@ def _components(size: int, firsts: Sequence[int], seconds: Sequence[int]) -> lis
     return [find(index) for index in range(size)]
 
 
+def union_ids(keys: Sequence[str], pairs: Sequence[tuple[int, int]], prefix: str) -> list[str]:
+    """Group ids after joining every pair transitively: ``prefix0001``, ... numbered by each group's first key."""
+    roots = _components(len(keys), [first for first, _ in pairs], [second for _, second in pairs])
+    first_key: dict[int, str] = {}
+    for root, key in zip(roots, keys, strict=True):
+        first_key[root] = min(first_key.get(root, key), key)
+    ordered = sorted(first_key, key=first_key.__getitem__)
+    width = max(4, len(str(len(ordered))))
+    names = {root: f"{prefix}{number:0{width}d}" for number, root in enumerate(ordered, start=1)}
+    return [names[root] for root in roots]
+
+
 def group_ids(paths: Sequence[str], hashes: Sequence[int], threshold: int) -> list[str]:
     """A duplicate-group id for every image: images within ``threshold`` bits, transitively, share one id.
 
@@ -236,14 +248,7 @@ def group_ids(paths: Sequence[str], hashes: Sequence[int], threshold: int) -> li
     """
     array = np.array([int(value) for value in hashes], dtype=np.uint64)
     firsts, seconds, _ = near_pairs(array, threshold)
-    roots = _components(len(paths), firsts, seconds)
-    first_path: dict[int, str] = {}
-    for root, path in zip(roots, paths, strict=True):
-        first_path[root] = min(first_path.get(root, path), path)
-    ordered = sorted(first_path, key=first_path.__getitem__)
-    width = max(4, len(str(len(ordered))))
-    names = {root: f"g{number:0{width}d}" for number, root in enumerate(ordered, start=1)}
-    return [names[root] for root in roots]
+    return union_ids(paths, list(zip(firsts, seconds, strict=True)), "g")
 
 
 # ---- the audit --------------------------------------------------------------------------------------------

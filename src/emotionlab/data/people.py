@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionlab.data.audit import _components
+from emotionlab.data.audit import union_ids
 from emotionlab.data.faces import (
     DETECTION_VERSION,
     PREPARE_DETECTOR,
@@ -249,18 +249,6 @@ def close_pairs(embeddings: Sequence[np.ndarray | None], threshold: float) -> li
             if col > row:
                 pairs.append((int(present[row]), int(present[col]), float(block[row - start, col])))
     return pairs
-
-
-def union_ids(keys: Sequence[str], pairs: Sequence[tuple[int, int]], prefix: str) -> list[str]:
-    """Group ids after joining every pair transitively: ``prefix0001``, ... numbered by each group's first key."""
-    roots = _components(len(keys), [first for first, _ in pairs], [second for _, second in pairs])
-    first_key: dict[int, str] = {}
-    for root, key in zip(roots, keys, strict=True):
-        first_key[root] = min(first_key.get(root, key), key)
-    ordered = sorted(first_key, key=first_key.__getitem__)
-    width = max(4, len(str(len(ordered))))
-    names = {root: f"{prefix}{number:0{width}d}" for number, root in enumerate(ordered, start=1)}
-    return [names[root] for root in roots]
 
 
 def person_ids(
