@@ -116,8 +116,15 @@ def _run_chunk(chunk: list) -> list:
 
 def _death_reason(pool: ProcessPoolExecutor) -> str:
     """Why the pool broke, from the exit codes of its processes (a private attribute, read defensively)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    # The pool's manager thread joins the dead worker at the same moment: with a fork server the exit status
+    # is read once from a pipe, and a second reader racing it gets end-of-file and reports 255. Let that thread
+    # finish first; the status it read is then kept on the process object.
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None and manager is not threading.current_thread():
+        manager.join(timeout=10.0)
     codes = []
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         code = getattr(process, "exitcode", None)
         if code:
             codes.append(code)
