@@ -113,6 +113,39 @@ def test_page_model_and_health(client):
     assert model["labels"] == ["angry", "fearful", "happy", "sad", "surprised"]
 
 
+def test_pages_fetch_only_their_own_assets_and_name_no_other_host(client):
+    """Offline use: every asset a page references is served (200), and no page, asset or schema names a URL
+    on another host (FastAPI's /docs and /redoc load scripts from a CDN: replaced, and gone)."""
+    import re
+    from urllib.parse import urljoin, urlsplit
+
+    served, references = {}, set()
+    for page in ("/", "/docs"):
+        response = client.get(page)
+        assert (
+            response.status_code == 200
+            and "default-src 'none'" in response.headers["content-security-policy"]
+        )
+        served[page] = response.text
+        for reference in re.findall(r'(?:src|href)="([^"]+)"', response.text):
+            if not reference.startswith("data:"):
+                references.add(urlsplit(urljoin("http://testserver" + page, reference)).path)
+    assert {"/static/predict.js", "/static/predict.css", "/docs", "/openapi.json"} <= references
+    for path in references:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        served[path] = response.text
+    hosts = {
+        (path, urlsplit(url).hostname)
+        for path, text in served.items()
+        for url in re.findall(r"https?://[^\s\"'<>)]+", text)
+    }
+    assert {host for _path, host in hosts} <= {"testserver"}, hosts  # the curl examples name this service
+    assert "curl -F files=@photo.jpg http://testserver/predict" in served["/docs"]
+    assert client.get("/redoc").status_code == 404
+    assert client.get("/static/app.py").status_code == 404  # only the page's own files, by name
+
+
 def test_serve_command_listens_on_loopback_by_default(trained_model):
     import socket
     import subprocess

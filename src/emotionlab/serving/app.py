@@ -33,7 +33,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -49,6 +49,76 @@ MB = 1024 * 1024
 # Pillow decoders an upload may reach (the bytes decide, not the file name; camera MPO files open as JPEG).
 # Never EPS/PS/PDF (Ghostscript), SVG, ICO or the rarer decoders: each is attack surface no photo needs.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+# The only files /static/ serves: a name from the client is looked up here, never joined to a path.
+STATIC_FILES = {"predict.js": "text/javascript", "predict.css": "text/css"}
+# The pages load only this service's own files; the uploaded photo is shown from a blob: URL.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff"}
+
+# What /openapi.json and /docs say about POST /predict (the handler reads the form itself, to bound it).
+PREDICT_REQUEST = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "1 to 16 images: JPEG, PNG, WebP, BMP, GIF or TIFF (read from the bytes)",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_PROBABILITIES = {"angry": 0.02, "fearful": 0.01, "happy": 0.91, "sad": 0.02, "surprised": 0.04}
+PREDICT_RESPONSES = {
+    200: {
+        "description": "One record per image, in the order sent; faces largest first",
+        "content": {
+            "application/json": {
+                "example": {
+                    "results": [
+                        {
+                            "path": "photo.jpg",
+                            "size": [640, 480],
+                            "label": "happy",
+                            "confidence": 0.91,
+                            "no_face": False,
+                            "probabilities": _PROBABILITIES,
+                            "compound": None,
+                            "faces": [
+                                {
+                                    "box": [212, 96, 180, 180],
+                                    "label": "happy",
+                                    "confidence": 0.91,
+                                    "probabilities": _PROBABILITIES,
+                                    "compound": None,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            }
+        },
+    },
+    413: {"description": "a file, the request, or an image's pixels over a limit (GET /model lists them)"},
+    415: {"description": "not an accepted image format"},
+    422: {
+        "description": "no files, an empty, corrupt or undecodable image, or one that could not be processed",
+        "content": {"application/json": {"example": {"detail": "photo.jpg: corrupt image header (...)"}}},
+    },
+    503: {"description": "busy: the queue is full; try again after Retry-After seconds"},
+}
 
 
 @dataclass(frozen=True)
@@ -569,7 +639,14 @@ def create_app(
     load = ServiceLoad()
     inspect_limiter = anyio.CapacityLimiter(2)  # header checks: cheap, but never on the event loop
 
-    app = FastAPI(title="emotionlab", version=__version__, description="Emotions of the faces in an image.")
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: this service renders /docs itself.
+    app = FastAPI(
+        title="emotionlab",
+        version=__version__,
+        description="Emotions of the faces in an image.",
+        docs_url=None,
+        redoc_url=None,
+    )
 
     @app.exception_handler(Refused)
     async def refused(_request: Request, error: Refused) -> JSONResponse:
@@ -580,11 +657,25 @@ def create_app(
     app.state.load = load
     page_html = (STATIC / "predict.html").read_text(encoding="utf-8")
 
-    @app.get("/", response_class=HTMLResponse)
-    async def page() -> str:
-        return page_html
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html, headers=PAGE_HEADERS)
 
-    @app.get("/health")
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in STATIC_FILES:
+            raise HTTPException(404, "not found")
+        return FileResponse(STATIC / name, media_type=STATIC_FILES[name], headers=PAGE_HEADERS)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        """Rendered from the app's OpenAPI schema: no script, nothing from another host (api_docs.py)."""
+        from emotionlab.serving.api_docs import render_api_docs
+
+        html = render_api_docs(app.openapi(), base_url=str(request.base_url))
+        return HTMLResponse(html, headers=PAGE_HEADERS)
+
+    @app.get("/health", summary="Is the service up, and how busy")
     async def health() -> dict:
         """Answered on the event loop, which never decodes or detects: fast even under load."""
         return {
@@ -595,8 +686,10 @@ def create_app(
             "refused_busy": load.refused_busy,
         }
 
-    @app.get("/model")
+    @app.get("/model", summary="The model and the limits of a request")
     async def model() -> dict:
+        """The model (architecture, labels, input size, face settings, detector in use) and the service's
+        limits and accepted formats."""
         return {
             **model_info,
             "max_upload_bytes": limits.max_upload_bytes,
@@ -607,7 +700,12 @@ def create_app(
             "formats": list(limits.formats),
         }
 
-    @app.post("/predict")
+    @app.post(
+        "/predict",
+        summary="Emotions of every face in 1 to 16 images",
+        openapi_extra=PREDICT_REQUEST,
+        responses=PREDICT_RESPONSES,
+    )
     async def predict(request: Request) -> dict:
         """Multipart field ``files`` (1 to 16 images). One record per image: faces (box, label, probabilities),
         the largest face's label, no_face. 413/415/422 with one line if any image is refused."""
