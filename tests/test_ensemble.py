@@ -12,7 +12,7 @@ from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata
-from emotionlab.onnx_export import OnnxClassifier, export_onnx
+from emotionlab.inference.onnx import OnnxClassifier, export_onnx
 from tests.test_onnx import faces, save_model
 
 runner = CliRunner()

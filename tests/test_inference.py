@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 import emotionlab
 from emotionlab.cli import app
+from emotionlab.cli.predict import read_done, select_shard
 from emotionlab.data import faces as faces_module
 from emotionlab.data.faces import FaceBox, FaceCropper, crop_face
 from emotionlab.errors import EmotionlabError
-from emotionlab.inference import Classifier, Recognizer, load_recognizer, read_done, select_shard
+from emotionlab.inference import Classifier, Recognizer, load_recognizer
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.io import save_model_file
 from emotionlab.models.registry import create_model
@@ -478,10 +479,10 @@ def test_a_worker_killed_by_one_image_costs_only_that_image(face_model, with_cra
 CRASH_SCRIPT = """
 import sys
 import crashing_detectors
-import emotionlab.inference as inference
+import emotionlab.cli.predict as predict_job
 
-real = inference.load_recognizer
-inference.load_recognizer = lambda path, **kw: real(
+real = predict_job.load_recognizer
+predict_job.load_recognizer = lambda path, **kw: real(
     path, **{**kw, "detector": crashing_detectors.SegfaultDetector()}
 )
 sys.argv[0] = "emotionlab"
@@ -514,7 +515,7 @@ def test_resume_after_a_crash_goes_on_past_the_image_that_crashed(
 
 
 def test_resume_after_kill_9_loses_no_image(face_model, images, stub_detector, tmp_path):
-    from emotionlab.inference import PreparingNote
+    from emotionlab.cli.predict import PreparingNote
 
     output = tmp_path / "records.jsonl"
     files = sorted(images.iterdir())

@@ -16,7 +16,7 @@ from emotionlab.inference import Classifier, load_classifier, load_recognizer
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.io import save_model_file
 from emotionlab.models.registry import create_model
-from emotionlab.onnx_export import OnnxClassifier, export_onnx, read_onnx_metadata
+from emotionlab.inference.onnx import OnnxClassifier, export_onnx, read_onnx_metadata
 from emotionlab.synthetic import make_face
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from emotionlab import video
+from emotionlab.inference import video
 from emotionlab.cli import app
 from emotionlab.data import faces as faces_module
 from emotionlab.data.faces import FaceBox

@@ -22,7 +22,9 @@ import torch
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import write_atomic
-from emotionlab.inference import BaseClassifier, physical_cores
+from emotionlab.inference.classifier import BaseClassifier, Classifier
+from emotionlab.inference.recognizer import Recognizer
+from emotionlab.inference.workers import physical_cores
 from emotionlab.models.io import load_model_file, read_metadata
 
 METADATA_KEY = "emotionlab"
@@ -153,8 +155,6 @@ def _quantize(source: Path, target: Path, calibration: np.ndarray | None) -> Non
 
 def calibration_inputs(model_path: str | Path, images: Iterable, *, limit: int = 256) -> np.ndarray:
     """Model inputs for static int8 calibration from image files, cropped as the model was trained."""
-    from emotionlab.inference import Classifier, Recognizer
-
     recognizer = Recognizer(Classifier.from_file(model_path))
     preparer = recognizer.preparer()
     rows = []
@@ -255,20 +255,3 @@ def cached_onnx(model_path: str | Path, *, int8: bool = False, cache_dir: str | 
         export_onnx(model_path, target, int8=int8)
     return target
 
-
-def export_onnx_command(
-    model: str | Path | None, out: str | Path, *, int8: bool = False, calibration: list[str] | None = None
-) -> str:
-    """`emotionlab export`: export, then describe what was written in one line."""
-    from emotionlab.inference import expand_inputs, resolve_model_path
-
-    model = resolve_model_path(model)
-    inputs = None
-    if calibration:
-        if not int8:
-            raise EmotionlabError("--calibration is for --int8 (static quantisation)")
-        inputs = calibration_inputs(model, expand_inputs(calibration))
-    path = export_onnx(model, out, int8=int8, calibration=inputs)
-    kind = f"int8 (static, {len(inputs)} calibration images)" if inputs is not None else "int8 (dynamic)"
-    size = path.stat().st_size / 1e6
-    return f"wrote {path} ({kind if int8 else 'float32'}, {size:.1f} MB) from {model}"

@@ -212,7 +212,7 @@ class Timeline:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from emotionlab.annotate import label_color
+        from emotionlab.inference.annotate import label_color
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +294,7 @@ def predict_video(
 ) -> Iterator[dict]:
     """Per-frame records of a video file. With ``out_dir`` writes ``<stem>.timeline.csv`` and ``.png`` there;
     with ``annotate_dir`` writes ``<stem>.annotated.mp4`` (and the timeline too, when ``out_dir`` is None)."""
-    from emotionlab.annotate import VideoAnnotator
+    from emotionlab.inference.annotate import VideoAnnotator
 
     path = Path(path)
     native = video_fps(path)
@@ -327,7 +327,7 @@ def predict_video(
 
 def window_viewer() -> Callable[[np.ndarray, dict], bool]:
     """A ``show`` callback for ``predict_frames``: draws into an OpenCV window; False once q or Esc is hit."""
-    from emotionlab.annotate import draw_record
+    from emotionlab.inference.annotate import draw_record
 
     def show(image: np.ndarray, record: dict) -> bool:
         cv2.imshow(WINDOW_TITLE, cv2.cvtColor(draw_record(image, record), cv2.COLOR_RGB2BGR))
@@ -348,7 +348,7 @@ def predict_camera(
     fps: float | None = None,
 ) -> Iterator[dict]:
     """Records from a live frame source, one frame at a time (lowest latency), optionally shown in a window."""
-    from emotionlab.annotate import VideoAnnotator
+    from emotionlab.inference.annotate import VideoAnnotator
 
     folder = (
         Path(out_dir) if out_dir is not None else (Path(annotate_dir) if annotate_dir is not None else None)

@@ -1,0 +1,66 @@
+"""`emotionlab models`, `export` (ONNX) and `ensemble`: model files and architectures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emotionlab.cli.root import app
+from emotionlab.errors import EmotionlabError
+
+
+@app.command("models")
+def list_models_command() -> None:
+    """List the project's own architectures (every timm model name works too)."""
+    from emotionlab.models.registry import list_models
+
+    for name in list_models():
+        print(name)
+
+
+
+@app.command("export")
+def export_command(
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (metadata embedded).")],
+    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantise to int8 (dynamic; static with --calibration).")] = False,
+    calibration: Annotated[list[str] | None, typer.Option(help="Images/folders for static int8 calibration (not the test set).")] = None,
+) -> None:
+    """Export a model to ONNX for ONNX Runtime (and any other ONNX tool)."""
+    print(export_onnx_command(model, onnx, int8=int8, calibration=calibration))
+
+
+
+def export_onnx_command(
+    model: str | Path | None, out: str | Path, *, int8: bool = False, calibration: list[str] | None = None
+) -> str:
+    """`emotionlab export`: export, then describe what was written in one line."""
+    from emotionlab.inference import expand_inputs, resolve_model_path
+    from emotionlab.inference.onnx import calibration_inputs, export_onnx
+
+    model = resolve_model_path(model)
+    inputs = None
+    if calibration:
+        if not int8:
+            raise EmotionlabError("--calibration is for --int8 (static quantisation)")
+        inputs = calibration_inputs(model, expand_inputs(calibration))
+    path = export_onnx(model, out, int8=int8, calibration=inputs)
+    kind = f"int8 (static, {len(inputs)} calibration images)" if inputs is not None else "int8 (dynamic)"
+    size = path.stat().st_size / 1e6
+    return f"wrote {path} ({kind if int8 else 'float32'}, {size:.1f} MB) from {model}"
+
+
+@app.command("ensemble")
+def ensemble_command(
+    models: Annotated[list[Path], typer.Argument(help="Model files to average (same labels and input format).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The ensemble model file to write (.safetensors).")],
+    tta: Annotated[str, typer.Option(help="Test-time augmentation inside the model: flip (face and mirror averaged) or none.")] = "flip",
+) -> None:
+    """Average several models (seeds, folds, backbones) into ONE model file, optionally with test-time flips."""
+    from emotionlab.models.ensemble import build_ensemble
+
+    path = build_ensemble(models, output, tta=tta)
+    print(f"wrote {path} ({len(models)} model file(s), test-time augmentation: {tta})")
+

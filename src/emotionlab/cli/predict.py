@@ -1,0 +1,320 @@
+"""`emotionlab predict`: the job behind the command (inputs, shards, --resume, writers, videos and camera)
+and the command itself. The library part (classify images) is ``emotionlab.inference``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, read_done
+from emotionlab.cli.root import app
+from emotionlab.errors import EmotionlabError
+from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
+from emotionlab.isolation import error_reason, printable
+
+log = logging.getLogger("emotionlab")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) -> ``(i, n)``."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise EmotionlabError(f"--shard {text!r}: write it as i/n, e.g. 1/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise EmotionlabError(f"--shard {text!r}: need 1 <= i <= n")
+    return index, count
+
+
+def select_shard(files: Sequence, shard: str | None) -> list:
+    """Shard ``i/n`` of the list: every n-th file starting at the i-th. The same command on n machines (same
+    inputs, so the same sorted list) splits the files into n disjoint parts that together cover all of them."""
+    if not shard:
+        return list(files)
+    index, count = parse_shard(shard)
+    return list(files[index - 1 :: count])
+
+
+
+@dataclass
+class PredictOptions:
+    """Everything `emotionlab predict` can be asked for (see the command's help for each option)."""
+
+    inputs: list[str] = field(default_factory=list)
+    model: Path | None = None
+    output_format: str = "table"
+    output: Path | None = None
+    resume: bool = False
+    shard: str | None = None
+    batch_size: int = 32
+    workers: int = 0
+    detect: bool | None = None
+    detector: str | None = None
+    max_faces: int | None = None
+    backend: str = "torch"
+    int8: bool = False
+    fps: float | None = None
+    out_dir: Path | None = None
+    annotate: Path | None = None
+    camera: int | None = None
+    max_frames: int | None = None
+    window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
+    progress: bool | None = None  # None: when stderr is a terminal
+
+
+def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
+    """Outputs never go inside an input folder: a dataset root stays untouched, and a rerun would read them."""
+    if target is None:
+        return
+    resolved = target.resolve()
+    for item in inputs:
+        folder = Path(item)
+        if folder.is_dir():
+            folder = folder.resolve()
+            if resolved == folder or folder in resolved.parents:
+                raise EmotionlabError(
+                    f"{target}: {what} must not be inside the input folder {item}; choose another"
+                )
+
+
+class PreparingNote:
+    """A small hidden file beside ``--output`` naming the image this process is preparing (single-process
+    runs). It survives only a run that died (it is removed otherwise), so ``--resume`` knows which image to
+    run in isolation instead of crashing on it again; a run killed for another reason (kill -9) loses
+    nothing, since that image then simply succeeds."""
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(f".{output.name}.preparing")
+        self._handle = None
+
+    def mark(self, source) -> None:
+        import json
+
+        if self._handle is None:
+            self._handle = self.path.open("w", encoding="utf-8")
+        # Three system calls per image (microseconds); no fsync: the note must outlive the process, not the OS.
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(json.dumps(str(source)) + "\n")
+        self._handle.flush()
+
+    def read(self) -> str | None:
+        import json
+
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def clear(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.path.unlink(missing_ok=True)
+
+
+def run_predict(options: PredictOptions, *, stream=None) -> int:
+    """Run `emotionlab predict`; returns the number of records written."""
+    import sys
+    from contextlib import closing
+
+    from emotionlab.inference import video as video_module
+
+    if options.camera is None and not options.inputs:
+        raise EmotionlabError("give images, folders, globs or videos to predict, or --camera INDEX")
+    if options.resume and options.output is None:
+        raise EmotionlabError("--resume needs --output FILE (the file to continue)")
+    for target, what in (
+        (options.output, "--output"),
+        (options.out_dir, "--out"),
+        (options.annotate, "--annotate"),
+    ):
+        _refuse_inside(target, options.inputs, what)
+    if options.batch_size < 1:
+        raise EmotionlabError("--batch-size must be at least 1")
+    recognizer = load_recognizer(
+        options.model,
+        detect=options.detect,
+        detector=options.detector,
+        backend=options.backend,
+        int8=options.int8,
+        max_faces=options.max_faces,
+    )
+    progress = options.progress if options.progress is not None else sys.stderr.isatty()
+
+    if options.camera is not None:
+        window = options.window if options.window is not None else video_module.gui_available()
+        if options.window and not video_module.gui_available():
+            raise EmotionlabError(
+                "no window possible here (opencv-python-headless or no display); use --no-window"
+            )
+        writer = RecordWriter(
+            options.output_format,
+            recognizer.labels,
+            output=options.output,
+            append=False,
+            live=True,
+            stream=stream,
+        )
+        frames = video_module.camera_frames(options.camera, fps=options.fps, max_frames=options.max_frames)
+        try:
+            records = video_module.predict_camera(
+                recognizer,
+                frames,
+                name=f"camera:{options.camera}",
+                window=window,
+                out_dir=options.out_dir,
+                annotate_dir=options.annotate,
+                fps=options.fps,
+            )
+            with closing(records):  # Ctrl+C still finishes the timeline and the annotated video
+                for record in records:
+                    writer.write(record)
+        finally:
+            writer.close()
+        return writer.count
+
+    files = select_shard(expand_inputs(options.inputs), options.shard)
+    done = read_done(options.output, options.output_format) if options.resume else {}
+    videos = [f for f in files if video_module.is_video_name(f) and done.get(str(f), -1) != VIDEO_FAILED]
+    images = [f for f in files if not video_module.is_video_name(f) and str(f) not in done]
+    note = PreparingNote(options.output) if options.output is not None else None
+    # An image this process was preparing when it died (native code can kill it: a crash, not an exception):
+    # on --resume it goes first, alone, in a worker process, so it cannot take this run down again.
+    suspect = note.read() if note is not None and options.resume else None
+    suspects = [f for f in images if str(f) == suspect]
+    if suspects:
+        images.remove(suspects[0])
+    writer = RecordWriter(
+        options.output_format, recognizer.labels, output=options.output, append=options.resume, stream=stream
+    )
+    annotate_base = None
+    if options.annotate is not None:
+        from emotionlab.inference.annotate import common_base
+
+        annotate_base = common_base([*suspects, *images])
+
+    def write_results(results) -> None:
+        for item, record in results:
+            if options.annotate is not None and item.image is not None:
+                _annotate_image(options.annotate, item, record, annotate_base)
+                item.image = None
+            writer.write(record)
+
+    try:
+        common = {"batch_size": options.batch_size, "keep_images": options.annotate is not None}
+        if suspects:
+            write_results(recognizer.iter_predictions(suspects, workers=1, **common))
+        write_results(
+            recognizer.iter_predictions(
+                images,
+                workers=options.workers,
+                progress=progress and bool(images),
+                on_prepare=note.mark if note is not None and options.workers == 0 else None,
+                **common,
+            )
+        )
+        if note is not None:
+            note.clear()
+        for path in videos:
+            _predict_one_video(recognizer, path, options, done, writer, progress)
+    finally:
+        writer.close()
+        if note is not None:
+            note.clear()
+    return writer.count
+
+
+def _annotate_image(folder: Path, item: PreparedImage, record: dict, base: Path | None) -> None:
+    """Write the annotated copy of one image; a failure is reported and the run goes on."""
+    from emotionlab.inference.annotate import annotated_image_path, draw_record, write_image
+
+    try:
+        write_image(annotated_image_path(folder, item.name, base), draw_record(item.image, record))
+    except Exception as error:  # noqa: BLE001 - the prediction stands; only its picture is missing
+        log.warning("%s: no annotated copy: %s", printable(item.name), error_reason(error))
+
+
+def _predict_one_video(recognizer, path: Path, options: PredictOptions, done: dict, writer, progress) -> None:
+    """Write one video's frame records; a video that cannot be read (or fails part way) gets an error record
+    and the next video goes on."""
+    from contextlib import closing
+
+    from emotionlab.inference import video as video_module
+
+    # A resumed video continues after its last written frame; its timeline and annotated video are not
+    # rewritten (they would hold only the remaining frames).
+    resumed = str(path) in done
+    frames = 0
+    try:
+        records = video_module.predict_video(
+            recognizer,
+            path,
+            fps=options.fps,
+            out_dir=None if resumed else options.out_dir,
+            annotate_dir=None if resumed else options.annotate,
+            batch_size=min(options.batch_size, 16),
+            start_frame=done.get(str(path), -1) + 1,
+        )
+        with closing(records):
+            for record in progress_bar(records, total=None, description=path.name, enabled=progress):
+                writer.write(record)
+                frames += 1
+    except Exception as error:  # noqa: BLE001 - one bad video never stops a folder of videos
+        reason = error_reason(error)
+        reason = reason.removeprefix(f"{path}: ")  # the record names the file already
+        if frames:
+            reason = f"video stopped after {frames} frame(s): {reason}"
+        writer.write({"path": str(path), "error": reason})
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[str] | None, typer.Argument(help="Images, videos, folders (recursive) or glob patterns.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file: .safetensors, or .onnx with --backend onnx (default: the shipped model).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="table | jsonl | csv")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write jsonl/csv records to this file instead of stdout.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")] = False,
+    shard: Annotated[str | None, typer.Option(help="i/n: process only the i-th of n disjoint parts of the sorted inputs.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Faces per network call.")] = 32,
+    workers: Annotated[int, typer.Option(help="Processes that decode, detect and crop images (0: in this process).")] = 0,
+    detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images (they are faces already). Default: as the model was trained.")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's (haar, hog, mmod, yunet, cascade).")] = None,
+    max_faces: Annotated[int | None, typer.Option(help="Classify at most this many faces per image (largest first).")] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime; exports a .safetensors model once to the cache).")] = "torch",
+    int8: Annotated[bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")] = False,
+    fps: Annotated[float | None, typer.Option(help="Videos and camera: frames per second to classify (default: every frame).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for each video's emotion-over-time CSV and PNG plot.")] = None,
+    annotate: Annotated[Path | None, typer.Option(help="Folder for copies of images and videos with boxes, labels and confidences drawn.")] = None,
+    camera: Annotated[int | None, typer.Option(help="Read this camera (0: the first) instead of files.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Camera: stop after this many frames.")] = None,
+    window: Annotated[bool | None, typer.Option("--window/--no-window", help="Camera: show a live window (default: when a display exists).")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: on a terminal).")] = None,
+) -> None:
+    """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame.
+
+    A file that cannot be used (unreadable, not an image, a video that does not open, an image that kills a
+    worker process) gets a record with an "error" reason in its place and the run goes on: the exit code is 0
+    when every input has its record. Records are written as they come, so a run that dies keeps them, and
+    --resume continues after them (an image the run died on is retried alone, in a separate process).
+    """
+    import os
+
+    # Before torch loads: OpenMP threads that sleep rather than spin while they wait keep PyTorch fast when other
+    # processes share the CPU (batch-1 faces/s 128 -> 354 on a loaded 2-core machine, benchmarks/speed.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    run_predict(
+        PredictOptions(
+            inputs=list(paths or []), model=model, output_format=output_format, output=output, resume=resume,
+            shard=shard, batch_size=batch_size, workers=workers, detect=detect, detector=detector,
+            max_faces=max_faces, backend=backend, int8=int8, fps=fps, out_dir=out, annotate=annotate,
+            camera=camera, max_frames=max_frames, window=window, progress=progress,
+        )
+    )

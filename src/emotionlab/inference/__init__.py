@@ -1,0 +1,88 @@
+"""Inference: a model file -> classifier (faces in, probabilities out) -> ``Recognizer`` (images in, records out).
+
+One module per part, in the order data flows:
+
+- ``classifier``: model files as classifiers (PyTorch), ``load_classifier``, the shipped models;
+- ``onnx``: ONNX export and the ONNX Runtime classifier (``--backend onnx``);
+- ``preparation``: decode, find and crop faces (``FacePreparer``; no model, runs in worker processes);
+- ``recognizer``: ``Recognizer`` and ``load_recognizer``: images in, one record per image out;
+- ``inputs``: files, folders and globs -> the list of files a run reads;
+- ``workers``: how many cores there are to use;
+- ``video``: video files and cameras -> per-frame records, timelines; ``annotate``: boxes drawn on pictures.
+
+The `emotionlab predict` job (shards, --resume, output writers) lives beside the command, in
+``emotionlab.cli.predict``.
+"""
+
+from emotionlab.inference.classifier import (
+    ASSETS,
+    BACKENDS,
+    DEFAULT_MODEL,
+    MODEL_ENV,
+    SHIPPED_MODELS,
+    BaseClassifier,
+    Classifier,
+    default_model_path,
+    load_classifier,
+    resolve_model_path,
+)
+from emotionlab.inference.inputs import expand_inputs
+from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
+from emotionlab.inference.recognizer import (
+    CHANNELS,
+    DECIMALS,
+    FaceRecord,
+    ImageRecord,
+    Recognizer,
+    load_recognizer,
+    progress_bar,
+    to_dataframe,
+)
+from emotionlab.inference.workers import physical_cores
+
+__all__ = [
+    "ASSETS",
+    "BACKENDS",
+    "CHANNELS",
+    "CROP_OVERSAMPLE",
+    "DECIMALS",
+    "DEFAULT_MODEL",
+    "DETECT_DECODE_SIDE",
+    "MODEL_ENV",
+    "SHIPPED_MODELS",
+    "BaseClassifier",
+    "Classifier",
+    "FacePreparer",
+    "FaceRecord",
+    "ImageRecord",
+    "PreparedImage",
+    "Recognizer",
+    "default_model_path",
+    "expand_inputs",
+    "load_classifier",
+    "load_recognizer",
+    "physical_cores",
+    "progress_bar",
+    "resolve_model_path",
+    "to_dataframe",
+]
+
+# The `predict` job moved to emotionlab.cli.predict; these names stay importable from here for one release.
+_MOVED_TO_CLI = {
+    "PredictOptions",
+    "PreparingNote",
+    "RecordWriter",
+    "VIDEO_FAILED",
+    "parse_shard",
+    "read_done",
+    "run_predict",
+    "select_shard",
+}
+
+
+def __getattr__(name):
+    if name in _MOVED_TO_CLI:
+        import importlib
+
+        return getattr(importlib.import_module("emotionlab.cli.predict"), name)
+    raise AttributeError(f"module 'emotionlab.inference' has no attribute {name!r}")

@@ -1,0 +1,176 @@
+"""Face preparation: image -> faces -> model inputs. Holds no model, so it runs in worker processes.
+
+``FacePreparer(transform, crop_config)(path_or_image) -> PreparedImage``: decode (a large JPEG at a reduced
+scale), find every face, crop each exactly as the model's training data was, apply the model's eval transform.
+Whatever goes wrong with one image becomes that image's ``error`` reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from emotionlab.data.images import ImageReadError, read_image
+from emotionlab.errors import EmotionlabError
+from emotionlab.isolation import error_reason
+
+# Decode less: a JPEG file is decoded at a reduced scale whose shorter side stays >= DETECT_DECODE_SIDE for
+# detection (twice the ~320 px every detector scales to), and a face (or a whole image) is taken from it when
+# it keeps >= CROP_OVERSAMPLE x the network's input size there. On 200 generated 4000 x 3000 JPEGs
+# (benchmarks/results/decode.json) this prepares 3.3x the images/s with blaze (4.3x whole images); 97% of the
+# labels stay, the others were within 0.08 of a tie (a 4x threshold kept one more, at 2.1x the speed).
+DETECT_DECODE_SIDE = 640
+CROP_OVERSAMPLE = 2
+
+
+@dataclass
+class PreparedImage:
+    """One image ready for the network: its faces' boxes and crops as model inputs, or why it failed."""
+
+    name: str
+    size: tuple[int, int] = (0, 0)  # width, height
+    boxes: list = field(default_factory=list)  # FaceBox, largest first; empty when no face was found
+    inputs: np.ndarray | None = None  # one row per box, or one row for the whole image
+    no_face: bool = False
+    error: str | None = None
+    image: np.ndarray | None = None  # the RGB pixels, kept only for annotation
+    extra: dict = field(default_factory=dict)  # e.g. frame and time for video frames
+
+    @property
+    def num_inputs(self) -> int:
+        return 0 if self.inputs is None else len(self.inputs)
+
+
+class FacePreparer:
+    """``preparer(path_or_image) -> PreparedImage``: decode, find every face, crop each as in training,
+    and apply the model's eval transform. Holds no model, so it pickles cheaply into worker processes.
+
+    Decode less (``decode_side``, ``min_crop_side``): a large JPEG file is decoded at a reduced scale inside
+    the JPEG decoder (shorter side >= ``decode_side``, enough for any detector, which scales to ~320 px
+    anyway); faces are found on it, their boxes mapped back to the file's pixels, and each face is cropped
+    from the reduced image when its crop there is still at least ``min_crop_side`` pixels (the network sees
+    a few dozen), else from a full decode. Whole-image inputs are decoded at a shorter side >=
+    ``min_crop_side``. None / 0: always decode in full.
+    """
+
+    def __init__(
+        self,
+        transform,
+        crop_config=None,
+        *,
+        detector=None,
+        max_faces: int | None = None,
+        keep_image: bool = False,
+        decode_side: int | None = None,
+        min_crop_side: int = 0,
+    ):
+        self.transform = transform
+        self.crop_config = crop_config
+        self.detector = detector  # an object with detect(image); None: the crop config's detector by name
+        self.max_faces = max_faces
+        self.keep_image = keep_image
+        self.decode_side = decode_side
+        self.min_crop_side = min_crop_side
+
+    def detect(self, array: np.ndarray) -> list:
+        from emotionlab.data.faces import create_detector
+
+        config = self.crop_config
+        detector = self.detector or create_detector(config.detector, model_file=config.detector_model)
+        # Largest first whatever the detector's order: the largest face names the image.
+        boxes = sorted(detector.detect(array), key=lambda box: -box.w * box.h)
+        return boxes[: self.max_faces] if self.max_faces else boxes
+
+    def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return torch.stack([self.transform(image) for image in images]).numpy()
+
+    def _reduced_side(self) -> int | None:
+        """The shorter side a file may be decoded down to (None: decode in full)."""
+        if self.keep_image or not self.min_crop_side:  # an annotated copy is drawn on the full image
+            return None
+        if self.crop_config is None:
+            return self.min_crop_side
+        return max(self.decode_side or 0, self.min_crop_side) or None
+
+    def __call__(self, source, *, name: str | None = None, extra: dict | None = None) -> PreparedImage:
+        if name is None:
+            name = str(source) if isinstance(source, str | Path) else "<image>"
+        extra = extra or {}
+        try:
+            return self._prepare(source, name, extra)
+        except Exception as error:  # noqa: BLE001 - one image's failure is its error record, the run goes on
+            return PreparedImage(name, error=error_reason(error, stage="preparing the image"), extra=extra)
+
+    def _prepare(self, source, name: str, extra: dict) -> PreparedImage:
+        from emotionlab.data.faces import FaceBox, as_rgb_array, crop_face
+
+        scale = 1.0  # file pixels per pixel of the decoded image
+        try:
+            if isinstance(source, str | Path):
+                image = read_image(source, min_side=self._reduced_side())
+                scale = image.info.get("decode_scale", 1.0)
+            elif isinstance(source, Image.Image):
+                image = source.convert("RGB")
+            else:
+                image = Image.fromarray(as_rgb_array(source))
+        except ImageReadError as error:
+            return PreparedImage(name, error=error.reason, extra=extra)
+        except EmotionlabError as error:
+            return PreparedImage(name, error=str(error), extra=extra)
+        width, height = round(image.width * scale), round(image.height * scale)
+        array = as_rgb_array(image)
+        kept = array if self.keep_image else None
+        if self.crop_config is None:  # the image is the face
+            box = FaceBox(0, 0, width, height, detector="none")
+            return PreparedImage(
+                name, (width, height), [box], self._inputs([image]), False, None, kept, extra
+            )
+        config = self.crop_config
+        try:
+            found = self.detect(array)
+        except Exception as error:  # noqa: BLE001 - e.g. dlib's RuntimeError on an image it cannot scan
+            return PreparedImage(
+                name, (width, height), error=error_reason(error, stage="face detection"), extra=extra
+            )
+        on_file = found  # boxes in the file's pixels, as every record gives them
+        if scale != 1.0:
+            on_file = [_scaled_box(box, scale) for box in found]
+            crop_sides = [(1 + 2 * config.margin) * max(box.w, box.h) for box in found]
+            if crop_sides and min(crop_sides) < self.min_crop_side:
+                # A face too small in the reduced image to crop from: decode again, as finely as it needs.
+                needed = math.ceil(min(image.size) * self.min_crop_side / min(crop_sides))
+                finer = read_image(source, min_side=needed)
+                factor = scale / finer.info.get("decode_scale", 1.0)
+                array = as_rgb_array(finer)
+                found = [_scaled_box(box, factor) for box in found]
+        boxes, crops = [], []
+        for on_array, box in zip(found, on_file, strict=True):
+            try:
+                crops.append(crop_face(array, on_array, margin=config.margin, align=config.align))
+                boxes.append(box)
+            except EmotionlabError:  # a degenerate box (no area, outside the image): not a face to classify
+                continue
+        if not boxes:
+            return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
+        return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
+
+
+def _scaled_box(box, factor: float):
+    """``box`` (and its landmarks) with every coordinate multiplied by ``factor``."""
+    from dataclasses import replace
+
+    landmarks = box.landmarks
+    return replace(
+        box,
+        x=round(box.x * factor),
+        y=round(box.y * factor),
+        w=max(1, round(box.w * factor)),
+        h=max(1, round(box.h * factor)),
+        landmarks=tuple((px * factor, py * factor) for px, py in landmarks) if landmarks else None,
+    )
