@@ -276,3 +276,50 @@ def test_asking_for_a_window_without_a_display_is_an_error(model, monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     result = CliRunner().invoke(app, ["predict", "--camera", "0", "--model", str(model), "--window"])
     assert isinstance(result.exception, EmotionlabError) and "--no-window" in str(result.exception)
+
+
+class TwoFacesWhenDrawn:
+    """Two faces (the drawn one, then a small one in the corner) in frames with a face drawn; none otherwise."""
+
+    name = "stub"
+    corner = FaceBox(2, 2, 30, 30, detector="stub")
+
+    def detect(self, image):
+        region = np.asarray(image)[FACE.y : FACE.y + FACE.h, FACE.x : FACE.x + FACE.w]
+        return [self.corner, FACE] if region.std() > 10 else []
+
+
+def test_predict_video_to_dataframe_has_a_row_per_face_per_sampled_frame(model, monkeypatch, tmp_path):
+    pytest.importorskip("pandas")
+    path = tmp_path / "half.avi"  # 3 s at 10 fps: no face for the first second, then a face
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE)
+    for index, frame in enumerate(synthetic_frames()):
+        writer.write(cv2.cvtColor(frame if index >= 10 else np.full_like(frame, 90), cv2.COLOR_RGB2BGR))
+    writer.release()
+    monkeypatch.setattr(faces_module, "create_detector", lambda name, model_file=None: TwoFacesWhenDrawn())
+    recognizer = load_recognizer(model)
+
+    table = video.predict_video(recognizer, path, fps=2).to_dataframe()
+    records = list(video.predict_video(recognizer, path, fps=2))
+
+    columns = ["path", "frame", "time", "face", "x", "y", "w", "h", "label", "confidence", "no_face"]
+    assert list(table.columns[: len(columns)]) == columns and set(EMOTIONS) <= set(table.columns)
+    # frames 0 and 5 without a face: one whole-frame row each; frames 10 to 25: a row for each of two faces
+    assert table["frame"].tolist() == [0, 5, 10, 10, 15, 15, 20, 20, 25, 25]
+    assert table["time"].tolist() == pytest.approx([frame / FPS for frame in table["frame"]])
+    assert table["no_face"].tolist() == [True, True] + [False] * 8
+    assert table["face"].isna().tolist() == [True, True] + [False] * 8
+    faces = table[~table["no_face"]]
+    assert faces["face"].tolist() == [0, 1] * 4  # 0 is the largest face, as in the records
+    assert faces[["x", "y", "w", "h"]].values.tolist() == [[FACE.x, FACE.y, FACE.w, FACE.h], [2, 2, 30, 30]] * 4
+    probabilities = table[list(EMOTIONS)]
+    assert probabilities.sum(axis=1).tolist() == pytest.approx([1.0] * len(table), abs=1e-3)
+    assert (probabilities.idxmax(axis=1) == table["label"]).all()
+    expected = [face["label"] for record in records for face in record["faces"] or [record]]
+    assert table["label"].tolist() == expected  # the same readings as iterating the records
+
+    partly_read = video.predict_video(recognizer, path, fps=2)
+    next(partly_read)
+    with pytest.raises(EmotionlabError, match="already read"):
+        partly_read.to_dataframe()
+    partly_read.close()

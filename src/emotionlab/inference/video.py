@@ -281,6 +281,44 @@ def predict_frames(
             timeline.close()
 
 
+class VideoRecords:
+    """The records of a video, one per sampled frame, read as they are iterated (frames are decoded, searched
+    and classified lazily). ``to_dataframe()`` reads them all into a pandas table instead."""
+
+    def __init__(self, records: Iterator[dict]):
+        self._records = records
+        self.records_read = 0
+
+    def __iter__(self) -> VideoRecords:
+        return self
+
+    def __next__(self) -> dict:
+        record = next(self._records)
+        self.records_read += 1
+        return record
+
+    def close(self) -> None:
+        """Stop reading the video (its timeline and annotated video are closed with what they hold)."""
+        self._records.close()
+
+    def to_dataframe(self):
+        """One row per face per sampled frame: path, frame (index in the video), time (seconds), face (0 is the
+        largest), box (x, y, w, h), label, confidence, no_face and one column per emotion's probability; a frame
+        without a face has one row for the whole frame (``no_face`` true, no face index or box). Reads the whole
+        video; needs pandas (``pip install 'emotionlab[pandas]'``)."""
+        from emotionlab.inference import to_dataframe
+
+        if self.records_read:
+            raise EmotionlabError(
+                f"to_dataframe: {self.records_read} record(s) of this video were already read by iterating; "
+                "call predict_video again and use to_dataframe() alone"
+            )
+        table = to_dataframe(list(self))
+        # The same columns in the same order whether or not the first frame has a face.
+        first = [name for name in ("path", "frame", "time", "face", "x", "y", "w", "h") if name in table]
+        return table[first + [name for name in table.columns if name not in first]]
+
+
 def predict_video(
     recognizer,
     path: str | Path,
@@ -291,9 +329,35 @@ def predict_video(
     batch_size: int = 16,
     start_frame: int = 0,
     name: str | None = None,
+) -> VideoRecords:
+    """Per-frame records of a video file: iterate them as they come, or ``.to_dataframe()`` for a pandas table.
+    With ``out_dir`` writes ``<stem>.timeline.csv`` and ``.png`` there; with ``annotate_dir`` writes
+    ``<stem>.annotated.mp4`` (and the timeline too, when ``out_dir`` is None)."""
+    return VideoRecords(
+        _video_records(
+            recognizer,
+            path,
+            fps=fps,
+            out_dir=out_dir,
+            annotate_dir=annotate_dir,
+            batch_size=batch_size,
+            start_frame=start_frame,
+            name=name,
+        )
+    )
+
+
+def _video_records(
+    recognizer,
+    path: str | Path,
+    *,
+    fps: float | None,
+    out_dir: str | Path | None,
+    annotate_dir: str | Path | None,
+    batch_size: int,
+    start_frame: int,
+    name: str | None,
 ) -> Iterator[dict]:
-    """Per-frame records of a video file. With ``out_dir`` writes ``<stem>.timeline.csv`` and ``.png`` there;
-    with ``annotate_dir`` writes ``<stem>.annotated.mp4`` (and the timeline too, when ``out_dir`` is None)."""
     from emotionlab.inference.annotate import VideoAnnotator
 
     path = Path(path)
