@@ -151,6 +151,31 @@ def test_two_process_ddp_on_cpu_completes_with_sane_metrics(tiny_dataset, tmp_pa
     assert (out / "model.safetensors").is_file()
 
 
+def test_num_nodes_and_strategy_reach_the_lightning_trainer(tiny_dataset, tmp_path, monkeypatch):
+    """`train --num-nodes 2 --strategy ddp` (one command per machine, e.g. under torchrun) builds Lightning's
+    Trainer for two nodes; checked where the Trainer is built, without starting a multi-node run."""
+    import lightning
+    from typer.testing import CliRunner
+
+    from emotionlab.cli import app
+
+    class Built(Exception):
+        pass
+
+    seen = {}
+
+    def trainer(**kwargs):
+        seen.update(kwargs)
+        raise Built
+
+    monkeypatch.setattr(lightning, "Trainer", trainer)
+    options = ["--accelerator", "cpu", "--devices", "1", "--strategy", "ddp", "--num-nodes", "2"]
+    result = CliRunner().invoke(app, [*_small_config(tiny_dataset, tmp_path / "run", 1), *options])
+    assert isinstance(result.exception, Built), result.output
+    assert (seen["num_nodes"], seen["strategy"], seen["devices"]) == (2, "ddp", 1)
+    assert load_config(tmp_path / "run" / "config.yaml").train.num_nodes == 2  # a resumed run keeps it
+
+
 # ---- damaged checkpoints and outputs inside the dataset --------------------------------------------------
 
 

@@ -124,6 +124,9 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
+    # Machines taking part (Lightning's num_nodes): each starts the same command, e.g. under torchrun, which
+    # sets MASTER_ADDR, NODE_RANK and the world size; devices x num_nodes processes train together.
+    num_nodes: int = 1
     precision: str = "32-true"
     pretrain: PretrainOptions = field(default_factory=PretrainOptions)
     transfer: TransferOptions = field(default_factory=TransferOptions)
@@ -138,6 +141,7 @@ class TrainConfig:
         _at_least("batch_size", self.batch_size, 1)
         _at_least("learning_rate", self.learning_rate, 0, strict=True)
         _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("num_nodes", self.num_nodes, 1)
         _at_least("warmup_epochs", self.warmup_epochs, 0)
         _at_least("backbone_lr_scale", self.backbone_lr_scale, 0, strict=True)
         if not 0 <= self.label_smoothing < 1:

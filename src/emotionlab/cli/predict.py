@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError
@@ -65,6 +66,9 @@ class PredictOptions:
     max_frames: int | None = None
     window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
     progress: bool | None = None  # None: when stderr is a terminal
+    engine: str = "local"  # local: this process and --workers; ray: Ray Data (cli/predict_ray.py)
+    address: str | None = None  # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
+    actors: int = 1  # --engine ray: model copies classifying at once
 
 
 def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
@@ -138,6 +142,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         _refuse_inside(target, options.inputs, what)
     if options.batch_size < 1:
         raise EmotionlabError("--batch-size must be at least 1")
+    check_engine(options.engine, address=options.address, annotate=options.annotate, camera=options.camera)
     recognizer = load_recognizer(
         options.model,
         detect=options.detect,
@@ -211,15 +216,18 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         common = {"batch_size": options.batch_size, "keep_images": options.annotate is not None}
         if suspects:
             write_results(recognizer.iter_predictions(suspects, workers=1, **common))
-        write_results(
-            recognizer.iter_predictions(
-                images,
-                workers=options.workers,
-                progress=progress and bool(images),
-                on_prepare=note.mark if note is not None and options.workers == 0 else None,
-                **common,
+        if options.engine == "ray":
+            write_results(ray_results(images, options, progress=progress and bool(images)))
+        else:
+            write_results(
+                recognizer.iter_predictions(
+                    images,
+                    workers=options.workers,
+                    progress=progress and bool(images),
+                    on_prepare=note.mark if note is not None and options.workers == 0 else None,
+                    **common,
+                )
             )
-        )
         if note is not None:
             note.clear()
         for path in videos:
@@ -283,7 +291,7 @@ def predict(
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")] = False,
     shard: Annotated[str | None, typer.Option(help="i/n: process only the i-th of n disjoint parts of the sorted inputs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Faces per network call.")] = 32,
-    workers: Annotated[int, typer.Option(help="Processes that decode, detect and crop images (0: in this process).")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes that decode, detect and crop images (0: in this process). --engine ray: the local Ray instance's CPUs (0: all).")] = 0,
     detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images (they are faces already). Default: as the model was trained.")] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's (haar, hog, mmod, yunet, cascade).")] = None,
     max_faces: Annotated[int | None, typer.Option(help="Classify at most this many faces per image (largest first).")] = None,
@@ -296,6 +304,9 @@ def predict(
     max_frames: Annotated[int | None, typer.Option(help="Camera: stop after this many frames.")] = None,
     window: Annotated[bool | None, typer.Option("--window/--no-window", help="Camera: show a live window (default: when a display exists).")] = None,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: on a terminal).")] = None,
+    engine: Annotated[str, typer.Option(help="local (this process and --workers) | ray (Ray Data: a local instance, or the cluster of --address; pip install 'emotionlab[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: the Ray cluster to join, e.g. auto or HEAD_IP:6379 (default: $RAY_ADDRESS, else a local instance).")] = None,
+    actors: Annotated[int, typer.Option(help="--engine ray: model copies classifying at once (one CPU each).")] = 1,
 ) -> None:
     """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame.
 
@@ -315,6 +326,7 @@ def predict(
             inputs=list(paths or []), model=model, output_format=output_format, output=output, resume=resume,
             shard=shard, batch_size=batch_size, workers=workers, detect=detect, detector=detector,
             max_faces=max_faces, backend=backend, int8=int8, fps=fps, out_dir=out, annotate=annotate,
-            camera=camera, max_frames=max_frames, window=window, progress=progress,
+            camera=camera, max_frames=max_frames, window=window, progress=progress, engine=engine,
+            address=address, actors=actors,
         )
     )

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from emotionlab import __version__
 from emotionlab.errors import EmotionlabError
@@ -42,7 +43,8 @@ def main() -> None:
     try:
         app()
     except EmotionlabError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # escape: a message may hold brackets ("pip install 'emotionlab[ray]'") that rich would take as markup
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -25,7 +25,7 @@ def train_run_config(
     *, data, manifest, model, out, recipe, image_size, epochs, batch_size, learning_rate, optimizer, weight_decay,
     scheduler, warmup_epochs, label_smoothing, augment, seed, early_stopping, weights, pretrained, init_from,
     backbone_lr_scale, mix_ferplus, mix_ratio, ferplus_classes, ferplus_targets, mixup, class_balance, faces,
-    detector, margin, workers, accelerator, devices, strategy, **_ignored,
+    detector, margin, workers, accelerator, devices, strategy, num_nodes=1, **_ignored,
 ):
     """The RunConfig of ``emotionlab train`` options (also used by ``experiment cv`` for its recipes)."""
     from emotionlab.config import DataConfig, LossOptions, MixOptions, PretrainOptions, RunConfig, TrainConfig
@@ -49,7 +49,7 @@ def train_run_config(
             pretrain=PretrainOptions(ferplus_classes=ferplus_classes, ferplus_targets=ferplus_targets),
             loss=LossOptions(mixup=mixup, class_balance=class_balance),
             mix=MixOptions(ferplus=str(mix_ferplus) if mix_ferplus else None, ratio=mix_ratio),
-            accelerator=accelerator, devices=devices, strategy=strategy,
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
         ),
         out=str(out),
     )
@@ -92,6 +92,7 @@ def train(
     accelerator: Annotated[str, typer.Option(help="Lightning accelerator: auto, cpu, gpu, mps, ...")] = "auto",
     devices: Annotated[str, typer.Option(help="Lightning devices: auto, 1, 2, ...")] = "auto",
     strategy: Annotated[str, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")] = "auto",
+    num_nodes: Annotated[int, typer.Option(help="Machines training together (each runs this command, e.g. under torchrun; docs/training.md).")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train a model; the run folder gets the best (lowest validation loss) and last checkpoints and a model file."""

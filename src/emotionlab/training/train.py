@@ -206,6 +206,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
         accelerator=config.train.accelerator,
         devices=int(devices) if str(devices).isdigit() else devices,
         strategy=config.train.strategy,
+        num_nodes=config.train.num_nodes,
         precision=config.train.precision,
         deterministic=True,
         callbacks=callbacks,

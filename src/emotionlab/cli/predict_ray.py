@@ -1,0 +1,97 @@
+"""`emotionlab predict --engine ray`: the images of a run go through Ray Data (``emotionlab.inference.ray``)
+instead of this process and its worker processes. Everything else is the plain job's (``cli.predict``): the
+inputs, shards, --resume, the record writers, videos. Records arrive in input order and are written (and
+flushed) one by one as Ray hands them over, so a run that dies keeps them and --resume continues after them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emotionlab.errors import EmotionlabError
+
+if TYPE_CHECKING:
+    from emotionlab.cli.predict import PredictOptions
+
+ENGINES = ("local", "ray")
+
+
+def check_engine(engine: str, *, address: str | None, annotate: Path | None, camera: int | None) -> None:
+    """One line for options the chosen engine cannot take, before any model loads."""
+    if engine not in ENGINES:
+        raise EmotionlabError(f"unknown --engine {engine!r}: use local or ray")
+    if engine == "local":
+        if address:
+            raise EmotionlabError("--address joins a Ray cluster: use it with --engine ray")
+        return
+    if camera is not None:
+        raise EmotionlabError("--engine ray reads files, not a camera; use --engine local for --camera")
+    if annotate is not None:
+        raise EmotionlabError("--annotate draws in this process: use it with --engine local")
+    from emotionlab.inference.ray import import_ray
+
+    import_ray()  # "Ray is not installed: ..." now, not after the model has loaded
+
+
+def ray_results(images: Sequence[Path], options: PredictOptions, *, progress: bool) -> Iterator[tuple[None, dict]]:
+    """``(None, record)`` for each image, in order (the plain job's ``(prepared image, record)`` pairs; Ray's
+    prepared images stay in Ray). Joins ``options.address`` / ``$RAY_ADDRESS``, else starts a local Ray
+    instance with ``options.workers`` CPUs (0: every CPU), which is stopped at the end."""
+    import json
+    import os
+
+    from emotionlab.inference import progress_bar
+    from emotionlab.inference.ray import connect, first_line, predict_dataset
+
+    if not images:
+        return
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    workers, actors = options.workers, options.actors
+    if actors < 1:
+        raise EmotionlabError("--actors must be at least 1")
+    if address is None and workers and workers < actors + 1:
+        raise EmotionlabError(
+            f"--workers {workers} with --actors {actors}: a local Ray instance needs a CPU for each actor and "
+            f"at least one more for decoding and detection; use --workers {actors + 1} or more"
+        )
+    start = time.perf_counter()
+    started = connect(address, num_cpus=workers or None)
+    import ray  # imported by connect already
+
+    _quiet_ray(ray)
+    where = f"joined the cluster at {address}" if address else "started a local instance"
+    if not started:
+        where = "connected already"
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    print(f"ray: {where} in {time.perf_counter() - start:.1f} s ({cpus} CPUs)", file=sys.stderr, flush=True)
+    try:
+        dataset = predict_dataset(
+            images,
+            model=options.model,
+            backend=options.backend,
+            int8=options.int8,
+            detect=options.detect,
+            detector=options.detector,
+            max_faces=options.max_faces,
+            batch_size=options.batch_size,
+            actors=actors,
+        )
+        rows = dataset.iter_rows()
+        for row in progress_bar(rows, total=len(images), description="predicting (ray)", enabled=progress):
+            yield None, json.loads(row["record"])
+    except ray.exceptions.RayError as error:
+        raise EmotionlabError(f"Ray stopped the run: {first_line(error)}") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _quiet_ray(ray) -> None:
+    """Our progress bar and records on the terminal, not Ray Data's per-operator progress and INFO lines."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
