@@ -284,7 +284,7 @@ def throughput(work: Path, count: int, rounds: int) -> dict:
                 paths,
                 workers=2,
                 on_error=_error_item,
-                preload=["emotionlab.inference", "emotionlab.data.faces"],
+                preload=["emotionlab.inference", "emotionlab.faces"],
             ),
         }
         seconds = {name: [] for name in pipelines}

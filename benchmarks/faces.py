@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import onnxruntime
 
-from emotionlab.data.faces import (
+from emotionlab.data.images import is_image_name, read_image
+from emotionlab.faces import (
     CASCADE,
     BlazeDetector,
     FaceBox,
@@ -36,7 +37,6 @@ from emotionlab.data.faces import (
     MmodDetector,
     create_detector,
 )
-from emotionlab.data.images import is_image_name, read_image
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "faces.json"

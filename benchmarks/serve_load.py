@@ -235,7 +235,7 @@ def detector_thread_scaling(paths: list[Path], names=("hog", "haar")) -> dict:
     import numpy as np
     from PIL import Image
 
-    from emotionlab.data.faces import create_detector
+    from emotionlab.faces import create_detector
 
     arrays = [np.asarray(Image.open(path).convert("RGB")) for path in paths[:40]]
     scaling = {}

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from migrate_model_files import MANIFEST, SEED_DATA, manifest_record
 
-from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig
+from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata, resave_model_file
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotionlab.data import blazeface, faces
-from emotionlab.data.blazeface import BlazeFace, ssd_anchors, weighted_nms
-from emotionlab.data.faces import FaceCropConfig, FaceCropper, create_detector, crop_face, eye_angle
+from emotionlab import faces
 from emotionlab.data.images import read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.faces import FaceCropConfig, FaceCropper, create_detector, crop_face, eye_angle
+from emotionlab.faces import blaze as blazeface
+from emotionlab.faces.blaze import BlazeFace, ssd_anchors, weighted_nms
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # public-domain photos (examples/SOURCES.md)
 
@@ -151,7 +152,7 @@ def test_align_uses_the_blaze_eyes_without_dlib(monkeypatch):
     def no_dlib(*args):
         raise AssertionError("dlib's shape predictor was asked for landmarks blaze already gave")
 
-    monkeypatch.setattr(faces, "face_landmarks", no_dlib)
+    monkeypatch.setattr(faces.crop, "face_landmarks", no_dlib)  # where crop_face looks it up
     tilted = photo().rotate(20, resample=Image.BICUBIC, fillcolor=(40, 40, 40))
     box = create_detector("blaze").detect(tilted)[0]
     assert abs(eye_angle(box.landmarks) + 20) < 6  # rotate(20) is counter-clockwise: the eye line falls
@@ -173,7 +174,7 @@ def test_blaze_is_the_default_and_a_missing_model_file_says_what_to_do(tmp_path)
 
 
 def test_wide_scenes_get_a_full_range_pass_that_finds_the_smaller_faces():
-    from emotionlab.data.faces import _looks_like_a_scene
+    from emotionlab.faces.blaze import _looks_like_a_scene
 
     boxes = create_detector("blaze").detect(photo("two_people.jpg"))
     assert len(boxes) == 2 and {box.detector for box in boxes} == {"blaze", "blaze-full"}

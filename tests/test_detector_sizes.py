@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotionlab.data.faces import MIN_IMAGE_SIDE, FaceBox, MmodDetector, create_detector
+from emotionlab.faces import MIN_IMAGE_SIDE, FaceBox, MmodDetector, create_detector
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -35,7 +35,7 @@ SIZES = [
 CHILD = """
 import json, sys
 import numpy as np
-from emotionlab.data.faces import create_detector
+from emotionlab.faces import create_detector
 
 name, sizes = sys.argv[1], json.loads(sys.argv[2])
 detector = create_detector(name)

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from emotionlab.cli import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier
+from emotionlab.inference.onnx import OnnxClassifier, export_onnx
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata
-from emotionlab.inference.onnx import OnnxClassifier, export_onnx
 from tests.test_onnx import faces, save_model
 
 runner = CliRunner()

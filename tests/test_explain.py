@@ -12,10 +12,10 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.data.faces import FaceBox
 from emotionlab.data.transforms import build_eval_transform
 from emotionlab.errors import EmotionlabError
 from emotionlab.explain import Explainer, explain, explain_files
+from emotionlab.faces import FaceBox
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import save_model_file

@@ -16,10 +16,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 from typer.testing import CliRunner
 
+from emotionlab import faces
 from emotionlab.cli import app
-from emotionlab.data import faces
 from emotionlab.data.dataset import Sample, _parse_box
-from emotionlab.data.faces import (
+from emotionlab.errors import EmotionlabError
+from emotionlab.faces import (
     CascadeDetector,
     FaceBox,
     FaceCropConfig,
@@ -30,7 +31,6 @@ from emotionlab.data.faces import (
     eye_angle,
     transform_points,
 )
-from emotionlab.errors import EmotionlabError
 
 SEED = Path(
     os.environ.get("EMOTIONLAB_DATA") or Path(__file__).resolve().parents[2] / "shared/datasets/seed-emotions"
@@ -99,7 +99,7 @@ class FakeDetector:
 @pytest.fixture
 def fake_detector(monkeypatch):
     detector = FakeDetector([FaceBox(30, 20, 40, 40, score=1.0, detector="fake")])
-    monkeypatch.setattr(faces, "create_detector", lambda name, model_file=None: detector)
+    monkeypatch.setattr(faces.detectors, "create_detector", lambda name, model_file=None: detector)
     return detector
 
 
@@ -246,7 +246,7 @@ def test_face_crop_config_round_trips_and_rejects_bad_values():
 
 
 def test_no_face_gives_the_whole_image_and_no_box(monkeypatch, tmp_path):
-    monkeypatch.setattr(faces, "create_detector", lambda name, model_file=None: FakeDetector([]))
+    monkeypatch.setattr(faces.detectors, "create_detector", lambda name, model_file=None: FakeDetector([]))
     image = face_scene(canvas=(90, 70), size=60, offset=(10, 5))
     crop, box = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache")(image)
     assert box is None and crop.size == (90, 70)
@@ -281,7 +281,7 @@ def test_sample_face_box_is_used_without_detection(monkeypatch, tmp_path):
     def no_detection(name, model_file=None):
         raise AssertionError("the detector must not run when the manifest has a face box")
 
-    monkeypatch.setattr(faces, "create_detector", no_detection)
+    monkeypatch.setattr(faces.detectors, "create_detector", no_detection)
     path = tmp_path / "image.png"
     coordinate_image().save(path)
     sample = Sample(path=path, label="happy", relpath="image.png", face_box=_parse_box("50 30 40 20"))

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 import emotionlab
 from emotionlab.cli import app
 from emotionlab.cli.predict import read_done, select_shard
-from emotionlab.data import faces as faces_module
-from emotionlab.data.faces import FaceBox, FaceCropper, crop_face
 from emotionlab.errors import EmotionlabError
+from emotionlab.faces import FaceBox, FaceCropper, crop_face
+from emotionlab.faces import detectors as faces_module
 from emotionlab.inference import Classifier, Recognizer, load_recognizer
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.io import save_model_file

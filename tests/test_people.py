@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from emotionlab.cli import app
 from emotionlab.crossval import assign_folds
 from emotionlab.data import people
-from emotionlab.data.faces import FaceBox, FaceCropper
 from emotionlab.data.manifest import read_manifest_rows
 from emotionlab.data.people import (
     DEFAULT_PERSON_THRESHOLD,
@@ -28,6 +27,7 @@ from emotionlab.data.people import (
     merged_group_ids,
     person_ids,
 )
+from emotionlab.faces import FaceBox, FaceCropper
 
 
 def noise_png(seed: int, size: int = 64) -> bytes:

@@ -14,12 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from emotionlab.inference import video
 from emotionlab.cli import app
-from emotionlab.data import faces as faces_module
-from emotionlab.data.faces import FaceBox
 from emotionlab.errors import EmotionlabError
-from emotionlab.inference import load_recognizer
+from emotionlab.faces import FaceBox
+from emotionlab.faces import detectors as faces_module
+from emotionlab.inference import load_recognizer, video
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.io import save_model_file
 from emotionlab.models.registry import create_model

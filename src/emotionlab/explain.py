@@ -219,7 +219,7 @@ def _crop_and_map(array: np.ndarray, box, config) -> tuple[Image.Image, np.ndarr
     """The face crop ``predict`` made (same margin and alignment) and its 2x3 map back to photo pixels."""
     import cv2
 
-    from emotionlab.data.faces import alignment_matrix, crop_face, eye_angle, face_landmarks
+    from emotionlab.faces import alignment_matrix, crop_face, eye_angle, face_landmarks
 
     crop = crop_face(array, box, margin=config.margin, align=config.align)
     angle = 0.0

@@ -117,7 +117,7 @@ def data_import(
     print_import_summary(report, Console())
 
 
-# ---- data: face detection and crops (library: emotionlab.data.faces) ------------------------------------
+# ---- data: face detection and crops (library: emotionlab.faces) ------------------------------------
 
 
 @data_app.command("faces")
@@ -146,7 +146,7 @@ def data_faces(
     ] = None,
 ) -> None:
     """Detect a face on every image, fill the crop cache, and write a manifest with face_box (x y w h)."""
-    from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig, prepare_face_manifest
+    from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig, prepare_face_manifest
 
     config = FaceCropConfig(
         detector=detector or PREPARE_DETECTOR,
@@ -183,7 +183,7 @@ def data_download_yunet(
     ] = None,
 ) -> None:
     """Fetch OpenCV's YuNet face-detector model (ONNX) for --detector yunet, or copy a local file --from."""
-    from emotionlab.data.faces import YUNET_URL, download_yunet
+    from emotionlab.faces import YUNET_URL, download_yunet
 
     path = download_yunet(dest, url=url or YUNET_URL, source_file=source)
     print(f"wrote {path}; use it with --detector yunet --detector-model {path}")

@@ -16,7 +16,7 @@ def _faces_option(faces: bool, detector: str | None, margin: float) -> dict | No
     """The face-crop settings dict stored in configs and model files (None: whole images)."""
     if not faces:
         return None
-    from emotionlab.data.faces import PREPARE_DETECTOR, FaceCropConfig
+    from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig
 
     return FaceCropConfig(detector=detector or PREPARE_DETECTOR, margin=margin).to_dict()
 

@@ -232,7 +232,7 @@ class _SampleCheck:
                 read_image(sample.path)
                 return None
             if self._cropper is None:
-                from emotionlab.data.faces import FaceCropConfig, FaceCropper
+                from emotionlab.faces import FaceCropConfig, FaceCropper
 
                 self._cropper = FaceCropper(FaceCropConfig.from_dict(self.faces), self.cache_dir)
             self._cropper.for_sample(sample)
@@ -260,7 +260,7 @@ def usable_samples(
         samples,
         workers=max(1, workers),
         on_error=lambda _sample, reason: reason,
-        preload=["emotionlab.data.faces"],
+        preload=["emotionlab.faces"],
     )
     kept, skipped = [], []
     for sample, reason in zip(samples, reasons, strict=True):

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from emotionlab.data.audit import union_ids
-from emotionlab.data.faces import (
+from emotionlab.data.images import ImageReadError, read_image
+from emotionlab.faces import (
     DETECTION_VERSION,
     PREPARE_DETECTOR,
     FaceCropConfig,
@@ -40,7 +41,6 @@ from emotionlab.data.faces import (
     default_cache_dir,
     dlib_model_file,
 )
-from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.fileio import write_atomic
 from emotionlab.isolation import error_reason
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.faces import FaceBox, as_rgb_array, crop_face, find_faces
 from emotionlab.isolation import error_reason
 
 # Decode less: a JPEG file is decoded at a reduced scale whose shorter side stays >= DETECT_DECODE_SIDE for
@@ -79,13 +80,7 @@ class FacePreparer:
         self.min_crop_side = min_crop_side
 
     def detect(self, array: np.ndarray) -> list:
-        from emotionlab.data.faces import create_detector
-
-        config = self.crop_config
-        detector = self.detector or create_detector(config.detector, model_file=config.detector_model)
-        # Largest first whatever the detector's order: the largest face names the image.
-        boxes = sorted(detector.detect(array), key=lambda box: -box.w * box.h)
-        return boxes[: self.max_faces] if self.max_faces else boxes
+        return find_faces(array, self.crop_config, detector=self.detector, max_faces=self.max_faces)
 
     def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:
         return torch.stack([self.transform(image) for image in images]).numpy()
@@ -108,8 +103,6 @@ class FacePreparer:
             return PreparedImage(name, error=error_reason(error, stage="preparing the image"), extra=extra)
 
     def _prepare(self, source, name: str, extra: dict) -> PreparedImage:
-        from emotionlab.data.faces import FaceBox, as_rgb_array, crop_face
-
         scale = 1.0  # file pixels per pixel of the decoded image
         try:
             if isinstance(source, str | Path):

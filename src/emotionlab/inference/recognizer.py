@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper, as_rgb_array
 from emotionlab.inference.classifier import BaseClassifier, load_classifier
 from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
 from emotionlab.isolation import isolated_map
@@ -61,7 +62,7 @@ class Recognizer:
     ``detect``: None follows the model (detect when it was trained on face crops), True forces detection
     (with the model's crop settings, or a 10% margin for whole-image models), False uses whole images.
     ``detector`` overrides the model's detector (e.g. a faster one for video): a name for
-    ``emotionlab.data.faces.create_detector`` or any object with ``detect(image) -> [FaceBox]``.
+    ``emotionlab.faces.create_detector`` or any object with ``detect(image) -> [FaceBox]``.
     """
 
     def __init__(
@@ -73,7 +74,6 @@ class Recognizer:
         max_faces: int | None = None,
     ):
         from emotionlab.compound import compound_ratio
-        from emotionlab.data.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper
 
         self.classifier = classifier
         self.labels = classifier.labels
@@ -199,8 +199,6 @@ class Recognizer:
     def classify_face(self, face, *, channels: str = "rgb") -> tuple[str, dict[str, float]]:
         """``(label, probabilities)`` for a ready face crop (PIL image or array), no detection: the crop is used
         as it is (the model was trained on square crops with a 10% margin around the face)."""
-        from emotionlab.data.faces import as_rgb_array
-
         face = _as_rgb(face, channels)
         image = face.convert("RGB") if isinstance(face, Image.Image) else Image.fromarray(as_rgb_array(face))
         row = self.classifier.predict_proba([image])[0]
@@ -234,7 +232,7 @@ class Recognizer:
                 sources,
                 workers=workers,
                 on_error=lambda source, reason: PreparedImage(str(source), error=reason),
-                preload=["emotionlab.inference", "emotionlab.data.faces"],  # torch and cv2: set to one thread
+                preload=["emotionlab.inference", "emotionlab.faces"],  # torch and cv2: set to one thread
                 chunk_size=4,  # images per worker task: fewer round trips, still a short pipeline
                 prefetch=4,
             )

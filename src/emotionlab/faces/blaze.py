@@ -18,8 +18,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.faces.boxes import FaceBox, _box_from_scaled, _detectable, _sorted_boxes, as_rgb_array
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -193,3 +195,63 @@ class BlazeFace:
         points = (detections.reshape(-1, 8, 2) - (left, top)) / (scale_x, scale_y)
         boxes = points[:, :2].reshape(-1, 4)
         return boxes, points[:, 2:], scores
+
+
+# ---- the detector: short range, plus full range on wide scenes ------------------------------------------
+
+
+class BlazeDetector:
+    """MediaPipe BlazeFace by ONNX Runtime: boxes plus six keypoints (``KEYPOINTS``, eyes first).
+
+    The model letterboxes the whole image into its 128 px (full range: 192 px) input itself, so there is no
+    working-size resize here. ``BlazeFace`` keeps no per-call state and ONNX Runtime's ``run`` is
+    thread-safe: no lock.
+    """
+
+    def __init__(self, model: str = "short", *, threads: int = 1):
+        self.name = "blaze" if model == "short" else f"blaze-{model}"
+        self._blaze = BlazeFace(model, threads=threads)
+        self._threads = threads
+        self._scene: BlazeDetector | None = None  # the full-range model, loaded on first need
+
+    def _detect_model(self, array: np.ndarray, name: str) -> list[FaceBox]:
+        boxes, keypoints, scores = self._blaze(array)
+        return [
+            _box_from_scaled(x1, y1, x2 - x1, y2 - y1, 1.0, score, name, points)
+            for (x1, y1, x2, y2), points, score in zip(boxes, keypoints, scores, strict=True)
+        ]
+
+    def detect(self, image: Image.Image | np.ndarray) -> list[FaceBox]:
+        array = as_rgb_array(image)
+        if not _detectable(array):
+            return []
+        found = self._detect_model(array, self.name)
+        if self.name == "blaze" and _looks_like_a_scene(found, array):
+            # The short-range model is for faces near the camera: in a wider scene (no face, or only faces under
+            # SCENE_FRACTION of the shorter side) the full-range model adds the smaller faces it misses.
+            if self._scene is None:
+                self._scene = BlazeDetector("full", threads=self._threads)
+            found += [box for box in self._scene._detect_model(array, "blaze-full") if _new_face(box, found)]
+        return _sorted_boxes(found, array.shape[1], array.shape[0])
+
+
+SCENE_FRACTION = 0.4  # largest face side / image shorter side below which the full-range pass runs too
+SCENE_MIN_SIDE = 256  # only photos at least this large (shorter side) can hold faces too small for short range
+
+
+def _looks_like_a_scene(found: list[FaceBox], array: np.ndarray) -> bool:
+    shorter = min(array.shape[0], array.shape[1])
+    if shorter < SCENE_MIN_SIDE:
+        return False
+    return not found or max(max(box.w, box.h) for box in found) < SCENE_FRACTION * shorter
+
+
+def _new_face(box: FaceBox, found: list[FaceBox], overlap: float = 0.3) -> bool:
+    """True when ``box`` overlaps no box of ``found`` by more than ``overlap`` (intersection over union)."""
+    for other in found:
+        width = min(box.x + box.w, other.x + other.w) - max(box.x, other.x)
+        height = min(box.y + box.h, other.y + other.h) - max(box.y, other.y)
+        inter = max(0, width) * max(0, height)
+        if inter / (box.w * box.h + other.w * other.h - inter) > overlap:
+            return False
+    return True
