@@ -161,7 +161,9 @@ def test_a_killed_worker_loses_and_duplicates_nothing(ray_instance, face_model, 
 
 
 @pytest.mark.slow
-def test_cli_ray_engine_writes_the_same_file_and_resume_skips_written_paths(ray_instance, whole_model, tmp_path):
+def test_cli_ray_engine_writes_the_same_file_and_resume_skips_written_paths(
+    ray_instance, whole_model, tmp_path
+):
     folder = tmp_path / "in"
     paths = make_images(folder, 6)
     plain, ray_output = tmp_path / "plain.jsonl", tmp_path / "ray.jsonl"
@@ -177,7 +179,9 @@ def test_cli_ray_engine_writes_the_same_file_and_resume_skips_written_paths(ray_
     run_cli(*common, "--output", ray_output, "--engine", "ray", "--resume")
     assert ray_output.read_text() == plain.read_text()
     run_cli(*common, "--output", ray_output, "--engine", "ray", "--resume")  # nothing left to do
-    assert [json.loads(line)["path"] for line in ray_output.read_text().splitlines()] == [str(p) for p in paths]
+    assert [json.loads(line)["path"] for line in ray_output.read_text().splitlines()] == [
+        str(p) for p in paths
+    ]
 
 
 @pytest.mark.slow
@@ -197,7 +201,9 @@ def test_without_ray_the_engine_says_how_to_install_it_in_one_line(whole_model, 
         f"sys.argv = ['emotionlab', 'predict', {str(image)!r}, '--model', {str(whole_model)!r}, '--engine', 'ray']\n"
         "main()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300
+    )
     assert result.returncode == 2
     message = (result.stdout + result.stderr).strip()
     assert "Ray is not installed: pip install 'emotionlab[ray]'" in message

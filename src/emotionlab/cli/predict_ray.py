@@ -37,7 +37,9 @@ def check_engine(engine: str, *, address: str | None, annotate: Path | None, cam
     import_ray()  # "Ray is not installed: ..." now, not after the model has loaded
 
 
-def ray_results(images: Sequence[Path], options: PredictOptions, *, progress: bool) -> Iterator[tuple[None, dict]]:
+def ray_results(
+    images: Sequence[Path], options: PredictOptions, *, progress: bool
+) -> Iterator[tuple[None, dict]]:
     """``(None, record)`` for each image, in order (the plain job's ``(prepared image, record)`` pairs; Ray's
     prepared images stay in Ray). Joins ``options.address`` / ``$RAY_ADDRESS``, else starts a local Ray
     instance with ``options.workers`` CPUs (0: every CPU), which is stopped at the end."""

@@ -95,7 +95,9 @@ class _Classify:
 
     def __call__(self, batch: dict) -> dict:
         items = [pickle.loads(blob) for blob in batch["prepared"]]
-        records = [json.dumps(record) for _, record in self.recognizer.classify(items, batch_size=self.batch_size)]
+        records = [
+            json.dumps(record) for _, record in self.recognizer.classify(items, batch_size=self.batch_size)
+        ]
         return {"index": batch["index"], "record": np.array(records, dtype=object)}
 
 
