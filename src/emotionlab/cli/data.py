@@ -15,8 +15,8 @@ from emotionlab.cli.root import data_app
 
 @data_app.command("audit")
 def data_audit(
-    root: Annotated[Path, typer.Argument(help="Dataset folder ([split/]label/image). Only read, never changed.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for audit.json and class_balance.png (outside ROOT).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for audit.json and class_balance.png (outside --data).")],
     threshold: Annotated[
         int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64.")
     ] = None,
@@ -34,14 +34,14 @@ def data_audit(
         from emotionlab.data.people import DEFAULT_PERSON_THRESHOLD
 
         person_threshold = DEFAULT_PERSON_THRESHOLD if person_threshold is None else person_threshold
-    run_audit(root, out, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+    run_audit(data, out, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
               person_threshold=person_threshold if people else None, console=Console())
 
 
 @data_app.command("split")
 def data_split(
-    root: Annotated[Path, typer.Argument(help="Dataset folder ([split/]label/image). Only read, never changed.")],
-    out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write (outside ROOT).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")],
+    output: Annotated[Path, typer.Option(help="Manifest CSV to write (outside --data).")],
     ratios: Annotated[str, typer.Option(help="train,validation,test fractions.")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     threshold: Annotated[
@@ -63,8 +63,8 @@ def data_split(
     from emotionlab.data.manifest import run_split
 
     run_split(
-        root,
-        out,
+        data,
+        output,
         ratios=ratios,
         seed=seed,
         threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
@@ -122,17 +122,15 @@ def data_import(
 
 @data_app.command("faces")
 def data_faces(
-    root: Annotated[Path, typer.Argument(help="Dataset folder. Only read, never changed.")],
-    out: Annotated[
-        Path, typer.Option("--out", help="Manifest CSV to write (outside ROOT), with face_box filled.")
-    ],
+    data: Annotated[Path, typer.Option(help="Dataset folder. Only read, never changed.")],
+    output: Annotated[Path, typer.Option(help="Manifest CSV to write (outside --data), with face_box filled.")],
     manifest: Annotated[
         Path | None,
-        typer.Option(help="Input manifest (paths under ROOT); its columns are kept. Default: scan ROOT."),
+        typer.Option(help="Input manifest (paths under --data); its columns are kept. Default: scan --data."),
     ] = None,
     detector: Annotated[
         str | None,
-        typer.Option(help="haar | hog | mmod | yunet | cascade (default: cascade = hog, then mmod)."),
+        typer.Option(help="Face detector: blaze (default), blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."),
     ] = None,
     detector_model: Annotated[
         Path | None, typer.Option(help="YuNet ONNX file (for --detector yunet).")
@@ -155,7 +153,7 @@ def data_faces(
         detector_model=str(detector_model) if detector_model else None,
     )
     report = prepare_face_manifest(
-        root, out, manifest=manifest, config=config, cache_dir=cache_dir, workers=workers
+        data, output, manifest=manifest, config=config, cache_dir=cache_dir, workers=workers
     )
     found_by = ", ".join(f"{name} {count}" for name, count in sorted(report.by_detector.items()))
     print(

@@ -27,7 +27,7 @@ def _print_metrics(metrics: dict) -> None:
 
 @app.command()
 def evaluate(
-    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default).")] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset root. Default: $EMOTIONLAB_DATA.")] = None,
     manifest: Annotated[Path | None, typer.Option(help="Manifest CSV whose split column selects images.")] = None,
     split: Annotated[str, typer.Option(help="train | validation | test | all")] = "test",
@@ -79,11 +79,11 @@ def evaluate(
 @app.command("explain")
 def explain_command(
     images: Annotated[list[str], typer.Argument(help="Images, folders (recursive) or glob patterns.")],
-    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors; default: the shipped model).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors), or a shipped model: default, ferplus8 (default: default).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for NAME.faceK.png (heat over each face) and NAME.overlay.png (over the photo).")] = Path("runs/explain"),
     target: Annotated[str | None, typer.Option("--class", help="Explain this class (default: each face's predicted class).")] = None,
     detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images. Default: as the model was trained.")] = None,
-    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's.")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
     max_faces: Annotated[int | None, typer.Option(help="Explain at most this many faces per image (largest first).")] = None,
     output_format: Annotated[Literal["text", "jsonl"], typer.Option("--format", help="text: one line per face; jsonl: one record per image.")] = "text",
 ) -> None:
@@ -116,7 +116,7 @@ def explain_command(
 @app.command("report")
 def report_command(
     inputs: Annotated[list[Path], typer.Argument(help="An evaluation folder (from `evaluate`), several to compare, or an experiment's ablation.json / cv.json.")],
-    out: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: report.html in the evaluation folder, NAME.html beside a JSON file, else ./report.html).")] = None,
+    output: Annotated[Path | None, typer.Option(help="HTML file to write (default: report.html in the evaluation folder, NAME.html beside a JSON file, else ./report.html).")] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset root the evaluated paths are relative to (gallery images). Default: $EMOTIONLAB_DATA.")] = None,
     model: Annotated[Path | None, typer.Option(help="Model file for Grad-CAM and training curves (default: the one metrics.json names).")] = None,
     gradcam: Annotated[bool, typer.Option("--gradcam/--no-gradcam", help="Grad-CAM overlay beside each misclassified face.")] = True,
@@ -125,5 +125,5 @@ def report_command(
     """Write one self-contained HTML report: metrics with intervals, confusion, calibration, Grad-CAM gallery, comparisons."""
     from emotionlab.evaluation.report import write_report
 
-    path = write_report(inputs, out, data_root=data, model=model, gradcam=gradcam, gallery_limit=gallery_limit)
+    path = write_report(inputs, output, data_root=data, model=model, gradcam=gradcam, gallery_limit=gallery_limit)
     print(f"wrote {path}")

@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 
 from emotionlab.cli.root import app
+from emotionlab.cli.renamed import RenamingGroup, rewrite_args
 from emotionlab.cli.train import _faces_option, train_run_config
 from emotionlab.errors import EmotionlabError
 
 # ---- experiments: the study's ablation, augmentation preview ----------------------------------------------
 
-experiment_app = typer.Typer(help="Experiments: the study's ablation with seeds and confidence intervals.", no_args_is_help=True)
+experiment_app = typer.Typer(cls=RenamingGroup, help="Experiments: the study's ablation with seeds and confidence intervals.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -25,7 +26,7 @@ def experiment_ablation(
     out: Annotated[Path, typer.Option(help="Folder for the runs and ablation.json / ablation.md.")] = Path("runs/ablation"),
     seeds: Annotated[int, typer.Option(help="Seeds per row (0..N-1).")] = 3,
     rows: Annotated[list[str] | None, typer.Option("--row", help="Rows to run (repeat): baseline, augmentation, transfer, finetune, faces. Default: all.")] = None,
-    backbone_model: Annotated[str, typer.Option(help="Transfer backbone: fer_cnn (FER+ file) or a timm name such as vgg16.")] = "fer_cnn",
+    backbone_arch: Annotated[str, typer.Option(help="Transfer backbone architecture: fer_cnn (FER+ file) or a timm name such as vgg16.")] = "fer_cnn",
     backbone_weights: Annotated[Path | None, typer.Option(help="Backbone weights file (default: models/ferplus_backbone.safetensors).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Transfer backbone weights from the hub (online).")] = False,
     scratch_epochs: Annotated[int, typer.Option(help="Max epochs of the scratch rows (early stopping on).")] = 25,
@@ -39,7 +40,7 @@ def experiment_ablation(
 
     settings = AblationSettings(
         out=str(out), data=str(data) if data else None, manifest=str(manifest) if manifest else None,
-        seeds=tuple(range(seeds)), rows=tuple(rows or ROWS), backbone_model=backbone_model,
+        seeds=tuple(range(seeds)), rows=tuple(rows or ROWS), backbone_model=backbone_arch,
         backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
         scratch_epochs=scratch_epochs, finetune_epochs=finetune_epochs, patience=patience,
     )
@@ -56,10 +57,11 @@ def _cv_recipe(text: str):
 
     name, sep, options = text.partition("=")
     if not sep or not name.strip():
-        raise EmotionlabError(f"--recipe {text!r}: expected NAME='train options', e.g. base='--recipe finetune --from M'")
+        raise EmotionlabError(f"--recipe {text!r}: expected NAME='train options', e.g. base='--recipe finetune --init-from M'")
     command = typer.main.get_command(app).commands["train"]
     try:
-        context = command.make_context("train", shlex.split(options), resilient_parsing=False)
+        args = rewrite_args("train", command, shlex.split(options))
+        context = command.make_context("train", args, resilient_parsing=False)
     except Exception as error:  # Typer's (vendored) click usage errors all have format_message()
         if not hasattr(error, "format_message"):
             raise
@@ -97,22 +99,22 @@ def experiment_cv(
 
 @app.command("augment-preview")
 def augment_preview_command(
-    root: Annotated[Path, typer.Argument(help="Dataset root (class folders, optionally under train/...).")],
-    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
+    data: Annotated[Path, typer.Option(help="Dataset root (class folders, optionally under train/...).")],
+    output: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
     policy: Annotated[str, typer.Option("--augment", help="none | flip | seed | light | randaugment | trivialaugment")] = "seed",
     image_size: Annotated[int, typer.Option(help="Square size of each tile.")] = 128,
     rows: Annotated[int, typer.Option(help="Images (one per row, spread over the classes).")] = 6,
     views: Annotated[int, typer.Option(help="Augmented views per image.")] = 7,
     seed: Annotated[int, typer.Option()] = 0,
-    faces: Annotated[bool, typer.Option("--faces/--no-faces", help="Augment face crops, as training with --faces does.")] = False,
+    detect: Annotated[bool, typer.Option("--detect/--no-detect", help="Augment face crops, as training with --detect does.")] = False,
 ) -> None:
     """Write a grid: each row an original image followed by augmented views, to check a policy by eye."""
     from emotionlab.data.audit import ensure_outside_root
     from emotionlab.experiments import augment_preview
 
-    ensure_outside_root(root, out)  # a dataset is never written to, as every `data` command
+    ensure_outside_root(data, output)  # a dataset is never written to, as every `data` command
 
-    path = augment_preview(root, out, policy=policy, image_size=image_size, rows=rows, views=views, seed=seed,
-                           faces=_faces_option(faces, None, 0.1))
+    path = augment_preview(data, output, policy=policy, image_size=image_size, rows=rows, views=views, seed=seed,
+                           faces=_faces_option(detect, None, 0.1))
     print(f"wrote {path}")
 

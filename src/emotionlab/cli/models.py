@@ -24,7 +24,7 @@ def list_models_command() -> None:
 @app.command("export")
 def export_command(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (metadata embedded).")],
-    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default).")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Quantise to int8 (dynamic; static with --calibration).")] = False,
     calibration: Annotated[list[str] | None, typer.Option(help="Images/folders for static int8 calibration (not the test set).")] = None,
 ) -> None:

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from emotionlab.cli.predict_ray import check_engine, ray_results
-from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, read_done
+from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
@@ -285,15 +285,15 @@ def _predict_one_video(recognizer, path: Path, options: PredictOptions, done: di
 @app.command()
 def predict(
     paths: Annotated[list[str] | None, typer.Argument(help="Images, videos, folders (recursive) or glob patterns.")] = None,
-    model: Annotated[Path | None, typer.Option(help="Model file: .safetensors, or .onnx with --backend onnx (default: the shipped model).")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="table | jsonl | csv")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write jsonl/csv records to this file instead of stdout.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors, or .onnx with --backend onnx), or a shipped model: default, ferplus8 (default: default).")] = None,
+    output_format: Annotated[Literal["table", "jsonl", "csv"] | None, typer.Option("--format", help="Records as a table, jsonl or csv (default: from --output's extension, else table).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the records to this file (.jsonl or .csv) instead of stdout.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")] = False,
     shard: Annotated[str | None, typer.Option(help="i/n: process only the i-th of n disjoint parts of the sorted inputs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Faces per network call.")] = 32,
     workers: Annotated[int, typer.Option(help="Processes that decode, detect and crop images (0: in this process). --engine ray: the local Ray instance's CPUs (0: all).")] = 0,
     detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images (they are faces already). Default: as the model was trained.")] = None,
-    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's (haar, hog, mmod, yunet, cascade).")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
     max_faces: Annotated[int | None, typer.Option(help="Classify at most this many faces per image (largest first).")] = None,
     backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime; exports a .safetensors model once to the cache).")] = "torch",
     int8: Annotated[bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")] = False,
@@ -323,7 +323,8 @@ def predict(
 
     run_predict(
         PredictOptions(
-            inputs=list(paths or []), model=model, output_format=output_format, output=output, resume=resume,
+            inputs=list(paths or []), model=model, output_format=output_format_for(output_format, output),
+            output=output, resume=resume,
             shard=shard, batch_size=batch_size, workers=workers, detect=detect, detector=detector,
             max_faces=max_faces, backend=backend, int8=int8, fps=fps, out_dir=out, annotate=annotate,
             camera=camera, max_frames=max_frames, window=window, progress=progress, engine=engine,

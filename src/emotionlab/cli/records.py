@@ -70,6 +70,21 @@ def _format_probabilities(record: dict, labels: list[str]) -> list[str]:
     return [f"{probabilities[label]:.4f}" if label in probabilities else "" for label in labels]
 
 
+FORMAT_OF_EXTENSION = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def output_format_for(output_format: str | None, output: Path | None) -> str:
+    """``--format`` as given, else taken from ``--output``'s extension (.jsonl, .ndjson, .csv), else ``table``."""
+    if output_format is not None:
+        return output_format
+    if output is None:
+        return "table"
+    found = FORMAT_OF_EXTENSION.get(Path(output).suffix.lower())
+    if found is None:
+        raise EmotionlabError(f"{output}: no record format for this extension (.jsonl or .csv), or add --format jsonl|csv")
+    return found
+
+
 class RecordWriter:
     """Writes records as they come: ``jsonl`` and ``csv`` stream (to stdout or a file); ``table`` collects
     rows and prints one table at the end, or one line per record when ``live`` (camera)."""

@@ -14,10 +14,10 @@ from emotionlab.labels import EMOTIONS
 
 @app.command()
 def serve(
-    model: Annotated[Path | None, typer.Option(help="Model file (default: the shipped model).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's.")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
     backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per image, in MB.")] = 10.0,
     workers: Annotated[
@@ -64,7 +64,7 @@ def label_photos(
         apply_and_export(folder, journal or default_journal_path(folder), dest=apply, csv_path=export,
                          classes=class_names if classes else None)
         return
-    from emotionlab.serving.label_app import serve_labels
+    from emotionlab.labeling.app import serve_labels
 
     serve_labels(folder, class_names, journal=journal, host=host, port=port, model=model)
 

@@ -1,0 +1,96 @@
+"""Old option spellings, kept working for one release with a one-line note.
+
+Every option name means one thing in every command: ``--out`` is a folder, ``--output`` a file, ``--arch`` an
+architecture name, ``--model`` a model file, ``--data`` the dataset, ``--detect/--no-detect`` whether faces are
+found and cropped, ``--patience`` early stopping. Before 0.3 some commands used these words otherwise; the
+old spellings below are rewritten to the new ones before the command parses its options, so scripts keep
+working while the note tells their authors what to change.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from typer.core import TyperGroup
+
+# command path (without "emotionlab") -> {old option: new option}
+RENAMED: dict[str, dict[str, str]] = {
+    "train": {
+        "--model": "--arch",
+        "--from": "--init-from",
+        "--early-stopping": "--patience",
+        "--faces": "--detect",
+        "--no-faces": "--no-detect",
+    },
+    "augment-preview": {"--out": "--output", "--faces": "--detect", "--no-faces": "--no-detect"},
+    "report": {"--out": "--output"},
+    "data split": {"--out": "--output"},
+    "data faces": {"--out": "--output"},
+    "experiment ablation": {"--backbone-model": "--backbone-arch"},
+}
+
+# Commands whose dataset folder was a positional argument; it is now --data.
+POSITIONAL_DATA = {"augment-preview", "data audit", "data split", "data faces"}
+
+
+def _note(command: str, old: str, new: str) -> None:
+    print(f"note: `emotionlab {command} {old}` is now `{new}`; the old spelling goes in the next release",
+          file=sys.stderr)
+
+
+def _takes_value(command) -> set[str]:
+    names = set()
+    for param in command.params:  # Typer vendors its own click: duck-typed, not isinstance
+        if param.param_type_name == "option" and not param.is_flag and not getattr(param, "count", False):
+            names.update(param.opts)
+    return names
+
+
+def rewrite_args(command_path: str, command, args: list[str], *, notes: bool = True) -> list[str]:
+    """``args`` of ``command`` with old option spellings (and a positional dataset) in today's form."""
+    renamed = RENAMED.get(command_path, {})
+    out: list[str] = []
+    takes_value = _takes_value(command)
+    positional_data = command_path in POSITIONAL_DATA and "--data" not in args
+    expect_value = False
+    for arg in args:
+        if expect_value:  # the value of the previous option, whatever it looks like
+            out.append(arg)
+            expect_value = False
+            continue
+        if arg == "--":
+            positional_data = False
+            out.append(arg)
+            continue
+        name, equals, value = arg.partition("=")
+        if name in renamed:
+            if notes:
+                _note(command_path, name, renamed[name])
+            name = renamed[name]
+            arg = name + equals + value
+        if arg.startswith("-"):
+            expect_value = name in takes_value and not equals
+            out.append(arg)
+        elif positional_data:
+            if notes:
+                _note(command_path, "DATASET (positional)", "--data DATASET")
+            out += ["--data", arg]
+            positional_data = False
+        else:
+            out.append(arg)
+    return out
+
+
+class RenamingGroup(TyperGroup):
+    """A Typer group that rewrites old option spellings of its commands (see ``RENAMED``)."""
+
+    def resolve_command(self, ctx, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not hasattr(command, "commands"):  # a command, not a group
+            words, context = [command.name or name or ""], ctx
+            while context.parent is not None:  # the root's name may be "python -m emotionlab": not used
+                words.insert(0, context.info_name or "")
+                context = context.parent
+            path = " ".join(words)
+            rest = rewrite_args(path, command, rest)
+        return name, command, rest
