@@ -28,8 +28,8 @@ import uvicorn
 from PIL import Image
 
 from emotionlab.labeling import LabelSession, scan_images
+from emotionlab.labeling.app import _bind, create_label_app
 from emotionlab.labels import EMOTIONS
-from emotionlab.serving.label_app import _bind, create_label_app
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -263,7 +263,7 @@ def test_model_suggestion_enter_accepts_and_buttons_never_steal_the_keys(driver,
     from selenium.webdriver.common.keys import Keys
 
     from emotionlab.labeling import LabelSession
-    from emotionlab.serving.label_app import _bind, create_label_app
+    from emotionlab.labeling.app import _bind, create_label_app
 
     class FakeModel:
         def predict(self, image):

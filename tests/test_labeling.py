@@ -26,7 +26,7 @@ from emotionlab.labeling import (
     read_journal,
     scan_images,
 )
-from emotionlab.serving.label_app import create_label_app
+from emotionlab.labeling.app import create_label_app
 
 CLASSES = ["angry", "fearful", "happy", "sad", "surprised"]
 
@@ -473,8 +473,8 @@ def test_the_page_and_its_assets_are_served(client):
     assert '<script src="/static/label.js">' in page.text
     assert client.get("/static/label.js").status_code == 200
     assert client.get("/static/label.css").status_code == 200
-    assert client.get("/static/label_app.py").status_code == 404
-    assert client.get("/static/..%2Flabel_app.py").status_code == 404
+    assert client.get("/static/app.py").status_code == 404
+    assert client.get("/static/..%2Fapp.py").status_code == 404
 
 
 def test_api_label_skip_undo_round_trip(client):

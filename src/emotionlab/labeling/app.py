@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.labeling import LabelSession, StaleImageError, display_bytes
+from emotionlab.labeling.session import LabelSession, StaleImageError, display_bytes
 
 log = logging.getLogger("emotionlab")
 
@@ -238,7 +238,8 @@ def serve_labels(
 
     import uvicorn
 
-    from emotionlab.labeling import check_outside, default_journal_path, scan_images
+    from emotionlab.labeling.journal import check_outside, default_journal_path
+    from emotionlab.labeling.session import scan_images
 
     journal = Path(journal) if journal is not None else default_journal_path(folder)
     if not Path(folder).is_dir():

@@ -1,6 +1,7 @@
 """Labelling photos one at a time: the image list, an append-only journal, the queue, undo, apply and export.
 
-No web code here; ``emotionlab.serving.label_app`` puts a page in front of ``LabelSession``.
+No web code here; ``emotionlab.labeling.app`` puts a page in front of ``LabelSession``. The journal is
+``journal.py``; apply and export (``export.py``) read it back.
 
 The journal is the single source of truth. Every action (label, skip, undo) is one JSON line, flushed and
 fsync'd before the action is acknowledged, so killing the process loses nothing and replaying the journal
@@ -15,34 +16,26 @@ copied or written: a half-applied journal that someone tampered with would be ha
 Queue order, as the user sees it:
   1. images brought back by undo, the most recently undone first (undo shows the image again at once),
   2. images never seen, in path order,
-  3. skipped images, in the order they were skipped (skipping again sends an image to the end again).
-"""
+  3. skipped images, in the order they were skipped (skipping again sends an image to the end again)."""
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import hashlib
 import io
-import json
 import logging
 import os
 import re
-import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.labels import EMOTIONS
+from emotionlab.labeling.journal import ACTIONS, Journal, JournalEntry, _now, check_outside, read_journal
 
 log = logging.getLogger("emotionlab")
 
-JOURNAL_SUFFIX = ".labels.jsonl"
-ACTIONS = ("label", "skip", "undo")
 # Keys the page keeps for itself, so no class may take them as its letter.
 RESERVED_KEYS = {"z"}
 # The page gets images at most this big (longest side): faster to send, and the screen shows no more anyway.
@@ -166,183 +159,6 @@ def display_bytes(path: str | Path, *, max_side: int = DISPLAY_MAX_SIDE) -> tupl
     image.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue(), "image/jpeg"
 
-
-# ---- journal ---------------------------------------------------------------------------------------------
-
-
-def default_journal_path(folder: str | Path) -> Path:
-    """``./<folder name>.labels.jsonl`` in the current directory: next to where the user is, not in the data."""
-    name = Path(folder).resolve().name or "labels"
-    return Path.cwd() / f"{name}{JOURNAL_SUFFIX}"
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
-def check_outside(path: str | Path, folder: str | Path, what: str) -> None:
-    """Refuse to write ``path`` inside the folder being labelled (a dataset root is never modified)."""
-    if _is_inside(Path(path), Path(folder)):
-        raise EmotionlabError(
-            f"{path}: the {what} would be written inside the folder being labelled ({Path(folder).resolve()}); "
-            + (
-                "pass --journal FILE outside it, or run the command from another directory"
-                if what == "labelling journal"
-                else "choose a place outside it"
-            )
-        )
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    action: str  # label | skip | undo | start
-    image: str | None = None
-    label: str | None = None
-    time: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def _now() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
-
-
-def read_journal(path: str | Path) -> list[JournalEntry]:
-    """Read a journal. A last line cut short (the process was killed while writing it) is ignored; any other
-    unreadable line is an error naming the line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise EmotionlabError(f"{path}: cannot read the labelling journal ({error})") from error
-    lines = text.split("\n")
-    entries: list[JournalEntry] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            action = record["action"]
-            if not isinstance(record, dict) or action not in (*ACTIONS, "start"):
-                raise ValueError(f"unknown action {action!r}")
-            if action in ("label", "skip") and not isinstance(record.get("image"), str):
-                raise ValueError(f"a {action} entry needs an image path")
-            if action == "label" and not isinstance(record.get("label"), str):
-                raise ValueError("a label entry needs a label")
-        except (ValueError, KeyError, TypeError) as error:
-            # Our writer starts every line with {"time": so a cut-short last line is recognisable; anything
-            # else means this file is not a journal, and it must not be touched.
-            if number == len(lines) and not text.endswith("\n") and line.startswith('{"time": "'):
-                log.warning(
-                    "%s: ignoring an incomplete last line (the labeller was stopped while writing)", path
-                )
-                break
-            raise EmotionlabError(
-                f"{path}: line {number} is not a labelling journal entry ({error}); "
-                "is this the right --journal file?"
-            ) from error
-        extra = {k: v for k, v in record.items() if k not in ("action", "image", "label", "time")}
-        entries.append(
-            JournalEntry(
-                record["action"], record.get("image"), record.get("label"), record.get("time", ""), extra
-            )
-        )
-    return entries
-
-
-class Journal:
-    """An append-only JSON-lines file. ``append`` returns only once the line is on disk (flush + fsync)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._handle = None
-        self._lock = threading.Lock()
-
-    def open(self) -> None:
-        if self._handle is not None:
-            return
-        if self.path.is_dir():
-            raise EmotionlabError(f"{self.path}: is a folder; --journal must be a file")
-        if not self.path.parent.is_dir():
-            raise EmotionlabError(f"{self.path}: the journal's folder does not exist")
-        created = not self.path.exists()
-        try:
-            handle = open(self.path, "a+b")  # noqa: SIM115 (kept open for the whole session)
-        except OSError as error:
-            raise EmotionlabError(
-                f"{self.path}: cannot write the labelling journal ({error.strerror})"
-            ) from error
-        _lock_exclusive(handle, self.path)
-        # The next entry must start on a fresh line. A complete last line without its newline (an edited
-        # file) is kept; a line cut short by a kill was never acknowledged and is dropped.
-        size = handle.seek(0, os.SEEK_END)
-        if size:
-            handle.seek(size - 1)
-            if handle.read(1) != b"\n":
-                handle.seek(0)
-                data = handle.read()
-                keep = data.rfind(b"\n") + 1
-                try:
-                    json.loads(data[keep:])
-                    handle.write(b"\n")
-                except ValueError:
-                    handle.truncate(keep)
-                os.fsync(handle.fileno())
-        self._handle = handle
-        if created:  # make the new file's directory entry durable too
-            _fsync_dir(self.path.parent)
-
-    def append(self, entry: JournalEntry) -> None:
-        record = {
-            "time": entry.time or _now(),
-            "action": entry.action,
-            "image": entry.image,
-            "label": entry.label,
-        }
-        record.update(entry.extra)
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        with self._lock:
-            if self._handle is None:
-                self.open()
-            self._handle.write(line)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
-
-
-def _lock_exclusive(handle, path: Path) -> None:
-    """One labeller per journal: a second one would interleave its actions with the first's."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock, carry on
-        return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        handle.close()
-        raise EmotionlabError(
-            f"{path}: the journal is in use by another `emotionlab label`; stop that one first"
-        ) from error
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 # ---- state -----------------------------------------------------------------------------------------------
@@ -555,186 +371,3 @@ class LabelSession:
 
     def close(self) -> None:
         self.journal.close()
-
-
-# ---- apply and export -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ApplyReport:
-    copied: Counter = field(default_factory=Counter)  # label -> files copied now
-    already: Counter = field(default_factory=Counter)  # label -> identical file already in DEST
-    missing: list[str] = field(default_factory=list)  # labelled, but no longer in the folder
-    renamed: list[tuple[str, str]] = field(default_factory=list)  # (source relpath, DEST-relative name)
-
-    @property
-    def total(self) -> int:
-        return sum(self.copied.values()) + sum(self.already.values())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def labelled_images(folder: str | Path, journal: str | Path) -> dict[str, str]:
-    """``{relpath: label}`` from a journal, in path order, unchecked; an error when there is no journal to read."""
-    journal = Path(journal)
-    if not journal.is_file():
-        raise EmotionlabError(f"{journal}: no labelling journal here; label first, or pass --journal")
-    labels = LabelState.replay(read_journal(journal)).labels
-    return dict(sorted(labels.items()))
-
-
-def journal_classes(journal: str | Path) -> list[str]:
-    """The classes the journal's sessions were started with (in first-seen order); EMOTIONS when none say."""
-    classes: list[str] = []
-    for entry in read_journal(journal):
-        listed = entry.extra.get("classes") if entry.action == "start" else None
-        for name in listed if isinstance(listed, list) else []:
-            if isinstance(name, str) and name not in classes:
-                classes.append(name)
-    return classes or list(EMOTIONS)
-
-
-def source_path(folder: Path, relpath: str) -> Path:
-    """The file a journal entry names, resolved; an error unless it stays inside ``folder`` (resolved)."""
-    if not relpath or PurePosixPath(relpath).is_absolute() or PureWindowsPath(relpath).is_absolute():
-        raise ValueError("not a path relative to the folder")
-    if ".." in PurePosixPath(relpath).parts or ".." in PureWindowsPath(relpath).parts:
-        raise ValueError("leaves the folder (..)")
-    resolved = (folder / relpath).resolve()
-    if not resolved.is_relative_to(folder):
-        raise ValueError("leads outside the folder (a symbolic link)")
-    return resolved
-
-
-def checked_labels(folder: Path, journal: str | Path, classes: Sequence[str] | None) -> dict[str, tuple[Path, str]]:
-    """``{relpath: (source file, label)}`` for every labelled image, after checking every entry of the journal.
-
-    Any entry whose label is not one of ``classes`` (default: the journal's own classes) or not a folder name, or
-    whose image is not inside ``folder``, refuses them all: one line naming each bad entry, nothing done."""
-    labels = labelled_images(folder, journal)
-    allowed = list(classes) if classes is not None else journal_classes(journal)
-    checked: dict[str, tuple[Path, str]] = {}
-    problems: list[str] = []
-    for relpath, label in labels.items():
-        if not is_folder_name(label) or label not in allowed:
-            problems.append(f"label {label!r} of {relpath!r} is not one of the classes ({', '.join(allowed)})")
-            continue
-        try:
-            checked[relpath] = (source_path(folder, relpath), label)
-        except ValueError as reason:
-            problems.append(f"image {relpath!r} {reason}")
-    if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise EmotionlabError(
-            f"{journal}: refused, nothing copied or written: {len(problems)} journal entr"
-            f"{'y is' if len(problems) == 1 else 'ies are'} not safe to use: {shown}. Fix or remove those lines "
-            "(was the journal edited by hand?), or pass the --classes you labelled with"
-        )
-    return checked
-
-
-def apply_labels(
-    folder: str | Path, journal: str | Path, dest: str | Path, *, classes: Sequence[str] | None = None
-) -> ApplyReport:
-    """Copy (never move) each labelled image to ``DEST/<label>/<file name>``; source files are only read.
-
-    Every journal entry is checked first (``checked_labels``): one label outside ``classes`` or one image outside
-    the folder refuses the whole apply, and nothing is copied.
-
-    A name already taken in ``DEST/<label>`` by a different file gets ``-2``, ``-3``, ... before its suffix
-    (images are handled in path order, so the result is the same every run). A file already there with the
-    same bytes counts as done, so running apply again after labelling more adds only the new images.
-    """
-    folder, dest = Path(folder).resolve(), Path(dest)
-    if not folder.is_dir():
-        raise EmotionlabError(f"{folder}: folder not found")
-    check_outside(dest, folder, "--apply destination")
-    if dest.exists() and not dest.is_dir():
-        raise EmotionlabError(f"{dest}: --apply destination exists and is not a folder")
-    report = ApplyReport()
-    for relpath, (source, label) in checked_labels(folder, journal, classes).items():
-        if not source.is_file():
-            report.missing.append(relpath)
-            continue
-        target_dir = dest / label
-        target_dir.mkdir(parents=True, exist_ok=True)
-        source_hash = None
-        source_name = PurePosixPath(relpath).name  # the name the user saw, also for a symbolic link
-        stem, suffix = os.path.splitext(source_name)
-        for attempt in range(1, 10_000):
-            name = source_name if attempt == 1 else f"{stem}-{attempt}{suffix}"
-            target = target_dir / name
-            if not target.exists():
-                _copy_atomic(source, target)
-                report.copied[label] += 1
-                if attempt > 1:
-                    report.renamed.append((relpath, f"{label}/{name}"))
-                break
-            source_hash = source_hash or _sha256(source)
-            if target.is_file() and _sha256(target) == source_hash:
-                report.already[label] += 1
-                break
-        else:
-            raise EmotionlabError(f"{target_dir}: too many files named like {source_name}")
-    return report
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    """Copy through a temporary name, so a copy cut short never looks like a finished file."""
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copy2(source, partial)
-    os.replace(partial, target)
-
-
-def export_csv(
-    folder: str | Path, journal: str | Path, csv_path: str | Path, *, classes: Sequence[str] | None = None
-) -> int:
-    """Write ``path,label`` rows (paths relative to the folder, like a manifest); returns the row count.
-
-    Checked as ``apply_labels`` is: a manifest row pointing outside the folder would be read as training data."""
-    folder, csv_path = Path(folder).resolve(), Path(csv_path)
-    check_outside(csv_path, folder, "--export file")
-    labels = {relpath: label for relpath, (_, label) in checked_labels(folder, journal, classes).items()}
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for relpath, label in labels.items():
-            writer.writerow([relpath, label])
-    return len(labels)
-
-
-def apply_and_export(
-    folder: str | Path,
-    journal: str | Path,
-    *,
-    dest: str | Path | None = None,
-    csv_path: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    out=print,
-) -> ApplyReport | None:
-    """The `emotionlab label FOLDER --apply DEST [--export CSV]` command: no server, a summary printed.
-
-    ``classes``: the labels allowed in the journal (default: the classes its sessions were started with)."""
-    journal = Path(journal)
-    report = None
-    if dest is not None:
-        report = apply_labels(folder, journal, dest, classes=classes)
-        copied = ", ".join(f"{label} {count}" for label, count in sorted(report.copied.items())) or "none"
-        out(f"copied {sum(report.copied.values())} image(s) into {dest}: {copied}")
-        if report.already:
-            out(f"already there with the same bytes: {sum(report.already.values())} image(s)")
-        for relpath, name in report.renamed:
-            out(f"name taken, copied as {name}: {relpath}")
-        if report.missing:
-            out(f"not found any more, not copied: {len(report.missing)} (first: {report.missing[0]})")
-        out(f"the files in {Path(folder)} were copied, not moved; journal: {journal}")
-    if csv_path is not None:
-        rows = export_csv(folder, journal, csv_path, classes=classes)
-        out(f"wrote {rows} row(s) (path,label; paths relative to {Path(folder)}) to {csv_path}")
-    return report
