@@ -130,7 +130,7 @@ def corpus_runs(work: Path, *, train: bool) -> dict:
     )
     runs["predict (folder of videos)"] = row
 
-    row = run(["data", "audit", corpus, "--out", work / "audit"], work)
+    row = run(["data", "audit", "--data", corpus, "--out", work / "audit"], work)
     if (work / "audit" / "audit.json").is_file():
         report = json.loads((work / "audit" / "audit.json").read_text(encoding="utf-8"))
         outcomes = {f["path"]: not f["readable"] for f in report["files"]}
@@ -144,8 +144,9 @@ def corpus_runs(work: Path, *, train: bool) -> dict:
         args = [
             "data",
             "faces",
+            "--data",
             dataset,
-            "--out",
+            "--output",
             out,
             "--workers",
             workers,
@@ -178,7 +179,7 @@ def corpus_runs(work: Path, *, train: bool) -> dict:
             "train",
             "--data",
             dataset,
-            "--faces",
+            "--detect",
             "--epochs",
             "1",
             "--image-size",

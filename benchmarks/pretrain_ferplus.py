@@ -39,7 +39,7 @@ def training_command(meta: dict) -> str | None:
     data, train = config["data"], config["train"]
     parts = ["emotionlab", "train", "--recipe", train["recipe"]]
     if train["recipe"] != "finetune":  # finetune takes its architecture from --from
-        parts += ["--model", train["model"]]
+        parts += ["--arch", train["model"]]
     if data.get("root"):
         parts += ["--data", data["root"]]
     if data.get("manifest"):
@@ -58,16 +58,16 @@ def training_command(meta: dict) -> str | None:
     ):
         parts += [flag, str(train[key])]
     if train.get("early_stopping_patience"):
-        parts += ["--early-stopping", str(train["early_stopping_patience"])]
+        parts += ["--patience", str(train["early_stopping_patience"])]
     if train.get("weights"):
         parts += ["--weights", train["weights"]]
     if train.get("init_from"):
-        parts += ["--from", train["init_from"]]
+        parts += ["--init-from", train["init_from"]]
     if train["recipe"] == "finetune":
         parts += ["--backbone-lr-scale", str(train["backbone_lr_scale"])]
     if data.get("faces"):
         parts += [
-            "--faces",
+            "--detect",
             "--detector",
             data["faces"]["detector"],
             "--margin",

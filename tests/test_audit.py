@@ -207,7 +207,7 @@ def test_class_balance_counts_readable_images_per_split_and_label(report):
 def test_audit_cli_writes_json_and_chart_and_prints_summary(planted, tmp_path):
     root, _ = planted
     out = tmp_path / "audit"
-    result = CliRunner().invoke(app, ["data", "audit", str(root), "--out", str(out)])
+    result = CliRunner().invoke(app, ["data", "audit", "--data", str(root), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "leakage" in result.output and "label conflicts" in result.output
     saved = json.loads((out / "audit.json").read_text())
@@ -219,7 +219,7 @@ def test_audit_cli_writes_json_and_chart_and_prints_summary(planted, tmp_path):
 
 def test_audit_threshold_option_changes_what_counts_as_a_twin(planted, tmp_path):
     root, _ = planted
-    result = CliRunner().invoke(app, ["data", "audit", str(root), "--out", str(tmp_path), "--threshold", "0"])
+    result = CliRunner().invoke(app, ["data", "audit", "--data", str(root), "--out", str(tmp_path), "--threshold", "0"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "audit.json").read_text())
     assert saved["summary"]["threshold"] == 0
@@ -229,7 +229,7 @@ def test_audit_threshold_option_changes_what_counts_as_a_twin(planted, tmp_path)
 
 def test_audit_refuses_to_write_inside_the_dataset(planted):
     root, _ = planted
-    result = CliRunner().invoke(app, ["data", "audit", str(root), "--out", str(root / "audit")])
+    result = CliRunner().invoke(app, ["data", "audit", "--data", str(root), "--out", str(root / "audit")])
     assert isinstance(result.exception, EmotionlabError)
     assert "inside the dataset root" in str(result.exception)
     assert not (root / "audit").exists()

@@ -99,7 +99,7 @@ def test_predict_gives_one_record_per_file_in_one_process_and_with_workers(corpu
 def test_data_audit_lists_every_file_and_says_why_the_bad_ones_are_bad(corpus, tmp_path):
     folder, kinds = corpus
     before = snapshot(folder)
-    result = run("data", "audit", folder, "--out", tmp_path / "audit", cwd=tmp_path)
+    result = run("data", "audit", "--data", folder, "--out", tmp_path / "audit", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "audit" / "audit.json").read_text(encoding="utf-8"))
     files = {record["path"]: record for record in report["files"]}
@@ -130,7 +130,7 @@ def test_data_faces_writes_a_row_per_image_and_a_line_per_unreadable_one(dataset
     root, kinds = dataset
     before = snapshot(root)
     out = tmp_path / "faces.csv"
-    result = run("data", "faces", root, "--out", out, "--detector", "hog", "--cache-dir", tmp_path / "crops",
+    result = run("data", "faces", "--data", root, "--output", out, "--detector", "hog", "--cache-dir", tmp_path / "crops",
                  cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     with out.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
@@ -210,7 +210,7 @@ def test_train_with_faces_on_the_awkward_dataset_finishes(dataset, tmp_path):
     train = prepare_face_samples(load_samples(root), {**FACES, "detector": "hog"}).split("train")
     # A last batch of one image stops BatchNorm (a training matter, not an awkward file): avoid it here.
     batch_size = next(size for size in range(8, 16) if len(train) % size != 1)
-    result = run("train", "--data", root, "--faces", "--detector", "hog", "--epochs", "1", "--image-size", "48",
+    result = run("train", "--data", root, "--detect", "--detector", "hog", "--epochs", "1", "--image-size", "48",
                  "--batch-size", batch_size, "--out", tmp_path / "run", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "model.safetensors").is_file()

@@ -342,7 +342,7 @@ def read_rows(path: Path) -> list[dict]:
 def test_data_faces_writes_face_boxes_and_leaves_the_dataset_untouched(tiny_dataset, tmp_path):
     before = tree_state(tiny_dataset)
     out = tmp_path / "out" / "faces.csv"
-    args = ["data", "faces", str(tiny_dataset), "--out", str(out), "--detector", "hog"]
+    args = ["data", "faces", "--data", str(tiny_dataset), "--output", str(out), "--detector", "hog"]
     result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "no face in 1" in result.output and "train/sad/blank.png" in result.output

@@ -39,16 +39,16 @@ def snapshot(root: Path) -> dict[str, tuple]:
 # Command name -> (arguments, whether it must succeed). ROOT is the dataset, OUT a scratch folder outside it.
 CASES: dict[str, list[tuple[list[str], bool]]] = {
     "audit": [
-        (["data", "audit", "{ROOT}", "--out", "{OUT}/audit"], True),
-        (["data", "audit", "{ROOT}", "--out", "{OUT}/audit0", "--threshold", "0"], True),
-        (["data", "audit", "{ROOT}", "--out", "{OUT}/audit-people", "--people"], True),
-        (["data", "audit", "{ROOT}", "--out", "{ROOT}/audit"], False),  # refused: inside the root
+        (["data", "audit", "--data", "{ROOT}", "--out", "{OUT}/audit"], True),
+        (["data", "audit", "--data", "{ROOT}", "--out", "{OUT}/audit0", "--threshold", "0"], True),
+        (["data", "audit", "--data", "{ROOT}", "--out", "{OUT}/audit-people", "--people"], True),
+        (["data", "audit", "--data", "{ROOT}", "--out", "{ROOT}/audit"], False),  # refused: inside the root
     ],
     "split": [
-        (["data", "split", "{ROOT}", "--out", "{OUT}/manifest.csv"], True),
-        (["data", "split", "{ROOT}", "--out", "{OUT}/keep.csv", "--keep-splits", "--seed", "5"], True),
-        (["data", "split", "{ROOT}", "--out", "{OUT}/people.csv", "--group-by", "person"], True),
-        (["data", "split", "{ROOT}", "--out", "{ROOT}/manifest.csv"], False),  # refused: inside the root
+        (["data", "split", "--data", "{ROOT}", "--output", "{OUT}/manifest.csv"], True),
+        (["data", "split", "--data", "{ROOT}", "--output", "{OUT}/keep.csv", "--keep-splits", "--seed", "5"], True),
+        (["data", "split", "--data", "{ROOT}", "--output", "{OUT}/people.csv", "--group-by", "person"], True),
+        (["data", "split", "--data", "{ROOT}", "--output", "{ROOT}/manifest.csv"], False),  # refused: inside the root
     ],
     "download": [
         (["data", "download", "seed-emotions", "{OUT}/copy", "--from", "{ROOT}"], True),
@@ -58,8 +58,9 @@ CASES: dict[str, list[tuple[list[str], bool]]] = {
             [
                 "data",
                 "faces",
+                "--data",
                 "{ROOT}",
-                "--out",
+                "--output",
                 "{OUT}/faces.csv",
                 "--detector",
                 "haar",

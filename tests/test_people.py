@@ -166,7 +166,7 @@ def test_audit_people_reports_the_same_person_across_splits(tmp_path, fake_faces
     root = tmp_path / "data"
     make_people_dataset(root)
     result = CliRunner().invoke(
-        app, ["data", "audit", str(root), "--out", str(tmp_path / "audit"), "--people"]
+        app, ["data", "audit", "--data", str(root), "--out", str(tmp_path / "audit"), "--people"]
     )
     assert result.exit_code == 0, (result.output, result.exception)
     report = json.loads((tmp_path / "audit" / "audit.json").read_text())
@@ -180,7 +180,7 @@ def test_audit_people_reports_the_same_person_across_splits(tmp_path, fake_faces
         "test/sad/p1_2.png",
     ]
     assert "same person across splits" in result.output and "test/sad/p1_2.png (test)" in result.output
-    plain = CliRunner().invoke(app, ["data", "audit", str(root), "--out", str(tmp_path / "audit2")])
+    plain = CliRunner().invoke(app, ["data", "audit", "--data", str(root), "--out", str(tmp_path / "audit2")])
     assert "not checked (add --people)" in plain.output
 
 
@@ -190,7 +190,7 @@ def test_split_by_person_keeps_every_person_and_duplicate_group_in_one_split(tmp
     out = tmp_path / "people.csv"
     for seed in range(4):
         result = CliRunner().invoke(
-            app, ["data", "split", str(root), "--out", str(out), "--group-by", "person", "--seed", str(seed)]
+            app, ["data", "split", "--data", str(root), "--output", str(out), "--group-by", "person", "--seed", str(seed)]
         )
         assert result.exit_code == 0, (result.output, result.exception)
         rows = read_manifest_rows(out)
@@ -209,7 +209,7 @@ def test_split_by_person_keeps_every_person_and_duplicate_group_in_one_split(tmp
     assert "people: face distance < 0.4" in out.read_text().splitlines()[1]
     assert "people with several photos: 3" in result.output
     plain = tmp_path / "plain.csv"
-    CliRunner().invoke(app, ["data", "split", str(root), "--out", str(plain)])
+    CliRunner().invoke(app, ["data", "split", "--data", str(root), "--output", str(plain)])
     assert "person" not in read_manifest_rows(plain)[0]
 
 

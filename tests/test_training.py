@@ -275,6 +275,6 @@ def test_augment_preview_out_inside_the_dataset_is_refused(tiny_dataset):
 
     from emotionlab.cli import app
 
-    result = CliRunner().invoke(app, ["augment-preview", str(tiny_dataset), "--out", str(tiny_dataset / "grid.png")])
+    result = CliRunner().invoke(app, ["augment-preview", "--data", str(tiny_dataset), "--output", str(tiny_dataset / "grid.png")])
     assert "inside the dataset root" in str(result.exception)
     assert not (tiny_dataset / "grid.png").exists()
