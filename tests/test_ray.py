@@ -192,6 +192,28 @@ def test_cli_ray_csv_is_the_plain_csv(ray_instance, whole_model, tmp_path):
     assert run_cli(*common, "--engine", "ray") == run_cli(*common)
 
 
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (["--engine", "spark"], "unknown --engine 'spark'"),
+        (["--address", "auto"], "--address joins a Ray cluster"),
+        (["--engine", "ray", "--annotate", "drawn"], "--annotate draws in this process"),
+    ],
+)
+def test_options_the_engine_cannot_take_are_refused_in_one_line(whole_model, tmp_path, options, reason):
+    from typer.testing import CliRunner
+
+    from emotionlab.cli import app
+    from emotionlab.errors import EmotionlabError
+
+    image = tmp_path / "face.png"
+    make_face("happy", np.random.default_rng(0), 64).save(image)
+    options = [str(tmp_path / option) if option == "drawn" else option for option in options]
+    result = CliRunner().invoke(app, ["predict", str(image), "--model", str(whole_model), *options])
+    assert isinstance(result.exception, EmotionlabError)
+    assert reason in str(result.exception)
+
+
 def test_without_ray_the_engine_says_how_to_install_it_in_one_line(whole_model, tmp_path):
     image = tmp_path / "face.png"
     make_face("happy", np.random.default_rng(0), 64).save(image)
