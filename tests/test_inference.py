@@ -587,3 +587,35 @@ def test_annotation_and_small_images_decode_in_full(face_model, large_jpeg, imag
     assert detector.seen == [(4000, 3000)] and item.image.shape == (3000, 4000, 3)
     recognizer.preparer()(images / "group_0.png")  # a PNG, and small: nothing to gain
     assert detector.seen[-1] == (300, 200)
+
+
+# ---- one crop path: evaluation scores the crops that `predict` classifies ---------------------------------
+
+
+def _evaluation_input(recognizer, path: Path) -> np.ndarray:
+    """The network input evaluation makes for ``path`` (``evaluate``'s own code: crop, then the transform)."""
+    from emotionlab.data.dataset import Sample
+    from emotionlab.evaluation.evaluate import _inputs
+
+    (image,), _ = _inputs(recognizer, [Sample(path=path, label="happy", relpath=path.name)])
+    return recognizer.classifier.transform(image).numpy()
+
+
+def test_evaluation_and_predict_classify_pixel_identical_crops(face_model, tmp_path, monkeypatch):
+    # A detector whose largest box lies outside the image: both paths leave it out and use the next face
+    # (evaluation used to stop on it while predict skipped it), and a photo without a face is whole in both.
+    outside = FaceBox(900, 900, 400, 400, detector="stub")
+    detector = BoxDetector({(300, 200): [SMALL, outside, BIG]})
+    monkeypatch.setattr(faces_module, "create_detector", lambda name, model_file=None: detector)
+    rng = np.random.default_rng(11)
+    group, lonely = tmp_path / "group.png", tmp_path / "lonely.png"
+    two_face_image(rng).save(group)
+    make_face("angry", rng, 64).save(lonely)
+    recognizer = load_recognizer(face_model)
+    for path, box in ((group, BIG), (lonely, None)):
+        item = recognizer.preparer()(path)  # what `predict` classifies, largest face first
+        evaluated = _evaluation_input(recognizer, path)
+        assert np.array_equal(evaluated, item.inputs[0]), path.name  # bit for bit
+        assert recognizer.cropper.detect_file(path) == box and item.no_face == (box is None)
+        if box is not None:
+            assert item.boxes[0] == box and len(item.boxes) == 2  # predict keeps the other face too

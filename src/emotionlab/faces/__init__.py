@@ -47,8 +47,12 @@ from emotionlab.faces.boxes import (
 from emotionlab.faces.crop import (
     FaceCropConfig,
     alignment_matrix,
+    can_crop,
+    crop_box,
     crop_face,
+    crop_faces,
     eye_angle,
+    largest_face,
     transform_points,
 )
 from emotionlab.faces.cropper import (
@@ -123,10 +127,13 @@ __all__ = [
     "YunetDetector",
     "alignment_matrix",
     "as_rgb_array",
+    "can_crop",
     "check_detector_name",
     "check_yunet_file",
     "create_detector",
+    "crop_box",
     "crop_face",
+    "crop_faces",
     "default_cache_dir",
     "dlib_model_file",
     "dlib_models_dir",
@@ -134,6 +141,7 @@ __all__ = [
     "eye_angle",
     "face_landmarks",
     "find_faces",
+    "largest_face",
     "prepare_face_manifest",
     "transform_points",
 ]

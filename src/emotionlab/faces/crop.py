@@ -1,5 +1,6 @@
 """Square face crops: margin, optional eye alignment, edge pixels repeated where the square leaves the image;
-and ``FaceCropConfig``, the crop settings a model file stores so prediction crops exactly as training did."""
+``FaceCropConfig``, the crop settings a model file stores so prediction crops exactly as training did; and the
+one crop path every stage uses (``largest_face``, ``crop_faces``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from emotionlab.errors import EmotionlabError
-from emotionlab.faces.boxes import FaceBox, Point, as_rgb_array
-from emotionlab.faces.detectors import PREPARE_DETECTOR, check_detector_name
+from emotionlab.faces.boxes import FaceBox, FaceDetector, Point, as_rgb_array
+from emotionlab.faces.detectors import PREPARE_DETECTOR, check_detector_name, find_faces
 from emotionlab.faces.dlib import face_landmarks
 
 
@@ -134,3 +135,39 @@ class FaceCropConfig:
                 f"face-crop settings have unknown key(s) {', '.join(unknown)} (written by a newer emotionlab?)"
             )
         return cls(**data)
+
+
+# ---- the one crop path: detector result + the model's crop settings -> crops ------------------------------
+# Training and evaluation (``FaceCropper``: the largest face) and prediction and serving (``FacePreparer``:
+# every face) both go through ``find_faces``, ``can_crop`` and ``crop_box``, so the accuracy evaluation reports
+# is measured on the crops users' images get (tests/test_inference.py checks they are pixel-identical).
+
+
+def can_crop(box: FaceBox, width: int, height: int) -> bool:
+    """Whether ``box`` has an area and overlaps the ``width`` x ``height`` image (a detector's degenerate
+    box is no face to classify: it is left out, not an error)."""
+    return box.w > 0 and box.h > 0 and box.x < width and box.y < height and box.x + box.w > 0 and box.y + box.h > 0
+
+
+def crop_box(image: Image.Image | np.ndarray, box: FaceBox, config: FaceCropConfig) -> Image.Image:
+    """The crop of one face with the model's crop settings (margin, alignment)."""
+    return crop_face(image, box, margin=config.margin, align=config.align)
+
+
+def crop_faces(
+    image: Image.Image | np.ndarray, boxes: Sequence[FaceBox], config: FaceCropConfig
+) -> list[Image.Image | None]:
+    """One crop per box, in order, with the model's crop settings; None where ``can_crop`` says no."""
+    array = as_rgb_array(image)
+    height, width = array.shape[:2]
+    return [crop_box(array, box, config) if can_crop(box, width, height) else None for box in boxes]
+
+
+def largest_face(
+    image: Image.Image | np.ndarray, config: FaceCropConfig, *, detector: FaceDetector | None = None
+) -> FaceBox | None:
+    """The largest face that can be cropped (``find_faces``, then ``can_crop``), or None: no face."""
+    array = as_rgb_array(image)
+    height, width = array.shape[:2]
+    boxes = find_faces(array, config, detector=detector)
+    return next((box for box in boxes if can_crop(box, width, height)), None)

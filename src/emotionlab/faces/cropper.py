@@ -17,8 +17,7 @@ from PIL import Image
 from emotionlab.data.images import read_file_bytes, read_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces.boxes import FaceBox, as_rgb_array
-from emotionlab.faces.crop import FaceCropConfig, crop_face
-from emotionlab.faces.detectors import find_faces
+from emotionlab.faces.crop import FaceCropConfig, crop_box, largest_face
 from emotionlab.fileio import write_atomic
 
 if TYPE_CHECKING:  # dataset.py imports torch; this module must stay importable without paying for it
@@ -88,9 +87,8 @@ class FaceCropper:
 
     # Detection -------------------------------------------------------------------------------------------
     def detect(self, image: Image.Image | np.ndarray) -> FaceBox | None:
-        """The largest face the configured detector finds, or None."""
-        boxes = find_faces(image, self.config)
-        return boxes[0] if boxes else None
+        """The largest face the configured detector finds that can be cropped, or None."""
+        return largest_face(image, self.config)
 
     def crop(self, image: Image.Image | np.ndarray, box: FaceBox | None) -> Image.Image:
         """Crop ``box`` with the configured margin and alignment; the whole image (RGB) when ``box`` is None."""
@@ -100,7 +98,7 @@ class FaceCropper:
                 if isinstance(image, Image.Image)
                 else Image.fromarray(as_rgb_array(image))
             )
-        return crop_face(image, box, margin=self.config.margin, align=self.config.align)
+        return crop_box(image, box, self.config)
 
     def __call__(self, source: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image, FaceBox | None]:
         if isinstance(source, Image.Image | np.ndarray):
@@ -172,11 +170,6 @@ class FaceCropper:
         image = read_image(sample.path)
         x, y, w, h = sample.face_box
         try:
-            return crop_face(
-                image,
-                FaceBox(x, y, w, h, detector="manifest"),
-                margin=self.config.margin,
-                align=self.config.align,
-            )
+            return crop_box(image, FaceBox(x, y, w, h, detector="manifest"), self.config)
         except EmotionlabError as error:
             raise EmotionlabError(f"{sample.path}: {error}") from error

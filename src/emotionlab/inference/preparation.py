@@ -18,7 +18,7 @@ from PIL import Image
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.faces import FaceBox, as_rgb_array, crop_face, find_faces
+from emotionlab.faces import FaceBox, as_rgb_array, crop_faces, find_faces
 from emotionlab.isolation import error_reason
 
 # Decode less: a JPEG file is decoded at a reduced scale whose shorter side stays >= DETECT_DECODE_SIDE for
@@ -142,15 +142,15 @@ class FacePreparer:
                 factor = scale / finer.info.get("decode_scale", 1.0)
                 array = as_rgb_array(finer)
                 found = [_scaled_box(box, factor) for box in found]
-        boxes, crops = [], []
-        for on_array, box in zip(found, on_file, strict=True):
-            try:
-                crops.append(crop_face(array, on_array, margin=config.margin, align=config.align))
-                boxes.append(box)
-            except EmotionlabError:  # a degenerate box (no area, outside the image): not a face to classify
-                continue
-        if not boxes:
+        # The one crop path (emotionlab.faces.crop): the same crops evaluation and training make.
+        faces = [
+            (box, crop)
+            for box, crop in zip(on_file, crop_faces(array, found, config), strict=True)
+            if crop is not None
+        ]
+        if not faces:
             return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
+        boxes, crops = [box for box, _ in faces], [crop for _, crop in faces]
         return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
 
 
