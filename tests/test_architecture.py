@@ -1,9 +1,15 @@
-"""The package's shape: no import cycle at module level, and library code never reaches into the repository."""
+"""The package's shape: no import cycle, every module importable on its own, a leaf model registry, and library
+code that never reaches into the repository."""
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "emotionlab"
 
@@ -75,3 +81,66 @@ def test_library_code_does_not_depend_on_the_repository_layout():
         if "parents[" in path.read_text(encoding="utf-8")
     ]
     assert offenders == [], f"library modules locating the repository from their own path: {offenders}"
+
+
+# Imported by each module in turn with every emotionlab module forgotten first: a module that works only when
+# another one happened to be imported before it (an import cycle, or registration that depends on the order)
+# fails here. One interpreter for all: torch and friends stay loaded, so the check takes seconds, not minutes.
+IMPORT_EACH = """
+import importlib, json, sys
+failures, registered = {}, None
+for name in sys.argv[1:]:
+    for loaded in [key for key in sys.modules if key == "emotionlab" or key.startswith("emotionlab.")]:
+        del sys.modules[loaded]
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name and not error.name.startswith("emotionlab"):
+            continue  # an optional extra that is not installed here (ray, pandas...)
+        failures[name] = f"{type(error).__name__}: {error}"
+    except Exception as error:
+        failures[name] = f"{type(error).__name__}: {error}"
+    else:
+        if name == "emotionlab.models.registry":  # nothing else imported, no factory call made
+            registered = module.registered_names()
+print(json.dumps({"failures": failures, "registered": registered}))
+"""
+
+
+@pytest.fixture(scope="module")
+def imported_one_by_one() -> dict:
+    modules = sorted(
+        _module_name(path) for path in PACKAGE.rglob("*.py") if path.name not in ("__main__.py", "conftest.py")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH, *modules], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter(imported_one_by_one):
+    failures = imported_one_by_one["failures"]
+    assert failures == {}, f"modules that cannot be imported on their own: {failures}"
+
+
+def test_every_architecture_is_registered_when_only_the_registry_is_imported(imported_one_by_one):
+    assert set(imported_one_by_one["registered"]) >= {"seed_cnn", "fer_cnn", "fer_cnn_wide", "ensemble"}
+
+
+def _imports_anywhere(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (function-level imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+    return found
+
+
+def test_the_model_registry_is_a_leaf_that_imports_nothing_of_ours():
+    imported = _imports_anywhere(PACKAGE / "models" / "registry.py")
+    ours = sorted(name for name in imported if name.startswith((".", "emotionlab")))
+    assert ours == [], f"models/registry.py must import nothing of emotionlab (architectures import it): {ours}"
+

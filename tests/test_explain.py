@@ -18,8 +18,8 @@ from emotionlab.explain import Explainer, explain, explain_files
 from emotionlab.faces import FaceBox
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.ensemble import build_ensemble
+from emotionlab.models.factory import create_model
 from emotionlab.models.io import save_model_file
-from emotionlab.models.registry import create_model
 from emotionlab.synthetic import make_face
 
 runner = CliRunner()

@@ -23,8 +23,8 @@ from emotionlab.faces import FaceBox, FaceCropper, crop_face
 from emotionlab.faces import detectors as faces_module
 from emotionlab.inference import Classifier, Recognizer, load_recognizer
 from emotionlab.labels import EMOTIONS
+from emotionlab.models.factory import create_model
 from emotionlab.models.io import save_model_file
-from emotionlab.models.registry import create_model
 from emotionlab.synthetic import make_face
 
 FACES = {"detector": "haar", "margin": 0.1, "align": False, "detector_model": None}

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from emotionlab.models import registry
+from emotionlab.models import factory
+from emotionlab.models.factory import create_model
 from emotionlab.models.io import (
     LEGACY_FORMAT,
     ModelFileError,
@@ -23,7 +24,6 @@ from emotionlab.models.io import (
     save_model_file,
     upgrade_model_file,
 )
-from emotionlab.models.registry import create_model
 
 LABELS = ["angry", "fearful", "happy", "sad", "surprised"]
 METADATA = {
@@ -122,7 +122,7 @@ def test_input_size_4096_is_refused_before_any_layer_is_built(model_file, monkey
     def never(*args, **kwargs):
         raise AssertionError("a model was built from metadata that should have been refused")
 
-    monkeypatch.setattr(registry, "create_model", never)
+    monkeypatch.setattr(factory, "create_model", never)
     assert "input_size must be a whole number of pixels in 16..1024, got 4096" in refusal(resealed)
     as_text = tamper(model_file, "text.safetensors", lambda m: m.update(input_size="48"), reseal=True)
     assert "input_size" in refusal(as_text)

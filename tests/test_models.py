@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.models.factory import create_model
 from emotionlab.models.io import load_model_file, metadata_checksum, read_metadata, save_model_file
-from emotionlab.models.registry import create_model, list_models
+from emotionlab.models.registry import list_models
 from emotionlab.models.seed_cnn import SeedCNN
 
 METADATA = {

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from emotionlab.cli import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier, load_classifier, load_recognizer
-from emotionlab.labels import EMOTIONS
-from emotionlab.models.io import save_model_file
-from emotionlab.models.registry import create_model
 from emotionlab.inference.onnx import OnnxClassifier, export_onnx, read_onnx_metadata
+from emotionlab.labels import EMOTIONS
+from emotionlab.models.factory import create_model
+from emotionlab.models.io import save_model_file
 from emotionlab.synthetic import make_face
 
 

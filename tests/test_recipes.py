@@ -15,12 +15,12 @@ from test_ferplus import ROWS, write_fake_ferplus
 from emotionlab.config import DataConfig, MixOptions, PretrainOptions, RunConfig, TrainConfig, TransferOptions
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier
+from emotionlab.models.factory import create_model
 from emotionlab.models.io import load_model_file, read_metadata, read_weights
-from emotionlab.models.registry import create_model
 from emotionlab.synthetic import make_face
-from emotionlab.training import transfer as transfer_module
 from emotionlab.training.module import EmotionClassifier
 from emotionlab.training.recipes import create_recipe
+from emotionlab.training.recipes import transfer as transfer_module
 from emotionlab.training.train import train
 
 
@@ -177,7 +177,10 @@ def test_finetune_from_a_transfer_run_trains_everything_with_a_lower_backbone_ra
 
     sample_set = load_samples(str(tiny_dataset))
     prepared = create_recipe("finetune")(config, sample_set, *resolve_splits(config, sample_set))
-    module = EmotionClassifier(prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale)
+    module = EmotionClassifier(
+        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale,
+        head_parameters=prepared.head_parameters,
+    )
     groups = module.configure_optimizers()["optimizer"].param_groups
     assert [group["initial_lr"] for group in groups] == pytest.approx([1e-4, 1e-3])  # before warm-up
     assert len(groups[1]["params"]) == 2  # the head: weight and bias

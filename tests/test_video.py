@@ -20,8 +20,8 @@ from emotionlab.faces import FaceBox
 from emotionlab.faces import detectors as faces_module
 from emotionlab.inference import load_recognizer, video
 from emotionlab.labels import EMOTIONS
+from emotionlab.models.factory import create_model
 from emotionlab.models.io import save_model_file
-from emotionlab.models.registry import create_model
 from emotionlab.synthetic import make_face
 
 FPS = 10

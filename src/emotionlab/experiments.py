@@ -112,7 +112,7 @@ def row_config(settings: AblationSettings, row: str, seed: int) -> RunConfig:
             out=out,
         )
     if row == "transfer":
-        from emotionlab.models.registry import model_spec
+        from emotionlab.models.factory import model_spec
 
         size = settings.transfer_size or model_spec(settings.backbone_model).input_size
         return RunConfig(
@@ -377,7 +377,7 @@ def augment_preview(
     from emotionlab.data.dataset import ImageDataset, load_samples
     from emotionlab.data.transforms import AUGMENT_POLICIES, UNIT_NORMALIZATION, build_eval_transform
     from emotionlab.data.transforms import build_train_transform as build_train
-    from emotionlab.training.recipes import build_image_loader
+    from emotionlab.training.recipes.images import build_image_loader
 
     if policy not in AUGMENT_POLICIES:
         raise EmotionlabError(

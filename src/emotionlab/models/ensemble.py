@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.models.factory import create_model
 from emotionlab.models.registry import register_model
 
 TTA_MODES = ("none", "flip")
@@ -43,11 +44,11 @@ class AveragedModel(nn.Module):
         return torch.log(torch.stack(probabilities).mean(dim=0).clamp_min(1e-12))
 
 
-@register_model("ensemble", input_size=64, normalization={"type": "per_image"}, grayscale=True, trainable=False)
+@register_model(
+    "ensemble", input_size=64, normalization={"type": "per_image"}, grayscale=True, trainable=False, head=None
+)
 def _ensemble(num_classes: int, image_size: int = 64, *, members=(), tta: str = "none", **_) -> nn.Module:
     """``members``: a list of ``{"architecture": name, "architecture_kwargs": {...}}`` (from the metadata)."""
-    from emotionlab.models.registry import create_model
-
     if not members:
         raise EmotionlabError("an ensemble needs at least one member")
     nets = [

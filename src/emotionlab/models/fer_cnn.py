@@ -7,6 +7,8 @@ from torch import nn
 
 from emotionlab.models.registry import register_model
 
+PER_IMAGE = {"type": "per_image"}  # each face standardised by its own mean and std, as FER+ faces are
+
 
 class FerCNN(nn.Module):
     """4 stages of two 3x3 conv + BN + ReLU and a max-pool, then global average pooling and a linear head.
@@ -46,12 +48,12 @@ class FerCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("fer_cnn", input_size=64, normalization={"type": "per_image"}, grayscale=True)
+@register_model("fer_cnn", input_size=64, normalization=PER_IMAGE, grayscale=True, head="classifier")
 def _fer_cnn(num_classes: int, image_size: int = 64, **kwargs) -> nn.Module:
     return FerCNN(num_classes, **kwargs)
 
 
-@register_model("fer_cnn_wide", input_size=64, normalization={"type": "per_image"}, grayscale=True)
+@register_model("fer_cnn_wide", input_size=64, normalization=PER_IMAGE, grayscale=True, head="classifier")
 def _fer_cnn_wide(num_classes: int, image_size: int = 64, **kwargs) -> nn.Module:
     """fer_cnn at widths 32-64-128-256 (~1.2M parameters): the larger FER+ backbone of the accuracy work."""
     kwargs.setdefault("widths", (32, 64, 128, 256))

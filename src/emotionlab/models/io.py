@@ -31,6 +31,7 @@ from torch import nn
 
 from emotionlab import __version__
 from emotionlab.errors import EmotionlabError
+from emotionlab.models import factory
 
 FORMAT = "emotionlab-model/2"
 LEGACY_FORMAT = "emotionlab-model/1"  # weights checksum only: refused, upgrade with `upgrade_model_file`
@@ -183,10 +184,8 @@ def validate_metadata(meta: dict) -> str | None:
     reason = next((check for check in checks if check), None)
     if reason:
         return reason
-    from emotionlab.models.registry import model_spec
-
     try:
-        model_spec(meta["architecture"])
+        factory.model_spec(meta["architecture"])
     except EmotionlabError:
         return f"unknown architecture {meta['architecture']!r}"
     return None
@@ -195,8 +194,6 @@ def validate_metadata(meta: dict) -> str | None:
 def _expected_shapes(path: Path, meta: dict) -> tuple[dict[str, tuple[int, ...]], str | None]:
     """Tensor shapes of the network ``meta`` describes (built on the meta device: nothing allocated) and the key
     of its classifier's output weight."""
-    from emotionlab.models.registry import classifier_of
-
     try:
         with torch.device("meta"):
             model = build_model_from_metadata(meta)
@@ -204,7 +201,7 @@ def _expected_shapes(path: Path, meta: dict) -> tuple[dict[str, tuple[int, ...]]
         raise ModelFileError(path, f"cannot build {meta['architecture']} from the metadata: {error}") from error
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     try:
-        head_path, head = classifier_of(model)
+        head_path, head = factory.classifier_of(model, meta["architecture"])
     except EmotionlabError:
         return shapes, None
     linears = [name for name, module in head.named_modules() if isinstance(module, nn.Linear)]
@@ -328,9 +325,7 @@ def read_weights(path: str | Path, meta: dict | None = None) -> dict[str, torch.
 
 
 def build_model_from_metadata(meta: dict) -> nn.Module:
-    from emotionlab.models.registry import create_model
-
-    return create_model(
+    return factory.create_model(
         meta["architecture"],
         num_classes=len(meta["labels"]),
         image_size=meta["input_size"],
@@ -353,8 +348,11 @@ def load_model_file(path: str | Path) -> tuple[nn.Module, dict]:
     return model.eval(), meta
 
 
-def load_backbone_weights(model: nn.Module, path: Path) -> None:
-    """Load a model file's weights into ``model``, except a classifier whose shape differs (a new head)."""
+def load_backbone_weights(model: nn.Module, path: Path, *, head: str | None) -> None:
+    """Load a model file's weights into ``model``, except a classifier whose shape differs (a new head).
+
+    ``head`` is the attribute path of ``model``'s classifier (``factory.classifier_of``): only its tensors may be
+    missing from the file or differ in shape; None when the model has no single classifier."""
     state = read_weights(path)
     own = model.state_dict()
     usable = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
@@ -363,7 +361,7 @@ def load_backbone_weights(model: nn.Module, path: Path) -> None:
     if not usable:
         raise ModelFileError(path, "no weight in this file fits the chosen architecture")
     model.load_state_dict(usable, strict=False)
-    unexpected_missing = [key for key in missing if "classifier" not in key and "head" not in key and "fc." not in key]
+    unexpected_missing = [key for key in missing if head is None or not key.startswith(head + ".")]
     if unexpected_missing:
         raise ModelFileError(path, f"weights do not fit the architecture: {len(unexpected_missing)} tensors missing, "
                                    f"e.g. {unexpected_missing[0]} ({len(skipped)} unused)")

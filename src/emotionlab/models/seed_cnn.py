@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emotionlab.data.transforms import UNIT_NORMALIZATION
+from emotionlab.models.registry import register_model
+
 
 class SeedCNN(nn.Module):
     """Keras' ``Conv2D(k, 3, activation="relu") -> MaxPool2D(2) -> BatchNormalization()`` x 4, as in the study.
@@ -44,3 +47,8 @@ class SeedCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@register_model("seed_cnn", input_size=128, normalization=UNIT_NORMALIZATION, head="classifier")
+def _seed_cnn(num_classes: int, image_size: int = 128, **kwargs) -> nn.Module:
+    return SeedCNN(num_classes, image_size=image_size, **kwargs)

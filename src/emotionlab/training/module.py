@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import lightning as L
 import torch
@@ -15,8 +16,8 @@ from emotionlab.config import TrainConfig
 class EmotionClassifier(L.LightningModule):
     """Wraps a plain ``nn.Module`` (kept apart, as in lightning-hydra-template) with loss, metrics, optimiser.
 
-    ``head_only`` trains only ``parameters_trainable`` (transfer learning); ``backbone_lr_scale`` gives the
-    backbone a lower learning rate than the head (fine-tuning).
+    ``backbone_lr_scale`` gives the backbone a lower learning rate than the head (fine-tuning): the head is
+    ``head_parameters``, the names of the classifier's parameters (``Prepared.head_parameters``).
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class EmotionClassifier(L.LightningModule):
         config: TrainConfig,
         *,
         backbone_lr_scale: float = 1.0,
+        head_parameters: Collection[str] = (),
         soft_targets: bool = False,
         class_counts: list[int] | None = None,
     ):
@@ -32,6 +34,7 @@ class EmotionClassifier(L.LightningModule):
         self.net = net
         self.config = config
         self.backbone_lr_scale = backbone_lr_scale
+        self.head_parameters = frozenset(head_parameters)  # none (an ensemble): every weight at the backbone rate
         self.soft_targets = soft_targets
         weights, adjustment = _balance_terms(config.loss.class_balance, class_counts)
         self.register_buffer("class_weights", weights, persistent=False)
@@ -70,9 +73,8 @@ class EmotionClassifier(L.LightningModule):
         trainable = [(name, p) for name, p in self.net.named_parameters() if p.requires_grad]
         if self.backbone_lr_scale == 1.0:
             return [{"params": [p for _, p in trainable], "lr": lr}]
-        head_names = _head_parameter_names(self.net)
-        head = [p for name, p in trainable if name in head_names]
-        body = [p for name, p in trainable if name not in head_names]
+        head = [p for name, p in trainable if name in self.head_parameters]
+        body = [p for name, p in trainable if name not in self.head_parameters]
         return [{"params": body, "lr": lr * self.backbone_lr_scale}, {"params": head, "lr": lr}]
 
     def configure_optimizers(self):
@@ -100,15 +102,6 @@ class EmotionClassifier(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-
-def _head_parameter_names(net: nn.Module) -> set[str]:
-    """Names of the classifier's parameters (timm's ``get_classifier`` or a ``classifier``/``head`` module)."""
-    head = net.get_classifier() if hasattr(net, "get_classifier") else getattr(net, "classifier", None)
-    if head is None:
-        return set()
-    ids = {id(p) for p in head.parameters()}
-    return {name for name, p in net.named_parameters() if id(p) in ids}
 
 
 BALANCE_MODES = ("none", "weight", "logit-adjust")

@@ -186,7 +186,8 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     prepared = create_recipe(config.train.recipe)(config, sample_set, train_samples, val_samples)
 
     module = EmotionClassifier(
-        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale, soft_targets=prepared.soft_targets,
+        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale,
+        head_parameters=prepared.head_parameters, soft_targets=prepared.soft_targets,
         class_counts=class_counts(train_samples, prepared.metadata.get("labels") or sample_set.labels),
     )
     best = ModelCheckpoint(

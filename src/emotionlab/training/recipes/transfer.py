@@ -1,6 +1,6 @@
-"""Transfer learning (frozen backbone, features computed once) and fine-tuning (every weight, low learning rate).
+"""The ``transfer`` recipe: a frozen backbone, its features computed once, only a new head trained.
 
-``transfer``: the backbone (any registry name: ``fer_cnn``, ``seed_cnn`` or a timm model; weights from
+The backbone (any registry name: ``fer_cnn``, ``seed_cnn`` or a timm model; weights from
 ``--weights FILE`` or, online, ``--pretrained``) is frozen, so its features for each training and validation
 image are computed once, cached in memory and on disk (``$EMOTIONLAB_CACHE/features`` or
 ``~/.cache/emotionlab/features``), and only a new head is trained on them: seconds per run on a CPU. The cache key
@@ -10,13 +10,8 @@ features. Augmentation with frozen features: ``--augment none`` trains on one fe
 other policy adds ``feature_views`` (default 4, ``TrainConfig.transfer``) augmented views per training image,
 drawn once with that policy and cached too, so every epoch sees the original and the same fixed views.
 The head is linear, or a small MLP with ``transfer.head_hidden`` hidden units. The exported model file is the
-backbone with the trained head in place of its classifier: it predicts from images like any other model.
-
-``finetune``: starts from a complete model file (``--from RUN_DIR_OR_MODEL_FILE``, e.g. a transfer run, or the
-FER+ pre-trained ``models/ferplus_backbone.safetensors``) and trains every weight, the backbone at
-``learning_rate * backbone_lr_scale`` and the head at ``learning_rate``, with ``warmup_epochs`` of linear
-warm-up before the cosine schedule. The head is kept when the labels match the dataset's, else replaced.
-(``--recipe scratch --weights FILE`` also starts from a file's weights, but with one learning rate for all.)
+backbone with the trained head in place of its classifier (the one its architecture declares): it predicts from
+images like any other model.
 """
 
 from __future__ import annotations
@@ -37,10 +32,16 @@ from torch.utils.data import DataLoader, Dataset
 from emotionlab.config import RunConfig
 from emotionlab.data.dataset import ImageDataset, Sample, SampleSet
 from emotionlab.data.transforms import build_eval_transform, build_train_transform
-from emotionlab.errors import EmotionlabError
-from emotionlab.models.io import _digest, load_model_file
-from emotionlab.models.registry import attach_mlp_head, classifier_of, create_model, model_spec
-from emotionlab.training.recipes import Prepared, build_image_datasets, build_image_loader, register_recipe
+from emotionlab.models.factory import (
+    attach_mlp_head,
+    classifier_of,
+    create_model,
+    model_spec,
+    replace_classifier,
+)
+from emotionlab.models.io import _digest
+from emotionlab.training.recipes.images import build_image_loader
+from emotionlab.training.recipes.registry import Prepared, register_recipe
 
 log = logging.getLogger("emotionlab")
 
@@ -56,19 +57,16 @@ def feature_cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "emotionlab") / "features"
 
 
-def head_parameter_names(net: nn.Module) -> set[str]:
-    path, head = classifier_of(net)
+def head_parameter_names(net: nn.Module, architecture: str) -> set[str]:
+    """Names of the parameters of the classifier ``architecture`` declares (``ModelSpec.head``)."""
+    path, head = classifier_of(net, architecture)
     return {f"{path}.{name}" for name, _ in head.named_parameters()}
 
 
-def backbone_digest(net: nn.Module) -> str:
+def backbone_digest(net: nn.Module, architecture: str) -> str:
     """SHA-256 of the backbone's tensors (classifier excluded: a fresh random head must not miss the cache)."""
-    head = {name.rpartition(".")[0] for name in head_parameter_names(net)}
-    state = {
-        key: value
-        for key, value in net.state_dict().items()
-        if not any(key.startswith(h + ".") for h in head)
-    }
+    head_path = classifier_of(net, architecture)[0]
+    state = {key: value for key, value in net.state_dict().items() if not key.startswith(head_path + ".")}
     return _digest(state)
 
 
@@ -223,7 +221,7 @@ def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
     backbone.reset_classifier(len(labels))  # always a new head: a file's head may order labels differently
     hidden = train.transfer.head_hidden
     if hidden:
-        attach_mlp_head(backbone, len(labels), int(hidden))
+        attach_mlp_head(backbone, train.model, len(labels), int(hidden))
     backbone.requires_grad_(False).eval()
     spec = model_spec(train.model)
     metadata = {
@@ -234,7 +232,7 @@ def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         "grayscale": spec.grayscale,
         "faces": config.data.faces,
     }
-    digest = backbone_digest(backbone)
+    digest = backbone_digest(backbone, train.model)
     train_set = _feature_set(backbone, config, train_samples, labels, metadata, digest, train=True)
     val_set = _feature_set(backbone, config, val_samples, labels, metadata, digest, train=False)
     log.info(
@@ -243,130 +241,13 @@ def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         len(val_set),
         train_set.features.shape[1],
     )
-    path, classifier = classifier_of(backbone)
+    path, classifier = classifier_of(backbone, train.model)
     head = TransferHead(
         copy.deepcopy(classifier).requires_grad_(True), train.transfer.head_dropout
     ).train()
 
     def export(trained: nn.Module) -> nn.Module:
-        full = copy.deepcopy(backbone)
-        parent_path, _, attribute = path.rpartition(".")
-        setattr(
-            full.get_submodule(parent_path) if parent_path else full,
-            attribute,
-            copy.deepcopy(trained.classifier),
-        )
+        full = replace_classifier(copy.deepcopy(backbone), path, copy.deepcopy(trained.classifier))
         return full.requires_grad_(True).eval()
 
     return Prepared(net=head, train_set=train_set, val_set=val_set, metadata=metadata, export=export)
-
-
-def resolve_model_source(source: str | None) -> Path:
-    """``--from``: a model file, or a run folder holding ``model.safetensors``."""
-    if not source:
-        raise EmotionlabError(
-            "the finetune recipe needs --from RUN_DIR_OR_MODEL_FILE (a transfer run or a model file)"
-        )
-    path = Path(source)
-    if path.is_dir():
-        path = path / "model.safetensors"
-        if not path.is_file():
-            raise EmotionlabError(f"{source}: run folder without model.safetensors (did the run finish?)")
-    elif not path.is_file():
-        raise EmotionlabError(f"{source}: no such model file or run folder")
-    return path
-
-
-@register_recipe("finetune")
-def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_samples) -> Prepared:
-    """Train every weight of a complete model file at a low learning rate (backbone lower than the head)."""
-    if config.train.weights:
-        raise EmotionlabError(
-            "finetune starts from --from RUN_DIR_OR_MODEL_FILE; --weights belongs to scratch/transfer"
-        )
-    source = resolve_model_source(config.train.init_from)
-    net, source_meta = load_model_file(source)
-    labels = list(sample_set.labels)
-    kwargs = dict(source_meta.get("architecture_kwargs") or {})
-    if list(source_meta["labels"]) != labels:
-        log.warning(
-            "finetune: %s predicts %s, the data has %s: starting with a new head",
-            source,
-            ", ".join(source_meta["labels"]),
-            ", ".join(labels),
-        )
-        net.reset_classifier(len(labels))
-        if kwargs.get("head_hidden"):
-            attach_mlp_head(net, len(labels), int(kwargs["head_hidden"]))
-    if config.train.model != source_meta["architecture"]:
-        log.info("finetune: architecture %s comes from %s", source_meta["architecture"], source)
-    net.requires_grad_(True).train()
-    metadata = {
-        "architecture": source_meta["architecture"],
-        "architecture_kwargs": kwargs,
-        "input_size": config.data.image_size,
-        "normalization": source_meta["normalization"],
-        "grayscale": bool(source_meta.get("grayscale", False)),
-        "faces": config.data.faces,
-        "finetuned_from": {"path": str(source), "weights_sha256": source_meta.get("weights_sha256")},
-    }
-    train_set, val_set = build_image_datasets(config, labels, train_samples, val_samples, metadata)
-    mix = config.train.mix.ferplus
-    if mix:
-        train_set = _mix_ferplus(config, train_set, labels, metadata, mix)
-        metadata["finetuned_from"]["mixed_with"] = {
-            "dataset": "FER+ train (majority, five classes)",
-            "ratio": config.train.mix.ratio,
-        }
-    return Prepared(
-        net=net,
-        train_set=train_set,
-        val_set=val_set,
-        metadata=metadata,
-        backbone_lr_scale=config.train.backbone_lr_scale,
-    )
-
-
-class MixedDataset(Dataset):
-    """The task's images plus, each epoch, a fresh random subset of extra faces (``(index, epoch)`` keys).
-
-    Mixing FER+ faces into fine-tuning keeps the backbone's FER+ skill (no catastrophic forgetting) while the
-    model adapts to the task; validation stays on the task's own images, so model selection is unchanged.
-    """
-
-    def __init__(self, primary: Dataset, extra: Dataset, per_epoch: int, *, seed: int = 0):
-        self.primary, self.extra, self.per_epoch, self.seed = primary, extra, min(per_epoch, len(extra)), seed
-
-    def __len__(self) -> int:
-        return len(self.primary) + self.per_epoch
-
-    def __getitem__(self, key):
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        if index < len(self.primary):
-            return self.primary[(index, epoch)]
-        generator = torch.Generator().manual_seed(self.seed * 7_777 + epoch)
-        chosen = torch.randperm(len(self.extra), generator=generator)[index - len(self.primary)]
-        return self.extra[(int(chosen), epoch)]
-
-
-def _mix_ferplus(
-    config: RunConfig, train_set: Dataset, labels: list[str], metadata: dict, root: str
-) -> Dataset:
-    from emotionlab.data import ferplus
-
-    if not ferplus.is_ferplus_root(root):
-        raise EmotionlabError(f"{root}: not a FER+ folder (FER2013Train/label.csv missing) for mix_ferplus")
-    if not metadata["grayscale"] or metadata["normalization"].get("type") != "per_image":
-        raise EmotionlabError(
-            "mix_ferplus needs a grey, per-image standardised model (fer_cnn), as FER+ faces are"
-        )
-    names = ferplus.class_names(5)
-    items = [item for item in ferplus.read_split(root, "train") if item.label in labels]
-    faces = ferplus.FerPlusTensors.from_items(
-        items, image_size=metadata["input_size"], augment=ferplus.TensorAugment(), seed=config.train.seed
-    )
-    # FER+ class indices follow FER+'s five-class order; remap them to this dataset's label order.
-    faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
-    ratio = config.train.mix.ratio
-    log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
-    return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)

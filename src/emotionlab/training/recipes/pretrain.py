@@ -27,8 +27,9 @@ from emotionlab.config import RunConfig
 from emotionlab.data import ferplus
 from emotionlab.data.dataset import SampleSet
 from emotionlab.errors import EmotionlabError
-from emotionlab.models.registry import create_model
-from emotionlab.training.recipes import Prepared, image_metadata, register_recipe
+from emotionlab.models.factory import create_model
+from emotionlab.training.recipes.images import image_metadata
+from emotionlab.training.recipes.registry import Prepared, register_recipe
 
 log = logging.getLogger("emotionlab")
 
@@ -73,7 +74,7 @@ def build_ferplus_datasets(config: RunConfig, sample_set: SampleSet, train_sampl
 def pretrain(config: RunConfig, sample_set: SampleSet, train_samples, val_samples) -> Prepared:
     """Train every weight of ``config.train.model`` on FER+ faces (grey, per-image standardised)."""
     if config.data.faces:
-        raise EmotionlabError("the pretrain recipe reads FER+ faces as they are; drop --faces")
+        raise EmotionlabError("the pretrain recipe reads FER+ faces as they are; drop --detect")
     train_set, val_set, labels, soft = build_ferplus_datasets(config, sample_set, train_samples, val_samples)
     log.info("pretrain: %d training and %d validation faces in memory", len(train_set), len(val_set))
     net = create_model(

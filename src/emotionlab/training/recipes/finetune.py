@@ -1,0 +1,148 @@
+"""The ``finetune`` recipe: every weight of a complete model file, trained at a low learning rate.
+
+It starts from a complete model file (``--init-from RUN_DIR_OR_MODEL_FILE``, e.g. a transfer run, or the
+FER+ pre-trained ``models/ferplus_backbone.safetensors``) and trains every weight, the backbone at
+``learning_rate * backbone_lr_scale`` and the head (the classifier its architecture declares) at
+``learning_rate``, with ``warmup_epochs`` of linear warm-up before the cosine schedule. The head is kept when the
+labels match the dataset's, else replaced. (``--recipe scratch --weights FILE`` also starts from a file's
+weights, but with one learning rate for all.)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from emotionlab.config import RunConfig
+from emotionlab.data.dataset import SampleSet
+from emotionlab.errors import EmotionlabError
+from emotionlab.models.factory import attach_mlp_head
+from emotionlab.models.io import load_model_file
+from emotionlab.training.recipes.images import build_image_datasets
+from emotionlab.training.recipes.registry import Prepared, register_recipe
+from emotionlab.training.recipes.transfer import head_parameter_names
+
+log = logging.getLogger("emotionlab")
+
+
+def resolve_model_source(source: str | None) -> Path:
+    """``--init-from``: a model file, or a run folder holding ``model.safetensors``."""
+    if not source:
+        raise EmotionlabError(
+            "the finetune recipe needs --init-from RUN_DIR_OR_MODEL_FILE (a transfer run or a model file)"
+        )
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+        if not path.is_file():
+            raise EmotionlabError(f"{source}: run folder without model.safetensors (did the run finish?)")
+    elif not path.is_file():
+        raise EmotionlabError(f"{source}: no such model file or run folder")
+    return path
+
+
+@register_recipe("finetune")
+def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_samples) -> Prepared:
+    """Train every weight of a complete model file at a low learning rate (backbone lower than the head)."""
+    if config.train.weights:
+        raise EmotionlabError(
+            "finetune starts from --init-from RUN_DIR_OR_MODEL_FILE; --weights belongs to scratch/transfer"
+        )
+    source = resolve_model_source(config.train.init_from)
+    net, source_meta = load_model_file(source)
+    labels = list(sample_set.labels)
+    kwargs = dict(source_meta.get("architecture_kwargs") or {})
+    if list(source_meta["labels"]) != labels:
+        log.warning(
+            "finetune: %s predicts %s, the data has %s: starting with a new head",
+            source,
+            ", ".join(source_meta["labels"]),
+            ", ".join(labels),
+        )
+        if kwargs.get("head_hidden"):
+            attach_mlp_head(net, source_meta["architecture"], len(labels), int(kwargs["head_hidden"]))
+        else:
+            net.reset_classifier(len(labels))
+    if config.train.model != source_meta["architecture"]:
+        log.info("finetune: architecture %s comes from %s", source_meta["architecture"], source)
+    net.requires_grad_(True).train()
+    metadata = {
+        "architecture": source_meta["architecture"],
+        "architecture_kwargs": kwargs,
+        "input_size": config.data.image_size,
+        "normalization": source_meta["normalization"],
+        "grayscale": bool(source_meta.get("grayscale", False)),
+        "faces": config.data.faces,
+        "finetuned_from": {"path": str(source), "weights_sha256": source_meta.get("weights_sha256")},
+    }
+    train_set, val_set = build_image_datasets(config, labels, train_samples, val_samples, metadata)
+    mix = config.train.mix.ferplus
+    if mix:
+        train_set = _mix_ferplus(config, train_set, labels, metadata, mix)
+        metadata["finetuned_from"]["mixed_with"] = {
+            "dataset": "FER+ train (majority, five classes)",
+            "ratio": config.train.mix.ratio,
+        }
+    return Prepared(
+        net=net,
+        train_set=train_set,
+        val_set=val_set,
+        metadata=metadata,
+        backbone_lr_scale=config.train.backbone_lr_scale,
+        head_parameters=_head_parameters(net, source_meta["architecture"]),
+    )
+
+
+def _head_parameters(net: torch.nn.Module, architecture: str) -> frozenset[str]:
+    try:
+        return frozenset(head_parameter_names(net, architecture))
+    except EmotionlabError:  # no single classifier (an ensemble): every weight trains at the backbone rate
+        return frozenset()
+
+
+class MixedDataset(Dataset):
+    """The task's images plus, each epoch, a fresh random subset of extra faces (``(index, epoch)`` keys).
+
+    Mixing FER+ faces into fine-tuning keeps the backbone's FER+ skill (no catastrophic forgetting) while the
+    model adapts to the task; validation stays on the task's own images, so model selection is unchanged.
+    """
+
+    def __init__(self, primary: Dataset, extra: Dataset, per_epoch: int, *, seed: int = 0):
+        self.primary, self.extra, self.per_epoch, self.seed = primary, extra, min(per_epoch, len(extra)), seed
+
+    def __len__(self) -> int:
+        return len(self.primary) + self.per_epoch
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if index < len(self.primary):
+            return self.primary[(index, epoch)]
+        generator = torch.Generator().manual_seed(self.seed * 7_777 + epoch)
+        chosen = torch.randperm(len(self.extra), generator=generator)[index - len(self.primary)]
+        return self.extra[(int(chosen), epoch)]
+
+
+def _mix_ferplus(
+    config: RunConfig, train_set: Dataset, labels: list[str], metadata: dict, root: str
+) -> Dataset:
+    from emotionlab.data import ferplus
+
+    if not ferplus.is_ferplus_root(root):
+        raise EmotionlabError(f"{root}: not a FER+ folder (FER2013Train/label.csv missing) for mix_ferplus")
+    if not metadata["grayscale"] or metadata["normalization"].get("type") != "per_image":
+        raise EmotionlabError(
+            "mix_ferplus needs a grey, per-image standardised model (fer_cnn), as FER+ faces are"
+        )
+    names = ferplus.class_names(5)
+    items = [item for item in ferplus.read_split(root, "train") if item.label in labels]
+    faces = ferplus.FerPlusTensors.from_items(
+        items, image_size=metadata["input_size"], augment=ferplus.TensorAugment(), seed=config.train.seed
+    )
+    # FER+ class indices follow FER+'s five-class order; remap them to this dataset's label order.
+    faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
+    ratio = config.train.mix.ratio
+    log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
+    return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)
