@@ -89,7 +89,7 @@ def _backbone_weights(settings: AblationSettings) -> str | None:
         return str(DEFAULT_BACKBONE)
     raise EmotionlabError(
         f"no transfer backbone: {DEFAULT_BACKBONE} is missing; pass --backbone-weights FILE, or "
-        "--backbone-model vgg16 --pretrained when online"
+        "--backbone-arch vgg16 --pretrained when online"
     )
 
 

@@ -152,9 +152,15 @@ def data_faces(
         align=align,
         detector_model=str(detector_model) if detector_model else None,
     )
-    report = prepare_face_manifest(
-        data, output, manifest=manifest, config=config, cache_dir=cache_dir, workers=workers
-    )
+    try:
+        report = prepare_face_manifest(
+            data, output, manifest=manifest, config=config, cache_dir=cache_dir, workers=workers
+        )
+    except KeyboardInterrupt:
+        from emotionlab.errors import Interrupted
+
+        raise Interrupted(f"{output} not written; the crops made so far are cached, so the same command goes on "
+                          "from there") from None
     found_by = ", ".join(f"{name} {count}" for name, count in sorted(report.by_detector.items()))
     print(
         f"{report.total} images: face found in {report.with_face} ({found_by}), no face in {len(report.no_face)}"

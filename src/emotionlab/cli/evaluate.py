@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from emotionlab.cli.root import app, console
-from emotionlab.errors import EmotionlabError
+from emotionlab.errors import EmotionlabError, Interrupted
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -60,7 +60,13 @@ def evaluate(
         if not samples and split != "all" and not sample_set.has_splits:
             raise EmotionlabError(f"{sample_set.root}: the dataset has no split folders; use --split all or a --manifest")
     ensure_outside_root(root, out)
-    metrics = run_evaluation(model_path, samples, out, split=split, allow_overlap=allow_overlap, report=report)
+    try:
+        metrics = run_evaluation(
+            model_path, samples, out, split=split, allow_overlap=allow_overlap, report=report, progress=True
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing written to {out}; the face crops made so far are cached, so the same command "
+                          "goes on faster") from None
     _print_metrics(metrics)
     overlap = metrics.get("overlap_with_training")
     if overlap is None:

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from emotionlab.cli.root import app
 from emotionlab.cli.renamed import RenamingGroup, rewrite_args
+from emotionlab.cli.root import app
 from emotionlab.cli.train import _faces_option, train_run_config
-from emotionlab.errors import EmotionlabError
+from emotionlab.errors import EmotionlabError, Interrupted
 
 # ---- experiments: the study's ablation, augmentation preview ----------------------------------------------
 
@@ -45,7 +45,10 @@ def experiment_ablation(
         scratch_epochs=scratch_epochs, finetune_epochs=finetune_epochs, patience=patience,
     )
     command = "emotionlab " + shlex.join(sys.argv[1:])
-    results = run_ablation(settings)
+    try:
+        results = run_ablation(settings)
+    except KeyboardInterrupt:
+        raise Interrupted(f"finished runs are kept in {out}; the same command goes on from there") from None
     json_path, md_path = write_report(results, out, command=command)
     print(render_markdown(results, command=command))
     print(f"wrote {json_path} and {md_path}")
@@ -91,7 +94,10 @@ def experiment_cv(
         raise EmotionlabError("--recipe: every recipe needs its own NAME")
     settings = CvSettings(data=str(data) if data else None, manifest=str(manifest), out=str(out), folds=folds, seed=seed, tta=tta)
     command = "emotionlab " + shlex.join(sys.argv[1:])
-    results = run_cv(settings, parsed)
+    try:
+        results = run_cv(settings, parsed)
+    except KeyboardInterrupt:
+        raise Interrupted(f"finished folds are kept in {out}; the same command goes on from there") from None
     json_path, md_path = write_report(results, out, command=command)
     print(render_markdown(results, command=command))
     print(f"wrote {json_path} and {md_path}")

@@ -45,7 +45,7 @@ def export_onnx_command(
     if calibration:
         if not int8:
             raise EmotionlabError("--calibration is for --int8 (static quantisation)")
-        inputs = calibration_inputs(model, expand_inputs(calibration))
+        inputs = calibration_inputs(model, expand_inputs(calibration), show_progress=True)
     path = export_onnx(model, out, int8=int8, calibration=inputs)
     kind = f"int8 (static, {len(inputs)} calibration images)" if inputs is not None else "int8 (dynamic)"
     size = path.stat().st_size / 1e6

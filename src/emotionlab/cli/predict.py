@@ -14,7 +14,7 @@ import typer
 from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
-from emotionlab.errors import EmotionlabError
+from emotionlab.errors import EmotionlabError, Interrupted
 from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
 from emotionlab.isolation import error_reason, printable
 
@@ -65,7 +65,7 @@ class PredictOptions:
     camera: int | None = None
     max_frames: int | None = None
     window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
-    progress: bool | None = None  # None: when stderr is a terminal
+    progress: bool | None = None  # None: on (a bar on a terminal, lines in a log)
     engine: str = "local"  # local: this process and --workers; ray: Ray Data (cli/predict_ray.py)
     address: str | None = None  # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
     actors: int = 1  # --engine ray: model copies classifying at once
@@ -125,7 +125,6 @@ class PreparingNote:
 
 def run_predict(options: PredictOptions, *, stream=None) -> int:
     """Run `emotionlab predict`; returns the number of records written."""
-    import sys
     from contextlib import closing
 
     from emotionlab.inference import video as video_module
@@ -151,7 +150,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         int8=options.int8,
         max_faces=options.max_faces,
     )
-    progress = options.progress if options.progress is not None else sys.stderr.isatty()
+    progress = options.progress if options.progress is not None else True  # a bar on a terminal, else lines
 
     if options.camera is not None:
         window = options.window if options.window is not None else video_module.gui_available()
@@ -186,6 +185,8 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         return writer.count
 
     files = select_shard(expand_inputs(options.inputs), options.shard)
+    if not files:
+        raise EmotionlabError(f"no images or videos in {', '.join(options.inputs)}" + (f" (shard {options.shard})" if options.shard else ""))
     done = read_done(options.output, options.output_format) if options.resume else {}
     videos = [f for f in files if video_module.is_video_name(f) and done.get(str(f), -1) != VIDEO_FAILED]
     images = [f for f in files if not video_module.is_video_name(f) and str(f) not in done]
@@ -232,6 +233,10 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
             note.clear()
         for path in videos:
             _predict_one_video(recognizer, path, options, done, writer, progress)
+    except KeyboardInterrupt:
+        where = f"{writer.count} record(s) written to {options.output}" if options.output else f"{writer.count} record(s) written"
+        how = "; the same command with --resume goes on from there" if options.output else ""
+        raise Interrupted(where + how) from None
     finally:
         writer.close()
         if note is not None:
@@ -303,7 +308,7 @@ def predict(
     camera: Annotated[int | None, typer.Option(help="Read this camera (0: the first) instead of files.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Camera: stop after this many frames.")] = None,
     window: Annotated[bool | None, typer.Option("--window/--no-window", help="Camera: show a live window (default: when a display exists).")] = None,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: on a terminal).")] = None,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr: a bar on a terminal, a line per 10% in a log.")] = None,
     engine: Annotated[str, typer.Option(help="local (this process and --workers) | ray (Ray Data: a local instance, or the cluster of --address; pip install 'emotionlab[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(help="--engine ray: the Ray cluster to join, e.g. auto or HEAD_IP:6379 (default: $RAY_ADDRESS, else a local instance).")] = None,
     actors: Annotated[int, typer.Option(help="--engine ray: model copies classifying at once (one CPU each).")] = 1,

@@ -48,7 +48,27 @@ def main() -> None:
         # escape: a message may hold brackets ("pip install 'emotionlab[ray]'") that rich would take as markup
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted")
+    except KeyboardInterrupt as interrupt:
+        _say_interrupted(interrupt)
         sys.exit(130)
+    except SystemExit as exit_:  # Typer turns Ctrl+C into a silent exit 130: say what was kept
+        interrupt = _interrupt_behind(exit_)
+        if interrupt is not None:
+            _say_interrupted(interrupt)
+        raise
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def _say_interrupted(interrupt: KeyboardInterrupt) -> None:
+    # An Interrupted carries what was kept and how to go on; a bare Ctrl+C elsewhere has no message.
+    text = f"interrupted: {escape(str(interrupt))}" if str(interrupt) else "interrupted"
+    console.print(text, highlight=False, soft_wrap=True)
 

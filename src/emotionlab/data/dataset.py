@@ -244,7 +244,8 @@ class _SampleCheck:
 
 
 def usable_samples(
-    samples: list[Sample], faces: dict | None, *, workers: int = 1, cache_dir: str | Path | None = None
+    samples: list[Sample], faces: dict | None, *, workers: int = 1, cache_dir: str | Path | None = None,
+    show_progress: bool = False,
 ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """(the samples whose image, and face crop when ``faces`` is set, can be made; the others with a reason).
 
@@ -254,6 +255,7 @@ def usable_samples(
     crops every kept sample from the cache without detecting again.
     """
     from emotionlab.isolation import isolated_map
+    from emotionlab.progress import progress
 
     reasons = isolated_map(
         _SampleCheck(faces, cache_dir),
@@ -262,6 +264,8 @@ def usable_samples(
         on_error=lambda _sample, reason: reason,
         preload=["emotionlab.faces"],
     )
+    what = "finding and cropping faces" if faces else "reading images"
+    reasons = progress(reasons, total=len(samples), description=what, enabled=show_progress)
     kept, skipped = [], []
     for sample, reason in zip(samples, reasons, strict=True):
         if reason is None:
@@ -271,12 +275,14 @@ def usable_samples(
     return kept, skipped
 
 
-def prepare_face_samples(sample_set: SampleSet, faces: dict | None, *, workers: int = 1) -> SampleSet:
+def prepare_face_samples(
+    sample_set: SampleSet, faces: dict | None, *, workers: int = 1, show_progress: bool = False
+) -> SampleSet:
     """``sample_set`` without the samples whose face crop cannot be made (they join ``skipped``), and every
     kept sample's crop in the cache; unchanged when ``faces`` is None (whole images were checked by the scan)."""
     if not faces:
         return sample_set
-    kept, skipped = usable_samples(sample_set.samples, faces, workers=workers)
+    kept, skipped = usable_samples(sample_set.samples, faces, workers=workers, show_progress=show_progress)
     return replace(sample_set, samples=kept, skipped=[*sample_set.skipped, *skipped])
 
 class EpochSampler(Sampler):

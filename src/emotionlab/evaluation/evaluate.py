@@ -139,7 +139,7 @@ def evaluate_samples(model: str | Path | Classifier, samples: list[Sample], *, b
 
 def evaluate(
     model_path: str | Path, samples: list[Sample], out_dir: str | Path, *, split: str, allow_overlap: bool = False,
-    report: bool = False,
+    report: bool = False, progress: bool = False,
 ) -> dict:
     """Write metrics.json, predictions.csv and the PNG figures of ``model_path`` on ``samples`` to ``out_dir``.
 
@@ -159,7 +159,7 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Each image (and face crop) tried first in a worker process: one that fails is left out and listed.
-    samples, skipped = usable_samples(samples, classifier.metadata.get("faces"))
+    samples, skipped = usable_samples(samples, classifier.metadata.get("faces"), show_progress=progress)
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     if not samples:

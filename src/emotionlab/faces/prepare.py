@@ -81,7 +81,7 @@ def prepare_face_manifest(
         raise EmotionlabError(f"{root}: dataset folder not found")
     if _inside(out, root):
         raise EmotionlabError(
-            f"{out}: refusing to write inside the dataset folder {root}; choose another --out"
+            f"{out}: refusing to write inside the dataset folder {root}; choose another --output"
         )
     if _inside(cropper.cache_dir, root):
         raise EmotionlabError(
@@ -134,24 +134,17 @@ def prepare_face_manifest(
 def _run_detection(cropper: FaceCropper, paths: list[str], workers: int, show_progress: bool):
     from functools import partial
 
-    from rich.console import Console
-    from rich.progress import Progress
-
     from emotionlab.isolation import isolated_map
+    from emotionlab.progress import progress
 
     # Always in worker processes (one by default): a detector that kills its process on one image (native
     # code) costs that image an "unreadable" line, and a fresh worker goes on with the others. Processes, not
     # threads: each gets its own dlib detectors; never a plain fork (see isolation.worker_context).
-    with Progress(console=Console(stderr=True), disable=not show_progress) as progress:
-        task = progress.add_task("detecting faces", total=len(paths))
-        results = []
-        for result in isolated_map(
-            partial(_detect_row, cropper),
-            paths,
-            workers=max(1, workers),
-            on_error=lambda _path, reason: (None, reason),
-            preload=["emotionlab.faces"],
-        ):
-            results.append(result)
-            progress.advance(task)
-        return results
+    results = isolated_map(
+        partial(_detect_row, cropper),
+        paths,
+        workers=max(1, workers),
+        on_error=lambda _path, reason: (None, reason),
+        preload=["emotionlab.faces"],
+    )
+    return list(progress(results, total=len(paths), description="detecting faces", enabled=show_progress))

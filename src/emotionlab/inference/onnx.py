@@ -153,12 +153,16 @@ def _quantize(source: Path, target: Path, calibration: np.ndarray | None) -> Non
         )
 
 
-def calibration_inputs(model_path: str | Path, images: Iterable, *, limit: int = 256) -> np.ndarray:
+def calibration_inputs(
+    model_path: str | Path, images: Iterable, *, limit: int = 256, show_progress: bool = False
+) -> np.ndarray:
     """Model inputs for static int8 calibration from image files, cropped as the model was trained."""
+    from emotionlab.progress import progress
+
     recognizer = Recognizer(Classifier.from_file(model_path))
     preparer = recognizer.preparer()
     rows = []
-    for source in images:
+    for source in progress(list(images), description="calibration images", enabled=show_progress):
         item = preparer(source)
         if item.num_inputs:
             rows.append(item.inputs[:1])

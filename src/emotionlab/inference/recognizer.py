@@ -34,26 +34,11 @@ from emotionlab.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper, as_r
 from emotionlab.inference.classifier import BaseClassifier, load_classifier
 from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
 from emotionlab.isolation import isolated_map
+from emotionlab.progress import progress as progress_bar  # public as emotionlab.inference.progress_bar
 
 log = logging.getLogger("emotionlab")
 # Probabilities in records are rounded: six decimals is far below any meaningful difference and keeps jsonl short.
 DECIMALS = 6
-
-
-def progress_bar(items: Iterable, *, total: int | None, description: str, enabled: bool = True) -> Iterator:
-    """Yield ``items`` while a rich progress bar (on stderr) counts them."""
-    if not enabled:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)
 
 
 class Recognizer:

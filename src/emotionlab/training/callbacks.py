@@ -81,6 +81,29 @@ class EpochMetricsCSV(L.Callback):
             handle.flush()
 
 
+class EpochLines(L.Callback):
+    """One line per finished epoch on stderr, for logs and CI where a live bar would be control codes.
+    Epochs are counted from 1, as a reader counts them: "epoch 3/50" is the third of fifty."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.global_rank != 0 or trainer.sanity_checking:
+            return
+        import sys
+
+        metrics = trainer.callback_metrics
+        parts = [f"{key} {float(metrics[key]):.4f}" for key in ("train/loss", "train/acc", "val/loss", "val/acc")
+                 if key in metrics]
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts)
+        print(f"{line} ({time.perf_counter() - self._started:.0f} s)", file=self.stream or sys.stderr, flush=True)
+
+
 class EpochReseed(L.Callback):
     """Reseeds the global RNG at each epoch start from (seed, epoch): dropout etc. repeat after a resume."""
 

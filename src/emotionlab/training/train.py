@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
 
 from emotionlab.config import RunConfig, load_config, save_config, to_dict
 from emotionlab.data.audit import ensure_outside_root
 from emotionlab.data.dataset import EpochSampler, Sample, SampleSet, load_samples, prepare_face_samples
 from emotionlab.data.split import split_samples
-from emotionlab.errors import EmotionlabError
+from emotionlab.errors import EmotionlabError, Interrupted
 from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest
 from emotionlab.models.io import save_model_file
 from emotionlab.training.callbacks import (
     ChecksummedCheckpointIO,
+    EpochLines,
     EpochMetricsCSV,
     EpochReseed,
     load_checkpoint,
@@ -134,11 +136,19 @@ def dataset_record(sample_set: SampleSet, samples: list[Sample]) -> dict:
     }
 
 
-def _progress_bar():
-    # Rich draws a live bar on a terminal; in logs and CI plain tqdm lines read better.
+def _progress_callback():
+    # Rich draws a live bar on a terminal; in logs and CI one line per epoch (a bar there is control codes).
     if os.isatty(2):
         return RichProgressBar(leave=True)
-    return TQDMProgressBar(refresh_rate=0)
+    return EpochLines()
+
+
+def _interrupted_note(run_dir: Path, last: Path) -> str:
+    if not last.is_file():
+        return f"no epoch finished, no checkpoint in {run_dir}; start again with the same command"
+    finished = len(read_history(run_dir / "metrics.csv")) if (run_dir / "metrics.csv").is_file() else None
+    kept = f"{finished} epoch(s) finished, " if finished is not None else ""
+    return f"{kept}last checkpoint {last}; continue with: emotionlab train --resume {run_dir}"
 
 
 def _quiet_lightning() -> None:
@@ -168,8 +178,10 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
         raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
     sample_set = load_samples(config.data.root, config.data.manifest)
-    # --faces: every crop made (and cached) first in worker processes; an image that fails is skipped, not fatal.
-    sample_set = prepare_face_samples(sample_set, config.data.faces, workers=max(1, config.data.num_workers))
+    # --detect: every crop made (and cached) first in worker processes; an image that fails is skipped, not fatal.
+    sample_set = prepare_face_samples(
+        sample_set, config.data.faces, workers=max(1, config.data.num_workers), show_progress=progress
+    )
     ensure_outside_root(sample_set.root, run_dir)  # a dataset is never written to, as every `data` command
     # Absolute dataset paths in the saved config: `--resume` works from any directory.
     manifest = str(Path(config.data.manifest).resolve()) if config.data.manifest else None
@@ -199,7 +211,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     if config.train.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.train.early_stopping_patience))
     if progress:
-        callbacks.append(_progress_bar())
+        callbacks.append(_progress_callback())
     devices = config.train.devices
     _quiet_lightning()
     trainer = L.Trainer(
@@ -215,7 +227,7 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
         logger=False,
         default_root_dir=run_dir,
         use_distributed_sampler=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=progress and os.isatty(2),
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
@@ -224,12 +236,18 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # an upstream deprecation inside Lightning
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-        trainer.fit(
-            module,
-            datamodule=_DataModule(prepared, config),
-            ckpt_path=str(last) if resume and last.is_file() else None,
-            weights_only=True,  # our checkpoint IO loads with weights_only anyway; say so to Lightning too
-        )
+        try:
+            trainer.fit(
+                module,
+                datamodule=_DataModule(prepared, config),
+                ckpt_path=str(last) if resume and last.is_file() else None,
+                weights_only=True,  # our checkpoint IO loads with weights_only anyway; say so to Lightning too
+            )
+        except SystemExit:  # Lightning's answer to Ctrl+C: a graceful stop, then exit(1)
+            if not trainer.interrupted:
+                raise
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning set it to ignore
+            raise Interrupted(_interrupted_note(run_dir, last)) from None
 
     if trainer.global_rank != 0:
         return TrainResult(run_dir, None, None, trainer.current_epoch)
