@@ -59,3 +59,12 @@ def test_records_to_a_dataframe_one_row_per_face(model, tmp_path):
     assert len(faces) == 2 and list(faces["face"]) == [0, 1]
     assert set(model.labels) <= set(table.columns)
     assert table[table["path"].str.endswith("broken.jpg")]["error"].notna().all()
+
+
+def test_dataframe_columns_do_not_depend_on_what_the_first_record_holds(model, tmp_path):
+    pytest.importorskip("pandas")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    records = model.predict([bad, EXAMPLES / "two_people.jpg"])
+    assert list(emotionlab.to_dataframe(records).columns) == list(emotionlab.to_dataframe(records[::-1]).columns)
+    assert list(emotionlab.to_dataframe(records).columns)[:4] == ["path", "face", "x", "y"]

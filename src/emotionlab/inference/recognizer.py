@@ -306,7 +306,13 @@ def to_dataframe(records):
             x, y, w, h = face["box"]
             rows.append({**base, "face": index, "x": x, "y": y, "w": w, "h": h, "label": face["label"],
                          "confidence": face["confidence"], "no_face": False, **face["probabilities"]})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # The same columns in the same order whatever the first record holds (a face, no face, an error).
+    first = [name for name in RECORD_COLUMNS if name in table]
+    return table[first + [name for name in table.columns if name not in first]]
+
+
+RECORD_COLUMNS = ("path", "frame", "time", "face", "x", "y", "w", "h", "label", "confidence", "no_face", "error")
 
 
 def load_recognizer(

@@ -313,10 +313,7 @@ class VideoRecords:
                 f"to_dataframe: {self.records_read} record(s) of this video were already read by iterating; "
                 "call predict_video again and use to_dataframe() alone"
             )
-        table = to_dataframe(list(self))
-        # The same columns in the same order whether or not the first frame has a face.
-        first = [name for name in ("path", "frame", "time", "face", "x", "y", "w", "h") if name in table]
-        return table[first + [name for name in table.columns if name not in first]]
+        return to_dataframe(list(self))  # the same columns in the same order whatever the first frame holds
 
 
 def predict_video(
