@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from awkward_corpus import ANY, ERROR, OK, snapshot, write_corpus
-from test_inference import save_tiny_model
+from helpers import save_tiny_model
 
 from emotionlab.synthetic import make_face
 

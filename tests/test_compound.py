@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import save_model, synthetic_faces
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
 from emotionlab.compound import COMPOUND_RATIO, choose_ratio, compound_reading, crowd_split, measure
 from emotionlab.inference import Classifier, Recognizer
 from emotionlab.labels import EMOTIONS
-from tests.test_onnx import faces, save_model
 
 runner = CliRunner()
 
@@ -56,16 +56,16 @@ def test_the_ratio_is_the_one_that_splits_faces_as_often_as_the_crowd():
 def test_every_record_has_compound_and_jsonl_prints_it(tmp_path):
     path = save_model("fer_cnn", tmp_path / "m")
     classifier = Classifier.from_file(path)
-    record = Recognizer(classifier).predict(faces(1)[0])
+    record = Recognizer(classifier).predict(synthetic_faces(1)[0])
     assert "compound" in record and "compound" in record["faces"][0]
     assert Recognizer(classifier).compound_ratio == COMPOUND_RATIO
     # A model file may carry its own ratio; 0 splits every face.
     classifier.metadata["compound"] = {"ratio": 0.0}
-    record = Recognizer(classifier).predict(faces(1)[0])
+    record = Recognizer(classifier).predict(synthetic_faces(1)[0])
     first, second = sorted(record["probabilities"], key=record["probabilities"].get, reverse=True)[:2]
     assert record["compound"]["labels"] == [first, second] == record["faces"][0]["compound"]["labels"]
 
-    faces(1)[0].save(tmp_path / "face.png")
+    synthetic_faces(1)[0].save(tmp_path / "face.png")
     result = runner.invoke(
         app, ["predict", str(tmp_path / "face.png"), "--model", str(path), "--format", "jsonl"]
     )

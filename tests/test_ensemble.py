@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import save_model, synthetic_faces
 from PIL import ImageOps
 from typer.testing import CliRunner
 
@@ -13,7 +14,6 @@ from emotionlab.inference import Classifier
 from emotionlab.inference.onnx import OnnxClassifier, export_onnx
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata
-from tests.test_onnx import faces, save_model
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def members(tmp_path):
 
 def test_ensemble_averages_its_members_probabilities(members, tmp_path):
     path = build_ensemble(list(members), tmp_path / "ensemble.safetensors", tta="none")
-    images = faces(6)
+    images = synthetic_faces(6)
     expected = np.mean([Classifier.from_file(m).predict_proba(images) for m in members], axis=0)
     got = Classifier.from_file(path).predict_proba(images)
     assert np.abs(got - expected).max() < 1e-4
@@ -44,7 +44,7 @@ def test_ensemble_averages_its_members_probabilities(members, tmp_path):
 def test_flip_tta_gives_a_face_and_its_mirror_the_same_answer(members, tmp_path):
     plain = Classifier.from_file(members[0])
     tta = Classifier.from_file(build_ensemble([members[0]], tmp_path / "tta.safetensors", tta="flip"))
-    images = faces(6)
+    images = synthetic_faces(6)
     mirrored = [ImageOps.mirror(image) for image in images]
     assert np.abs(tta.predict_proba(images) - tta.predict_proba(mirrored)).max() < 1e-4
     assert np.abs(plain.predict_proba(images) - plain.predict_proba(mirrored)).max() > 1e-3  # premise
@@ -56,7 +56,7 @@ def test_tta_can_be_switched_off_again(members, tmp_path):
     tta = build_ensemble([members[0]], tmp_path / "tta.safetensors", tta="flip")
     result = runner.invoke(app, ["ensemble", str(tta), "--tta", "none", "--output", str(tmp_path / "off.safetensors")])
     assert result.exit_code == 0, result.output
-    images = faces(4)
+    images = synthetic_faces(4)
     off = Classifier.from_file(tmp_path / "off.safetensors").predict_proba(images)
     assert np.abs(off - Classifier.from_file(members[0]).predict_proba(images)).max() < 1e-6
 
@@ -64,7 +64,7 @@ def test_tta_can_be_switched_off_again(members, tmp_path):
 def test_ensemble_with_tta_exports_as_one_onnx_graph_with_parity(members, tmp_path):
     path = build_ensemble(list(members), tmp_path / "ensemble.safetensors", tta="flip")
     onnx_path = export_onnx(path, tmp_path / "ensemble.onnx")
-    images = faces(9)
+    images = synthetic_faces(9)
     expected = Classifier.from_file(path).predict_proba(images)
     for batch_size in (1, 9):
         got = OnnxClassifier.from_file(onnx_path).predict_proba(images, batch_size=batch_size)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import BIG, SMALL, BoxDetector, run_cli, save_tiny_model, two_face_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,43 +23,7 @@ from emotionlab.faces import FaceBox, FaceCropper, crop_face
 from emotionlab.faces import detectors as faces_module
 from emotionlab.inference import Classifier, Recognizer, load_recognizer
 from emotionlab.labels import EMOTIONS
-from emotionlab.models.factory import create_model
-from emotionlab.models.io import save_model_file
 from emotionlab.synthetic import make_face
-
-FACES = {"detector": "haar", "margin": 0.1, "align": False, "detector_model": None}
-
-
-def save_tiny_model(path: Path, *, faces: dict | None = FACES, seed: int = 0) -> Path:
-    """An untrained seed_cnn at 64 px with the metadata `emotionlab train` writes."""
-    torch.manual_seed(seed)
-    model = create_model("seed_cnn", 5, image_size=64)
-    metadata = {
-        "architecture": "seed_cnn",
-        "architecture_kwargs": {},
-        "labels": list(EMOTIONS),
-        "input_size": 64,
-        "normalization": {"type": "per_image"},
-        "grayscale": False,
-        "faces": faces,
-    }
-    return save_model_file(path, model, metadata)
-
-
-class BoxDetector:
-    """A stub detector that 'finds' the faces the test pasted, returned smallest first on purpose."""
-
-    name = "stub"
-
-    def __init__(self, boxes: dict[tuple[int, int], list[FaceBox]] | list[FaceBox]):
-        self.boxes = boxes
-        self.calls = 0
-
-    def detect(self, image):
-        self.calls += 1
-        size = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
-        boxes = self.boxes.get(size, []) if isinstance(self.boxes, dict) else self.boxes
-        return sorted(boxes, key=lambda box: box.w * box.h)
 
 
 class NoCallDetector:
@@ -67,18 +31,6 @@ class NoCallDetector:
 
     def detect(self, image):
         raise AssertionError("detection ran although it was switched off")
-
-
-BIG = FaceBox(20, 30, 120, 120, detector="stub")
-SMALL = FaceBox(200, 60, 60, 60, detector="stub")
-
-
-def two_face_image(rng) -> Image.Image:
-    """A 300 x 200 canvas with a large happy face and a small sad face."""
-    canvas = Image.new("RGB", (300, 200), (110, 120, 130))
-    canvas.paste(make_face("happy", rng, 120), (BIG.x, BIG.y))
-    canvas.paste(make_face("sad", rng, 60), (SMALL.x, SMALL.y))
-    return canvas
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +66,6 @@ def stub_detector(monkeypatch) -> BoxDetector:
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTIONLAB_CACHE", str(tmp_path / "cache"))
-
-
-def run_cli(*args: str) -> str:
-    result = CliRunner().invoke(app, [str(arg) for arg in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 # ---- Recognizer -----------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ tests skip, unless EMOTIONLAB_REQUIRE_BROWSER=1 (as in CI), where a missing brow
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import tree_state
 from PIL import Image
 
 from tests.browser import WAIT, start_chromium
@@ -48,17 +48,6 @@ def make_folder(root: Path) -> Path:
         Image.new("RGB", (32, 32), colour).save(path)
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return root
-
-
-def tree_state(root: Path) -> dict[str, tuple[str, int]]:
-    return {
-        path.relative_to(root).as_posix(): (
-            hashlib.sha256(path.read_bytes()).hexdigest(),
-            path.stat().st_mtime_ns,
-        )
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 class LabelServer:

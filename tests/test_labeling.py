@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import tree_state
 from PIL import Image
 
 from emotionlab.errors import EmotionlabError
@@ -48,18 +48,6 @@ def make_photos(root: Path, count: int = 4) -> list[str]:
         write_image(root / f"img{index}.png", (10 * index, 100, 200))
         names.append(f"img{index}.png")
     return names
-
-
-def tree_state(root: Path) -> dict[str, tuple[str, int]]:
-    """Every file under ``root`` with its sha256 and mtime: proof that nothing was changed or added."""
-    return {
-        path.relative_to(root).as_posix(): (
-            hashlib.sha256(path.read_bytes()).hexdigest(),
-            path.stat().st_mtime_ns,
-        )
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
+from helpers import save_model, synthetic_faces
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
@@ -15,39 +15,6 @@ from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier, load_classifier, load_recognizer
 from emotionlab.inference.onnx import OnnxClassifier, export_onnx, read_onnx_metadata
 from emotionlab.labels import EMOTIONS
-from emotionlab.models.factory import create_model
-from emotionlab.models.io import save_model_file
-from emotionlab.synthetic import make_face
-
-
-def faces(count: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return [make_face(EMOTIONS[index % 5], rng, 72) for index in range(count)]
-
-
-def save_model(architecture: str, folder, seed: int = 0, logit_scale: float = 1.0):
-    """A project architecture with trained-looking BatchNorm statistics (not the identity defaults)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    net = create_model(architecture, 5, image_size=64)
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-    if logit_scale != 1.0:  # confident predictions, so that differences between inputs show
-        with torch.no_grad():
-            net.classifier.weight.mul_(logit_scale)
-    grey = architecture == "fer_cnn"
-    metadata = {
-        "architecture": architecture,
-        "architecture_kwargs": {},
-        "labels": list(EMOTIONS),
-        "input_size": 64,
-        "normalization": {"type": "per_image"},
-        "grayscale": grey,
-        "faces": None,
-    }
-    return save_model_file(folder / f"{architecture}.safetensors", net, metadata)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +40,7 @@ def test_export_is_self_describing_and_matches_pytorch(architecture, tmp_path):
     torch_classifier = Classifier.from_file(model)
     onnx_classifier = OnnxClassifier.from_file(path)
     assert onnx_classifier.labels == torch_classifier.labels
-    images = faces(9)
+    images = synthetic_faces(9)
     for batch_size in (1, 4, 9):  # the dynamic batch axis, including a ragged last batch
         expected = torch_classifier.predict_proba(images, batch_size=batch_size)
         got = onnx_classifier.predict_proba(images, batch_size=batch_size)
@@ -82,9 +49,9 @@ def test_export_is_self_describing_and_matches_pytorch(architecture, tmp_path):
 
 
 def test_int8_exports_run(model, tmp_path):
-    images = faces(6)
+    images = synthetic_faces(6)
     reference = Classifier.from_file(model).predict_proba(images)
-    calibration = Classifier.from_file(model).preprocess(faces(16, seed=5)).numpy()
+    calibration = Classifier.from_file(model).preprocess(synthetic_faces(16, seed=5)).numpy()
     for name, inputs in (("dynamic", None), ("static", calibration)):
         path = export_onnx(model, tmp_path / f"{name}.onnx", int8=True, calibration=inputs)
         info = read_onnx_metadata(path)["onnx"]
@@ -95,7 +62,7 @@ def test_int8_exports_run(model, tmp_path):
 
 
 def test_onnx_backend_exports_once_to_the_cache_and_agrees(model, tmp_path):
-    images = faces(3)
+    images = synthetic_faces(3)
     torch_records = [load_recognizer(model).predict(image) for image in images]
     recognizer = load_recognizer(model, backend="onnx")
     assert recognizer.classifier.backend == "onnx"
@@ -115,7 +82,7 @@ def test_cli_export_and_predict_with_an_onnx_file(model, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.is_file() and "float32" in result.stdout
     image = tmp_path / "face.png"
-    faces(1)[0].save(image)
+    synthetic_faces(1)[0].save(image)
     result = CliRunner().invoke(
         app, ["predict", str(image), "--model", str(out), "--backend", "onnx", "--format", "jsonl"]
     )

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_inference import BIG, SMALL, BoxDetector, FaceBox, run_cli, save_tiny_model, two_face_image
+from helpers import BIG, SMALL, BoxDetector, run_cli, save_tiny_model, two_face_image
 
+from emotionlab.faces import FaceBox
 from emotionlab.inference import load_recognizer
 from emotionlab.synthetic import make_face
 

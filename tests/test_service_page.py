@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BIG, SMALL, BoxDetector, two_face_image
 from PIL import Image
 
 from emotionlab.inference import BaseClassifier, Recognizer
@@ -25,7 +26,6 @@ from emotionlab.labels import EMOTIONS
 from emotionlab.serving.app import create_app
 from tests.browser import WAIT, start_chromium
 from tests.service_helpers import free_port, multipart
-from tests.test_inference import BIG, SMALL, BoxDetector, two_face_image
 
 pytestmark = pytest.mark.browser
 

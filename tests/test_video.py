@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from helpers import run_cli, save_tiny_model
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
@@ -20,8 +20,6 @@ from emotionlab.faces import FaceBox
 from emotionlab.faces import detectors as faces_module
 from emotionlab.inference import load_recognizer, video
 from emotionlab.labels import EMOTIONS
-from emotionlab.models.factory import create_model
-from emotionlab.models.io import save_model_file
 from emotionlab.synthetic import make_face
 
 FPS = 10
@@ -57,18 +55,7 @@ def clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    metadata = {
-        "architecture": "seed_cnn",
-        "architecture_kwargs": {},
-        "labels": list(EMOTIONS),
-        "input_size": 64,
-        "normalization": {"type": "per_image"},
-        "grayscale": False,
-        "faces": {"detector": "haar", "margin": 0.1, "align": False, "detector_model": None},
-    }
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    return save_model_file(path, create_model("seed_cnn", 5, image_size=64), metadata)
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
 class OneFace:
@@ -82,14 +69,6 @@ class OneFace:
 def stub_detector(monkeypatch, tmp_path):
     monkeypatch.setattr(faces_module, "create_detector", lambda name, model_file=None: OneFace())
     monkeypatch.setenv("EMOTIONLAB_CACHE", str(tmp_path / "cache"))
-
-
-def run_cli(*args) -> str:
-    result = CliRunner().invoke(app, [str(arg) for arg in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def test_fps_sampling_picks_frames_and_times(clip):
