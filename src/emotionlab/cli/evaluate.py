@@ -30,7 +30,7 @@ def evaluate(
     model: Annotated[Path | None, typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default).")] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset root. Default: $EMOTIONLAB_DATA.")] = None,
     manifest: Annotated[Path | None, typer.Option(help="Manifest CSV whose split column selects images.")] = None,
-    split: Annotated[str, typer.Option(help="train | validation | test | all")] = "test",
+    split: Annotated[Literal["train", "validation", "test", "all"], typer.Option(help="The split to score (all: every image).")] = "test",
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, predictions.csv and figures.")] = Path("runs/evaluation"),
     allow_overlap: Annotated[bool, typer.Option("--allow-overlap", help="Score images the model was trained on anyway (flagged).")] = False,
     report: Annotated[bool, typer.Option("--report", help="Also write report.html (one self-contained page, Grad-CAM gallery) beside metrics.json.")] = False,

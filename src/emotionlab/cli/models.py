@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -56,7 +56,7 @@ def export_onnx_command(
 def ensemble_command(
     models: Annotated[list[Path], typer.Argument(help="Model files to average (same labels and input format).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ensemble model file to write (.safetensors).")],
-    tta: Annotated[str, typer.Option(help="Test-time augmentation inside the model: flip (face and mirror averaged) or none.")] = "flip",
+    tta: Annotated[Literal["flip", "none"], typer.Option(help="Test-time augmentation inside the model: flip (face and mirror averaged) or none.")] = "flip",
 ) -> None:
     """Average several models (seeds, folds, backbones) into ONE model file, optionally with test-time flips."""
     from emotionlab.models.ensemble import build_ensemble

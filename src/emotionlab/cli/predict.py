@@ -300,7 +300,7 @@ def predict(
     detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images (they are faces already). Default: as the model was trained.")] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
     max_faces: Annotated[int | None, typer.Option(help="Classify at most this many faces per image (largest first).")] = None,
-    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime; exports a .safetensors model once to the cache).")] = "torch",
+    backend: Annotated[Literal["torch", "onnx"], typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache).")] = "torch",
     int8: Annotated[bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")] = False,
     fps: Annotated[float | None, typer.Option(help="Videos and camera: frames per second to classify (default: every frame).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for each video's emotion-over-time CSV and PNG plot.")] = None,

@@ -17,6 +17,7 @@ from emotionlab.errors import EmotionlabError
 if TYPE_CHECKING:
     from emotionlab.cli.predict import PredictOptions
 
+log = logging.getLogger("emotionlab")
 ENGINES = ("local", "ray")
 
 
@@ -48,6 +49,7 @@ def ray_results(
 
     from emotionlab.inference import progress_bar
     from emotionlab.inference.ray import connect, first_line, predict_dataset
+    from emotionlab.isolation import printable
 
     if not images:
         return
@@ -84,7 +86,15 @@ def ray_results(
         )
         rows = dataset.iter_rows()
         for row in progress_bar(rows, total=len(images), description="predicting (ray)", enabled=progress):
-            yield None, json.loads(row["record"])
+            record = json.loads(row["record"])
+            if record.get("error", "").startswith("worker died"):
+                # The plain path's warning for an image that killed its process, which Ray keeps in a worker's log
+                log.warning(
+                    "%s: %s; reported as its error, the run goes on",
+                    printable(record["path"]),
+                    record["error"],
+                )
+            yield None, record
     except ray.exceptions.RayError as error:
         raise EmotionlabError(f"Ray stopped the run: {first_line(error)}") from None
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -18,7 +18,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
-    backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
+    backend: Annotated[Literal["torch", "onnx"], typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache).")] = "torch",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per image, in MB.")] = 10.0,
     workers: Annotated[
         int, typer.Option(help="Worker processes, each with its own model and detector; 0: one in-process slot.")

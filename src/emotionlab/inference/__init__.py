@@ -66,23 +66,3 @@ __all__ = [
     "resolve_model_path",
     "to_dataframe",
 ]
-
-# The `predict` job moved to emotionlab.cli.predict; these names stay importable from here for one release.
-_MOVED_TO_CLI = {
-    "PredictOptions",
-    "PreparingNote",
-    "RecordWriter",
-    "VIDEO_FAILED",
-    "parse_shard",
-    "read_done",
-    "run_predict",
-    "select_shard",
-}
-
-
-def __getattr__(name):
-    if name in _MOVED_TO_CLI:
-        import importlib
-
-        return getattr(importlib.import_module("emotionlab.cli.predict"), name)
-    raise AttributeError(f"module 'emotionlab.inference' has no attribute {name!r}")
