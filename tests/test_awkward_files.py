@@ -76,6 +76,7 @@ def test_the_corpus_has_at_least_50_kinds(corpus):
     assert {kind.expect for kind in kinds.values()} == {OK, ERROR, ANY}
 
 
+@pytest.mark.slow  # `predict` processes on 80+ files
 def test_predict_gives_one_record_per_file_in_one_process_and_with_workers(corpus, model, tmp_path):
     folder, kinds = corpus
     before = snapshot(folder)
@@ -124,6 +125,7 @@ def dataset(tmp_path_factory) -> tuple[Path, dict]:
     return root, kinds
 
 
+@pytest.mark.slow  # real detectors on 80+ files
 def test_data_faces_writes_a_row_per_image_and_a_line_per_unreadable_one(dataset, tmp_path):
     import csv
 
@@ -161,6 +163,7 @@ def test_evaluate_skips_each_bad_image_with_its_reason(dataset, model, tmp_path)
     assert snapshot(root) == before
 
 
+@pytest.mark.slow  # real detectors on 80+ files
 def test_face_preparation_for_training_keeps_good_images_and_skips_bad_ones(dataset, tmp_path):
     from emotionlab.data.dataset import load_samples, prepare_face_samples
 

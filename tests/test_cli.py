@@ -7,6 +7,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,6 +22,7 @@ def invoke(*args: str):
     return result
 
 
+@pytest.mark.slow  # real training
 def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
     run = tmp_path / "run"
     result = invoke("train", "--data", tiny_dataset, "--image-size", "48", "--epochs", "1", "--batch-size", "16",
@@ -73,6 +75,7 @@ def test_evaluation_percentages_rows_sum_to_100(trained_model, tiny_dataset, tmp
     assert np.allclose(row_percentages(matrix).sum(axis=1), 100)
 
 
+@pytest.mark.slow  # two `emotionlab` processes
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     import subprocess
     import sys

@@ -61,6 +61,7 @@ def test_a_saved_config_round_trips(tmp_path):
     assert load_config(tmp_path / "config.yaml") == config
 
 
+@pytest.mark.slow  # real training
 def test_resume_with_epochs_extends_a_run_from_any_directory(tiny_dataset, tmp_path, monkeypatch):
     from emotionlab.config import load_config
 

@@ -66,7 +66,15 @@ def sweep(name: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("name", ["haar", "hog", "mmod", "blaze", "blaze-full", "cascade"])
+# dlib's CNN (mmod, and cascade where hog finds nothing) takes seconds per run of sizes: slow.
+SLOW_DETECTOR = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["haar", "hog", pytest.param("mmod", marks=SLOW_DETECTOR), "blaze", "blaze-full",
+     pytest.param("cascade", marks=SLOW_DETECTOR)],
+)
 def test_no_detector_crashes_on_any_image_size(name):
     result = sweep(name)
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -116,7 +124,9 @@ def threaded_mismatches(name: str, repeats: int) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("name", "repeats"), [("haar", 8), ("hog", 8), ("mmod", 1), ("blaze", 8), ("cascade", 1)]
+    ("name", "repeats"),
+    [("haar", 8), ("hog", 8), pytest.param("mmod", 1, marks=SLOW_DETECTOR), ("blaze", 8),
+     pytest.param("cascade", 1, marks=SLOW_DETECTOR)],
 )
 def test_one_detector_shared_by_eight_threads_gives_the_serial_boxes(name, repeats):
     # In a child process too: without its lock, one dlib detector shared by threads aborts the process

@@ -91,6 +91,7 @@ def face_model(tmp_path_factory):
     return save_model_file(path, net.eval(), meta)
 
 
+@pytest.mark.slow  # face_model trains a small model
 def test_heat_of_a_pasted_synthetic_face_lies_on_the_face(face_model):
     rng = np.random.default_rng(7)
     explainer = Explainer.from_file(face_model)
@@ -132,6 +133,7 @@ class TwoBoxes:
         return [FaceBox(*box) for box in self.boxes]
 
 
+@pytest.mark.slow  # face_model trains a small model
 def test_overlays_are_written_for_every_face_and_the_photo(face_model, tmp_path):
     rng = np.random.default_rng(3)
     photo = Image.new("RGB", (260, 140), (128, 128, 128))
@@ -158,6 +160,7 @@ def test_overlays_are_written_for_every_face_and_the_photo(face_model, tmp_path)
     assert changed[40:100, 20:80].any() and changed[40:100, 160:220].any(), "heat drawn at both faces"
 
 
+@pytest.mark.slow  # face_model trains a small model
 def test_explain_command_prints_a_line_per_face_and_refuses_an_unknown_class(face_model, tmp_path):
     image, _ = pasted_face("sad", np.random.default_rng(5))
     image.save(tmp_path / "ok.png")
@@ -199,6 +202,7 @@ def test_explain_command_prints_a_line_per_face_and_refuses_an_unknown_class(fac
         explain_files([tmp_path / "ok.png"], out, model=face_model, target="joy")
 
 
+@pytest.mark.slow  # face_model trains a small model
 def test_an_ensemble_with_flips_is_explained_and_its_heat_mirrors_with_the_face(face_model, tmp_path):
     ensemble = build_ensemble([face_model, face_model], tmp_path / "ensemble.safetensors", tta="flip")
     image, box = pasted_face("angry", np.random.default_rng(11))
@@ -209,7 +213,11 @@ def test_an_ensemble_with_flips_is_explained_and_its_heat_mirrors_with_the_face(
     assert heat_in_box(heat, image.size, box) > 2 * box[2] * box[3] / CANVAS**2  # twice the face's share
 
 
-@pytest.mark.parametrize("architecture", ["seed_cnn", "fer_cnn", "fer_cnn_wide", "resnet18"])
+@pytest.mark.parametrize(
+    "architecture",
+    ["seed_cnn", "fer_cnn", pytest.param("fer_cnn_wide", marks=pytest.mark.slow),
+     pytest.param("resnet18", marks=pytest.mark.slow)],  # the larger networks take 10-30 s on a shared CPU
+)
 def test_every_architecture_can_be_explained(architecture, tmp_path):
     torch.manual_seed(0)
     net = create_model(architecture, 5, image_size=64)

@@ -152,6 +152,7 @@ def test_unreadable_files_give_an_error_record_in_place(face_model, images, stub
         load_recognizer(face_model).predict(images / "broken.png")
 
 
+@pytest.mark.slow  # worker processes and `predict` processes
 def test_worker_processes_give_the_same_records(face_model, images):
     files = sorted(images.iterdir())
     # Workers start as fresh processes: the detector travels to them pickled, not monkeypatched.
@@ -184,6 +185,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow  # worker processes and `predict` processes
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to list child processes")
 def test_workers_exit_when_the_main_process_is_killed(face_model, tmp_path):
     import os
@@ -435,6 +437,7 @@ main()
 """
 
 
+@pytest.mark.slow  # worker processes and `predict` processes
 def test_resume_after_a_crash_goes_on_past_the_image_that_crashed(
     face_model, with_crasher, crashing, tmp_path
 ):

@@ -218,6 +218,7 @@ def test_the_shipped_files_are_in_the_current_format():
     assert len(meta["dataset"]["train"]) > 500 and len(meta["dataset"]["test"]) > 50
 
 
+@pytest.mark.slow  # an `evaluate` process
 def test_the_command_line_prints_one_line_for_a_tampered_model(model_file, tiny_dataset, tmp_path):
     reordered = tamper(model_file, "reordered.safetensors", lambda m: m.update(labels=list(reversed(LABELS))))
     result = subprocess.run(

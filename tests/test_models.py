@@ -107,6 +107,7 @@ def test_pickle_files_are_never_loaded(tmp_path):
         read_metadata(path)
 
 
+@pytest.mark.slow  # writes up to 300 model files
 def test_a_header_length_that_looks_like_zip_magic_still_loads(tmp_path):
     # A metadata block of 0x4B50 bytes makes the file start with "PK", like a zip: it must still load.
     model = create_model("seed_cnn", 5, image_size=48)

@@ -68,6 +68,7 @@ def _transfer_config(data: Path, weights: Path, out: Path, **train) -> RunConfig
     )
 
 
+@pytest.mark.slow  # real training
 def test_pretrain_exports_a_ferplus_classifier_that_weights_accepts(ferplus_model):
     meta = read_metadata(ferplus_model)
     assert meta["labels"] == ["angry", "fearful", "happy", "sad", "surprised"]
@@ -80,6 +81,7 @@ def test_pretrain_exports_a_ferplus_classifier_that_weights_accepts(ferplus_mode
     assert net.classifier.out_features == 3  # a new head when the class count differs
 
 
+@pytest.mark.slow  # real training
 def test_pretrain_eight_classes_soft_targets(tmp_path):
     root = write_fake_ferplus(tmp_path / "ferplus", copies=2)
     config = RunConfig(
@@ -99,6 +101,7 @@ def test_pretrain_eight_classes_soft_targets(tmp_path):
     assert len(ROWS) == 8  # the fixture's rows (the test's premise)
 
 
+@pytest.mark.slow  # real training
 def test_transfer_caches_features_and_exports_a_model_that_predicts_from_images(
     tiny_dataset, ferplus_model, feature_cache, tmp_path, monkeypatch
 ):
@@ -134,6 +137,7 @@ def test_transfer_caches_features_and_exports_a_model_that_predicts_from_images(
     assert probabilities.shape == (2, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow  # real training
 def test_transfer_augmented_views_and_mlp_head(tiny_dataset, ferplus_model, feature_cache, tmp_path):
     config = _transfer_config(
         tiny_dataset,
@@ -154,6 +158,7 @@ def test_transfer_augmented_views_and_mlp_head(tiny_dataset, ferplus_model, feat
     )
 
 
+@pytest.mark.slow  # real training
 def test_finetune_from_a_transfer_run_trains_everything_with_a_lower_backbone_rate(
     tiny_dataset, ferplus_model, feature_cache, tmp_path
 ):
@@ -203,6 +208,7 @@ def test_finetune_needs_a_source(tiny_dataset, tmp_path):
         train(config, progress=False)
 
 
+@pytest.mark.slow  # a `train` process building resnet18
 def test_offline_hub_weights_fail_with_one_clear_message(tiny_dataset, tmp_path):
     env = {
         **os.environ,
@@ -252,6 +258,7 @@ def _ablation_settings(tmp_path, tiny_dataset, ferplus_model, rows):
     )
 
 
+@pytest.mark.slow  # real training
 def test_ablation_runner_on_a_tiny_dataset_two_seeds(tiny_dataset, ferplus_model, feature_cache, tmp_path):
     from emotionlab.experiments import render_markdown, run_ablation, write_report
 
@@ -297,6 +304,7 @@ def test_augment_preview_writes_a_grid(tiny_dataset, tmp_path):
         assert grid.size == (3 * 34 + 2, 3 * 34 + 2)  # 3 tiles of 32 px per row and column, 2 px padding
 
 
+@pytest.mark.slow  # real training
 def test_finetune_can_mix_ferplus_faces_into_each_epoch(tiny_dataset, ferplus_model, tmp_path):
     from emotionlab.data.dataset import load_samples
     from emotionlab.training.train import resolve_splits

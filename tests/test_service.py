@@ -189,6 +189,7 @@ def _has(command: str) -> bool:
     return shutil.which(command) is not None
 
 
+@pytest.mark.slow  # an `emotionlab serve` process
 @pytest.mark.parametrize("damage", ["flipped byte"])
 def test_serve_refuses_a_model_file_that_predict_refuses(trained_model, tiny_dataset, tmp_path, damage):
     import subprocess

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from service_helpers import multipart, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # a real `emotionlab serve` and hundreds of fuzzed uploads
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CLIENT_ERRORS = {400, 413, 415, 422}
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from service_helpers import start_server, stop_server
 
+pytestmark = pytest.mark.slow  # a real `emotionlab serve` under hundreds of requests
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

@@ -200,6 +200,7 @@ def test_every_checkpoint_has_its_checksum_beside_it(trained_run):
         assert listed == [hashlib.sha256(checkpoint.read_bytes()).hexdigest(), name]
 
 
+@pytest.mark.slow  # real training (one more epoch)
 def test_an_intact_run_resumes_from_its_verified_checkpoint(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path)
     (run / "model.safetensors").unlink()
