@@ -1,6 +1,7 @@
 """`emotionlab predict --engine ray` and ``emotionlab.inference.ray``: on a local Ray instance with 2 CPUs and
 generated images, the same records as the plain path (a corrupt file and a no-face image included), nothing
-lost or duplicated when a worker process or an actor is killed mid-run, --resume, and the one-line error
+lost or duplicated when a worker process or an actor is killed mid-run, an image that crashes its worker every
+time getting the plain path's error record, --resume, and the one-line error
 without Ray. Models are untrained tiny networks; the detector is a picklable stub (it must reach Ray's worker
 processes, which import this folder's modules through PYTHONPATH)."""
 
@@ -119,6 +120,23 @@ class KillsAnActorOnce(BoxDetector):
         return boxes
 
 
+CRASH_SIZE = (13, 17)  # the image size SegfaultsOnOneImage dies on
+
+
+class SegfaultsOnOneImage(BoxDetector):
+    """Dies like native code crashing on one image (SIGSEGV, no exception, no cleanup), every time it sees it:
+    in a Ray task's worker and in any process that tries it again."""
+
+    def __init__(self):
+        super().__init__({(300, 200): [SMALL, BIG]})
+
+    def detect(self, image):
+        height, width = np.asarray(image).shape[:2]
+        if (width, height) == CRASH_SIZE:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().detect(image)
+
+
 def plain_records(model: Path, paths: list[Path], detector) -> list[dict]:
     return list(load_recognizer(model, detector=detector).predict_many(paths))
 
@@ -159,6 +177,41 @@ def test_a_killed_worker_loses_and_duplicates_nothing(ray_instance, face_model, 
     assert marker.is_file()  # a process really died mid-run
     assert Counter(record["path"] for record in got) == Counter(str(path) for path in paths)
     assert got == plain_records(face_model, paths, stub())
+
+
+@pytest.mark.slow
+def test_an_image_that_kills_its_worker_every_time_gets_the_plain_paths_error_record(
+    ray_instance, face_model, tmp_path, monkeypatch
+):
+    import importlib
+
+    from PIL import Image
+
+    import emotionlab.inference
+
+    folder = tmp_path / "in"
+    crasher = folder / "group_004_crash.png"  # in the middle
+    paths = make_images(folder, 10)
+    Image.new("RGB", CRASH_SIZE, (90, 90, 90)).save(crasher)
+    # The command's recognizer (and the one Ray's preparation uses) with the crashing detector.
+    real = emotionlab.inference.load_recognizer
+
+    def with_crasher(path, **options):
+        return real(path, **{**options, "detector": SegfaultsOnOneImage()})
+
+    monkeypatch.setattr(importlib.import_module("emotionlab.cli.predict"), "load_recognizer", with_crasher)
+    monkeypatch.setattr(emotionlab.inference, "load_recognizer", with_crasher)
+    plain = tmp_path / "plain.jsonl"
+    common = ["predict", folder, "--model", face_model, "--format", "jsonl", "--no-progress"]
+    run_cli(*common, "--output", plain, "--workers", "1")  # the plain path: isolated worker processes
+    # To stdout, where Ray's own "(raylet) A worker died ..." lines must not land among the records.
+    written = run_cli(*common, "--engine", "ray", "--workers", "2")  # run_cli checks the exit code is 0
+
+    records = [json.loads(line) for line in written.splitlines()]
+    assert [record["path"] for record in records] == [str(path) for path in sorted([*paths, crasher])]
+    dead = [record for record in records if "error" in record and record["error"].startswith("worker died")]
+    assert dead == [{"path": str(crasher), "error": "worker died (killed by SIGSEGV)"}]
+    assert written == plain.read_text()  # every other record too, byte for byte
 
 
 @pytest.mark.slow

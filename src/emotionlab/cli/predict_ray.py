@@ -107,3 +107,16 @@ def _quiet_ray(ray) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray prints its cluster's error messages ("(raylet) A worker died ...", "Task failed ... will be retried")
+    # on the driver's stdout, whatever log_to_driver says: they would land among records written to stdout.
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is not None and not getattr(original, "to_stderr", False):
+
+        def print_to_stdstream(data, *args, **kwargs):
+            if data.get("pid") == "raylet":
+                data = {**data, "is_err": True}
+            return original(data, *args, **kwargs)
+
+        print_to_stdstream.to_stderr = True
+        worker.print_to_stdstream = print_to_stdstream

@@ -14,10 +14,11 @@ Ray is an optional dependency (``pip install 'emotionlab[ray]'``) imported only 
 cluster every node reads the input paths itself (a shared file system or the same mount everywhere); the model
 file too (shipped models are found by name in every installation).
 
-Fault tolerance is Ray's: a task whose worker process dies is run again (``max_retries``), an actor that dies is
-restarted and its batch resent. An image that kills its worker every time (native code crashing on it) makes
-Ray give up after ``max_retries`` attempts and the run stops with an error; the plain path with ``--workers``
-gives such an image an error record instead.
+Fault tolerance: a task whose worker process dies is run again by Ray (``max_retries``), an actor that dies is
+restarted and its batch resent. A task run again prepares its images one at a time in a child process
+(``emotionlab.isolation``, as the plain path's ``--workers`` do), so an image that kills its process every time
+(native code crashing on it) gets the plain path's error record (``"worker died (killed by SIGSEGV)"``) and the
+run goes on, while a task whose worker died for another reason (a node lost) simply succeeds the second time.
 """
 
 from __future__ import annotations
@@ -77,10 +78,57 @@ def first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _prepare_batch(batch: dict, *, preparer) -> dict:
-    """Ray task: decode, detect and crop a few images (``FacePreparer``); each result travels pickled."""
-    prepared = [pickle.dumps(preparer(os.fsdecode(path))) for path in batch["path"]]
-    return {"index": batch["index"], "prepared": np.array(prepared, dtype=object)}
+class _StartedBatches:
+    """Ray actor (no CPU): which preparation batches have started. Ray runs a task again only when its worker
+    died (or its output was lost with a node), so a batch seen before is a retry, and the image that killed
+    the worker may be in it."""
+
+    def __init__(self, count: int):
+        self.started = bytearray(count)  # one byte per input: a batch is known by its first image's index
+
+    def begin(self, first_index: int) -> bool:
+        """Mark the batch started; True when it had started before."""
+        again = bool(self.started[first_index])
+        self.started[first_index] = 1
+        return again
+
+
+def _died_on(source, reason: str):
+    from emotionlab.inference import PreparedImage
+
+    return PreparedImage(str(source), error=reason)
+
+
+def _is_retry(started, first_index: int) -> bool:
+    import ray
+
+    try:
+        return ray.get(started.begin.remote(first_index))
+    except ray.exceptions.RayError:
+        return True  # the bookkeeping actor is gone: isolating is slower but always right
+
+
+def _prepare_batch(batch: dict, *, preparer, started) -> dict:
+    """Ray task: decode, detect and crop a few images (``FacePreparer``); each result travels pickled. The
+    first attempt prepares them here; a retry (this batch's worker died) prepares them one at a time in a
+    child process, so an image that kills its process every time becomes that image's error record, exactly
+    as on the plain path, instead of using up Ray's retries and stopping the run."""
+    from emotionlab.isolation import isolated_map
+
+    paths = [os.fsdecode(path) for path in batch["path"]]
+    if _is_retry(started, int(batch["index"][0])):
+        prepared = isolated_map(
+            preparer,
+            paths,
+            workers=1,
+            on_error=_died_on,
+            preload=["emotionlab.inference", "emotionlab.faces"],  # as the plain path's workers
+            chunk_size=1,
+        )
+    else:
+        prepared = (preparer(path) for path in paths)
+    blobs = [pickle.dumps(item) for item in prepared]
+    return {"index": batch["index"], "prepared": np.array(blobs, dtype=object)}
 
 
 class _Classify:
@@ -144,6 +192,11 @@ def predict_dataset(
     preparer = recognizer.preparer()
     items = [{"index": index, "path": os.fsencode(str(path))} for index, path in enumerate(paths)]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // prepare_batch)))
+    # Beside the driver (soft: anywhere if it cannot be there): losing the driver's node ends the run anyway.
+    here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=True
+    )
+    started = ray.remote(_StartedBatches).options(num_cpus=0, scheduling_strategy=here).remote(len(items))
     # Records come out in input order (a slow image holds back the ones after it, not the work on them).
     dataset.context.execution_options.preserve_order = True
     with warnings.catch_warnings():
@@ -151,10 +204,10 @@ def predict_dataset(
         warnings.filterwarnings("ignore", ".*ray_remote_args.*deprecated", category=Warning)
         dataset = dataset.map_batches(
             _prepare_batch,
-            fn_kwargs={"preparer": preparer},
+            fn_kwargs={"preparer": preparer, "started": started},
             batch_size=prepare_batch,
             num_cpus=1,
-            max_retries=max_retries,  # a task whose worker died runs again, a few times at most
+            max_retries=max_retries,  # a task whose worker died runs again, its images isolated; a few times at most
         )
         return dataset.map_batches(
             _Classify,
