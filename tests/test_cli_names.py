@@ -41,6 +41,7 @@ def test_help_lists_only_the_new_spellings(path):
         assert not [p for p in command.params if p.param_type_name == "argument"]
 
 
+@pytest.mark.slow  # `emotionlab` processes
 def test_old_split_spelling_writes_the_same_manifest_as_the_new_one_and_says_what_changed(tiny_dataset, tmp_path):
     new = _run("data", "split", "--data", str(tiny_dataset), "--output", str(tmp_path / "new.csv"))
     old = _run("data", "split", str(tiny_dataset), "--out", str(tmp_path / "old.csv"))
@@ -51,6 +52,7 @@ def test_old_split_spelling_writes_the_same_manifest_as_the_new_one_and_says_wha
     assert len(notes) == 2 and "--output" in notes[1] and "--data" in notes[0]
 
 
+@pytest.mark.slow  # `emotionlab` processes
 def test_the_dataset_can_follow_other_options_in_the_old_positional_form(tiny_dataset, tmp_path):
     result = _run("data", "audit", "--out", str(tmp_path / "audit"), str(tiny_dataset))
     assert result.returncode == 0, result.stderr
@@ -66,6 +68,7 @@ def test_train_model_option_still_names_the_architecture(tmp_path):
     assert "no_such_net" in str(new.exception) and str(new.exception) == str(old.exception)
 
 
+@pytest.mark.slow  # `emotionlab` processes
 def test_predict_takes_the_record_format_from_the_output_extension(tiny_dataset, tmp_path):
     image = next((tiny_dataset / "test" / "happy").iterdir())
     output = tmp_path / "records.csv"

@@ -410,6 +410,7 @@ def test_a_detector_exception_is_that_images_error_record(face_model, with_crash
     assert "\n" in CRASHING_DETECTORS and "\n" not in bad[0]["error"]  # one line
 
 
+@pytest.mark.slow  # worker processes
 def test_a_worker_killed_by_one_image_costs_only_that_image(face_model, with_crasher, crashing):
     files = sorted(with_crasher.iterdir())
     good = [f for f in files if "crash" not in f.name]

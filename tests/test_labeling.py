@@ -322,6 +322,7 @@ def test_export_writes_path_label_rows_relative_to_the_folder(photos, tmp_path):
     ]
 
 
+@pytest.mark.slow  # `emotionlab` processes
 def test_cli_apply_prints_counts_and_errors_are_one_line(photos, tmp_path):
     journal = tmp_path / "photos.labels.jsonl"
     label_all(photos, journal, ["happy", "sad", "happy"])
@@ -418,6 +419,7 @@ def test_labels_outside_the_journal_classes_are_allowed_when_given_as_classes(ed
         apply_labels(folder, journal, dest, classes=["bored", "tired"])  # happy and sad are not classes now
 
 
+@pytest.mark.slow  # `emotionlab` processes
 def test_cli_apply_of_a_tampered_journal_is_one_line(edited, tmp_path):
     folder, journal, _, dest = edited
     append_entries(journal, ("img3.png", "../../x"))

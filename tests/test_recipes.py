@@ -240,7 +240,7 @@ def test_offline_hub_weights_fail_with_one_clear_message(tiny_dataset, tmp_path)
 
 
 def _ablation_settings(tmp_path, tiny_dataset, ferplus_model, rows):
-    from emotionlab.experiments import AblationSettings
+    from emotionlab.experiments.ablation import AblationSettings
 
     return AblationSettings(
         out=str(tmp_path / "ablation"),
@@ -260,7 +260,7 @@ def _ablation_settings(tmp_path, tiny_dataset, ferplus_model, rows):
 
 @pytest.mark.slow  # real training
 def test_ablation_runner_on_a_tiny_dataset_two_seeds(tiny_dataset, ferplus_model, feature_cache, tmp_path):
-    from emotionlab.experiments import render_markdown, run_ablation, write_report
+    from emotionlab.experiments.ablation import render_markdown, run_ablation, write_report
 
     settings = _ablation_settings(tmp_path, tiny_dataset, ferplus_model, ("baseline", "transfer", "finetune"))
     results = run_ablation(settings)
@@ -286,7 +286,7 @@ def test_ablation_runner_on_a_tiny_dataset_two_seeds(tiny_dataset, ferplus_model
 def test_ablation_every_row_including_augmentation_and_face_crops(
     tiny_dataset, ferplus_model, feature_cache, tmp_path
 ):
-    from emotionlab.experiments import ROWS, run_ablation
+    from emotionlab.experiments.ablation import ROWS, run_ablation
 
     results = run_ablation(_ablation_settings(tmp_path, tiny_dataset, ferplus_model, ROWS))
     assert list(results["rows"]) == list(ROWS)
@@ -297,7 +297,7 @@ def test_ablation_every_row_including_augmentation_and_face_crops(
 def test_augment_preview_writes_a_grid(tiny_dataset, tmp_path):
     from PIL import Image
 
-    from emotionlab.experiments import augment_preview
+    from emotionlab.training.preview import augment_preview
 
     path = augment_preview(tiny_dataset, tmp_path / "grid.png", policy="seed", image_size=32, rows=3, views=2)
     with Image.open(path) as grid:

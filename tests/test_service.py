@@ -146,6 +146,7 @@ def test_pages_fetch_only_their_own_assets_and_name_no_other_host(client):
     assert client.get("/static/app.py").status_code == 404  # only the page's own files, by name
 
 
+@pytest.mark.slow  # an `emotionlab serve` process
 def test_serve_command_listens_on_loopback_by_default(trained_model):
     import socket
     import subprocess

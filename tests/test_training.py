@@ -209,6 +209,7 @@ def test_an_intact_run_resumes_from_its_verified_checkpoint(trained_run, tmp_pat
     assert (run / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # a `train --resume` process
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_a_damaged_last_checkpoint_stops_resume_with_one_line(trained_run, tmp_path, damage):
     run = _copy_run(trained_run, tmp_path)
@@ -226,6 +227,7 @@ def test_a_damaged_last_checkpoint_stops_resume_with_one_line(trained_run, tmp_p
     assert str(last) in lines[0] and "damaged or truncated" in lines[0] and "delete it" in lines[0]
 
 
+@pytest.mark.slow  # a `train --resume` process
 def test_a_truncated_checkpoint_without_checksum_is_still_one_line(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path)
     last = run / "checkpoints" / "last.ckpt"
