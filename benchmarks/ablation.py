@@ -16,7 +16,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from emotionlab.experiments import ROWS, AblationSettings, render_markdown, run_ablation, write_report
+from emotionlab.experiments.ablation import (
+    ROWS,
+    AblationSettings,
+    render_markdown,
+    run_ablation,
+    write_report,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,10 @@
 
 Faces: FER+ five-class majority rows (ties, unknown, not-a-face, neutral/disgust/contempt winners dropped), each
 48x48 face classified as it is, as benchmarks/default_model.py does. The crowd splits a face when its second
-emotion has at least half the votes of its first (``emotionlab.compound.CROWD_RATIO``). On FER+ *validation* the
-ratio whose compound rate is closest to the crowd's split rate is kept; FER+ test is scored once with it. The
-probabilities are cached in ``--cache`` (a re-run with another rule costs seconds, not a pass over 4,000 faces).
+emotion has at least half the votes of its first (``emotionlab.inference.compound.CROWD_RATIO``). On FER+
+*validation* the ratio whose compound rate is closest to the crowd's split rate is kept; FER+ test is scored once
+with it. The probabilities are cached in ``--cache`` (a re-run with another rule costs seconds, not a pass over
+4,000 faces).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionlab.compound import choose_ratio, crowd_split, measure, model_split
 from emotionlab.data import ferplus
 from emotionlab.data.images import read_image
-from emotionlab.evaluation.report import bootstrap_mean_ci
+from emotionlab.evaluation.metrics import bootstrap_mean_ci
 from emotionlab.inference import Classifier, default_model_path
+from emotionlab.inference.compound import choose_ratio, crowd_split, measure, model_split
 
 REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = [round(value, 2) for value in np.arange(0.10, 0.91, 0.05)]

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from emotionlab.cli import app
 from emotionlab.data.transforms import build_eval_transform
 from emotionlab.errors import EmotionlabError
-from emotionlab.explain import Explainer, explain, explain_files
+from emotionlab.evaluation.explain import Explainer, explain, explain_files
 from emotionlab.faces import FaceBox
 from emotionlab.labels import EMOTIONS
 from emotionlab.models.ensemble import build_ensemble

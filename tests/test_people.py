@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.crossval import assign_folds
+from emotionlab.experiments.crossval import assign_folds
 from emotionlab.data import people
 from emotionlab.data.manifest import read_manifest_rows
 from emotionlab.data.people import (

@@ -1,4 +1,4 @@
-"""`emotionlab evaluate`, `explain` and `report` (library: emotionlab.evaluation, emotionlab.explain)."""
+"""`emotionlab evaluate`, `explain` and `report` (library: emotionlab.evaluation, emotionlab.evaluation.explain)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def evaluate(
     if report:
         print(f"report: {metrics['report']}")
 
-# ---- explain: Grad-CAM (library: emotionlab.explain) -----------------------------------------------------
+# ---- explain: Grad-CAM (library: emotionlab.evaluation.explain) ------------------------------------------
 
 
 @app.command("explain")
@@ -96,7 +96,7 @@ def explain_command(
     """Show where the model looked: a Grad-CAM heat map of every face, saved as overlays."""
     import json
 
-    from emotionlab.explain import explain_files
+    from emotionlab.evaluation.explain import explain_files
 
     def show(record: dict) -> None:
         if output_format == "jsonl":

@@ -36,7 +36,13 @@ def experiment_ablation(
     """Baseline -> +augmentation -> +transfer -> +fine-tuning -> face crops, several seeds, bootstrap CIs."""
     import shlex
 
-    from emotionlab.experiments import ROWS, AblationSettings, render_markdown, run_ablation, write_report
+    from emotionlab.experiments.ablation import (
+        ROWS,
+        AblationSettings,
+        render_markdown,
+        run_ablation,
+        write_report,
+    )
 
     settings = AblationSettings(
         out=str(out), data=str(data) if data else None, manifest=str(manifest) if manifest else None,
@@ -87,7 +93,7 @@ def experiment_cv(
     """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
     import shlex
 
-    from emotionlab.crossval import CvSettings, render_markdown, run_cv, write_report
+    from emotionlab.experiments.crossval import CvSettings, render_markdown, run_cv, write_report
 
     parsed = dict(_cv_recipe(text) for text in recipes)
     if len(parsed) != len(recipes):
@@ -116,7 +122,7 @@ def augment_preview_command(
 ) -> None:
     """Write a grid: each row an original image followed by augmented views, to check a policy by eye."""
     from emotionlab.data.audit import ensure_outside_root
-    from emotionlab.experiments import augment_preview
+    from emotionlab.training.preview import augment_preview
 
     ensure_outside_root(data, output)  # a dataset is never written to, as every `data` command
 

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from emotionlab.evaluation.metrics import bootstrap
+
 BINS = 10
 RESAMPLES = 1000  # bootstrap draws for the ECE interval: stable to ~0.2 points, 0.1 s for 3,000 images
 
@@ -45,11 +47,12 @@ def calibration_summary(
     """
     confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
     count = len(confidence)
-    rng = np.random.default_rng(seed)
-    draws = [
-        expected_calibration_error(confidence[index], correct[index], bins=bins)
-        for index in (rng.integers(0, count, count) for _ in range(resamples if count else 0))
-    ]
+    draws = bootstrap(
+        lambda index: expected_calibration_error(confidence[index], correct[index], bins=bins),
+        count,
+        resamples=resamples if count else 0,
+        seed=seed,
+    )
     index = _bin_index(confidence, bins)
     table = []
     for number in range(bins):
@@ -65,7 +68,7 @@ def calibration_summary(
         )
     return {
         "ece": expected_calibration_error(confidence, correct, bins=bins),
-        "ece_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None,
+        "ece_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if len(draws) else None,
         "mean_confidence": float(confidence.mean()) if count else float("nan"),
         "accuracy": float(correct.mean()) if count else float("nan"),
         "bins": table,

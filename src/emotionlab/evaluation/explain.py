@@ -7,7 +7,7 @@ hooks one layer per model and records one activation per forward call, so an ens
 layer per member, each run on two views) would need the same bookkeeping around it anyway, and it brings four
 more dependencies (ttach, tqdm, scipy and its own OpenCV).
 
-    from emotionlab.explain import explain
+    from emotionlab.evaluation.explain import explain
     result = explain("group.jpg")                 # the shipped model; faces found as `predict` finds them
     result.faces[0].target, result.faces[0].heatmap   # explained class, heat in [0, 1] on the model's input
     result.image_overlay().save("heat.png")       # every face's heat over the photo

@@ -32,7 +32,7 @@ from PIL import Image
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.evaluation.calibration import calibration_summary, plot_reliability
-from emotionlab.evaluation.metrics import row_percentages
+from emotionlab.evaluation.metrics import bootstrap_mean_ci, row_percentages
 from emotionlab.isolation import printable
 
 THUMBNAIL = 128  # px, the longer side of a gallery tile
@@ -107,16 +107,6 @@ def load_evaluation(folder: str | Path) -> EvaluationRun:
 
 
 # ---- statistics the report adds -----------------------------------------------------------------------------
-
-
-def bootstrap_mean_ci(values: np.ndarray, *, resamples: int = RESAMPLES, seed: int = 0) -> list[float] | None:
-    """95% percentile bootstrap interval of the mean of per-image ``values``."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)])
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def paired_accuracy_difference(
@@ -336,7 +326,7 @@ def build_gallery(
         )
     heat = {}
     if gradcam and recognizer is not None:
-        from emotionlab.explain import Explainer, overlay_heatmap
+        from emotionlab.evaluation.explain import Explainer, overlay_heatmap
 
         explainer = Explainer(recognizer)
         with_image = [index for index in kept if index in images]

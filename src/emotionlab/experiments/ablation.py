@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +33,8 @@ import numpy as np
 
 from emotionlab.config import DataConfig, RunConfig, TrainConfig, TransferOptions
 from emotionlab.errors import EmotionlabError
+from emotionlab.evaluation.metrics import pooled_bootstrap
+from emotionlab.experiments.runs import run_or_reuse
 
 log = logging.getLogger("emotionlab")
 
@@ -156,66 +157,6 @@ def row_config(settings: AblationSettings, row: str, seed: int) -> RunConfig:
             out=out,
         )
     raise EmotionlabError(f"unknown ablation row {row!r}; choose from {', '.join(ROWS)}")
-
-
-def run_or_reuse(config: RunConfig) -> tuple[Path, dict]:
-    """Train one run (or reuse / resume it); returns its model path and a summary."""
-    from emotionlab.training.callbacks import read_history
-    from emotionlab.training.train import train
-
-    run_dir = Path(config.out)
-    model_path = run_dir / "model.safetensors"
-    started = time.perf_counter()
-    if model_path.is_file():
-        log.info("ablation: reusing %s", model_path)
-    else:
-        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-        model_path = train(config, resume=resume, progress=False).model_path
-    history = read_history(run_dir / "metrics.csv")
-    best = min(history, key=lambda row: row.get("val_loss", float("inf"))) if history else {}
-    return model_path, {
-        "run_dir": str(run_dir),
-        "epochs_run": len(history),
-        "best_epoch": best.get("epoch"),
-        "best_val_loss": best.get("val_loss"),
-        "val_acc_at_best": best.get("val_acc"),
-        "train_seconds": round(sum(row.get("seconds", 0.0) for row in history), 1),
-        "wall_seconds_this_call": round(time.perf_counter() - started, 1),
-    }
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Macro-F1 over ``num_classes`` (a class absent from both truth and prediction scores 0, as sklearn)."""
-    matrix = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-    true_positive = np.diag(matrix).astype(float)
-    denominator = matrix.sum(axis=0) + matrix.sum(axis=1)
-    f1 = np.divide(2 * true_positive, denominator, out=np.zeros(num_classes), where=denominator > 0)
-    return float(f1.mean())
-
-
-def pooled_bootstrap(
-    y_true: np.ndarray,
-    predictions: list[np.ndarray],
-    num_classes: int,
-    *,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> dict:
-    """95% percentile intervals of the seed-averaged accuracy and macro-F1, resampling test images."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    accuracy, f1 = np.empty(resamples), np.empty(resamples)
-    for draw in range(resamples):
-        index = rng.integers(0, n, n)
-        truth = y_true[index]
-        accuracy[draw] = np.mean([np.mean(pred[index] == truth) for pred in predictions])
-        f1[draw] = np.mean([macro_f1(truth, pred[index], num_classes) for pred in predictions])
-    return {
-        "accuracy_ci95": [float(np.percentile(accuracy, 2.5)), float(np.percentile(accuracy, 97.5))],
-        "macro_f1_ci95": [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))],
-    }
 
 
 def run_ablation(settings: AblationSettings) -> dict:
@@ -356,63 +297,3 @@ def write_report(
     json_path.write_text(json.dumps({**results, "command": command}, indent=2) + "\n")
     md_path.write_text(render_markdown(results, command=command))
     return json_path, md_path
-
-
-def augment_preview(
-    root: str | Path,
-    out: str | Path,
-    *,
-    policy: str = "seed",
-    image_size: int = 128,
-    rows: int = 6,
-    views: int = 7,
-    seed: int = 0,
-    faces: dict | None = None,
-    manifest: str | Path | None = None,
-) -> Path:
-    """A PNG grid: one row per image (spread over the classes), the original then ``views`` augmented views."""
-    import torch
-    from torchvision.utils import make_grid
-
-    from emotionlab.data.dataset import ImageDataset, load_samples
-    from emotionlab.data.transforms import AUGMENT_POLICIES, UNIT_NORMALIZATION, build_eval_transform
-    from emotionlab.data.transforms import build_train_transform as build_train
-    from emotionlab.training.recipes.images import build_image_loader
-
-    if policy not in AUGMENT_POLICIES:
-        raise EmotionlabError(
-            f"unknown augmentation policy {policy!r}; choose one of {', '.join(AUGMENT_POLICIES)}"
-        )
-    sample_set = load_samples(root, manifest)
-    pool = sample_set.split("train") or sample_set.samples
-    by_label = [[s for s in pool if s.label == label] for label in sample_set.labels]
-    chosen = []  # round-robin over the classes, so every emotion shows up
-    for position in range(max(map(len, by_label))):
-        chosen += [group[position] for group in by_label if position < len(group)]
-    chosen = chosen[:rows]
-    loader = build_image_loader(RunConfig(data=DataConfig(faces=faces))) if faces else None
-    plain = ImageDataset(
-        chosen,
-        sample_set.labels,
-        build_eval_transform(image_size=image_size, normalization=UNIT_NORMALIZATION),
-        loader=loader,
-        seed=seed,
-    )
-    augmented = ImageDataset(
-        chosen,
-        sample_set.labels,
-        build_train(image_size=image_size, normalization=UNIT_NORMALIZATION, policy=policy),
-        loader=loader,
-        seed=seed,
-    )
-    tiles = []
-    for index in range(len(chosen)):
-        tiles.append(plain[index][0])
-        tiles += [augmented[(index, view)][0] for view in range(1, views + 1)]
-    grid = make_grid(torch.stack(tiles).clamp(0, 1), nrow=views + 1, padding=2, pad_value=1.0)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(out)
-    return out

@@ -149,7 +149,7 @@ def _score_with_flips(run_dir: Path, fold_manifest: Path, data: str | None) -> l
 def _score_fold(config: RunConfig, fold_manifest: Path, data: str | None) -> dict:
     from emotionlab.data.dataset import load_samples
     from emotionlab.evaluation.evaluate import evaluate_samples
-    from emotionlab.experiments import run_or_reuse
+    from emotionlab.experiments.runs import run_or_reuse
 
     model_path, summary = run_or_reuse(config)
     test = load_samples(data, fold_manifest).split("test")
@@ -184,12 +184,12 @@ def paired_difference(
     truth: np.ndarray, first: np.ndarray, second: np.ndarray, *, resamples: int, seed: int = 0
 ) -> dict:
     """Accuracy of ``first`` minus ``second`` on the same images, with a 95% paired bootstrap interval."""
-    rng = np.random.default_rng(seed)
+    from emotionlab.evaluation.metrics import bootstrap_mean_ci
+
     hits = (first == truth).astype(float) - (second == truth).astype(float)
-    draws = np.array([hits[rng.integers(0, len(hits), len(hits))].mean() for _ in range(resamples)])
     return {
         "accuracy_difference": float(hits.mean()),
-        "ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+        "ci95": bootstrap_mean_ci(hits, resamples=resamples, seed=seed),
     }
 
 

@@ -58,11 +58,11 @@ class Recognizer:
         detector=None,
         max_faces: int | None = None,
     ):
-        from emotionlab.compound import compound_ratio
+        from emotionlab.inference.compound import compound_ratio
 
         self.classifier = classifier
         self.labels = classifier.labels
-        # "surprised + happy" in records when the second emotion is this close to the first (emotionlab.compound)
+        # "surprised + happy" in records when the second emotion is this close to the first (emotionlab.inference.compound)
         self.compound_ratio = compound_ratio(classifier.metadata)
         faces = classifier.metadata.get("faces")
         self.detect = bool(faces) if detect is None else bool(detect)
@@ -105,7 +105,7 @@ class Recognizer:
 
     def make_record(self, item: PreparedImage, probabilities: np.ndarray | None) -> dict:
         """The record of one prepared image, given one probability row per input."""
-        from emotionlab.compound import compound_reading
+        from emotionlab.inference.compound import compound_reading
 
         if item.error is not None:
             return {"path": item.name, **item.extra, "error": item.error}
