@@ -1,1 +1,8 @@
-"""Evaluation: metrics with confidence intervals, figures, and the evaluate command's library side."""
+"""Evaluation: how good a model is, and where it looked.
+
+- ``metrics``: accuracy, macro-F1, per-class scores, confusion matrix, and the one bootstrap behind every interval;
+- ``evaluate``: the evaluate command's library side (a model scored on a split);
+- ``calibration``: reliability diagram and expected calibration error;
+- ``plots``: figures; ``report``: one self-contained HTML page of an evaluation, a comparison or an experiment;
+- ``explain``: Grad-CAM heat maps (``emotionlab explain``, and the report's misclassified gallery).
+"""

@@ -11,7 +11,8 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = N
 
     With ``num_classes`` every class counts (one absent from both truth and prediction scores 0, as sklearn with
     ``labels=range(num_classes)``); without it, only the classes present in either (sklearn's ``labels=None``).
-    A bincount instead of sklearn: the bootstraps call this thousands of times (~30x faster at 110 images).
+    A bincount instead of sklearn: the bootstraps call this thousands of times (12 us against 1.3 ms for 110
+    images, 5 classes, measured here).
     """
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
     every_class = num_classes is not None

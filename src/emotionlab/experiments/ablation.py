@@ -19,7 +19,7 @@ Rows (``ROWS``), all on the same split:
   augmentation (``light``: the study's 30% shifts push a tight crop's face out of the frame).
 
 Finished runs are reused (a run folder with ``model.safetensors``); interrupted ones resume from their last
-checkpoint, so an ablation killed halfway costs only the run in progress.
+checkpoint (``runs.run_or_reuse``), so an ablation killed halfway costs only the run in progress.
 """
 
 from __future__ import annotations

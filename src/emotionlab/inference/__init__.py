@@ -9,6 +9,7 @@ One module per part, in the order data flows:
 - ``inputs``: files, folders and globs -> the list of files a run reads;
 - ``workers``: how many cores there are to use;
 - ``video``: video files and cameras -> per-frame records, timelines; ``annotate``: boxes drawn on pictures.
+- ``compound``: a top-2 reading ("surprised + happy") when the second emotion is close to the first.
 
 The `emotionlab predict` job (shards, --resume, output writers) lives beside the command, in
 ``emotionlab.cli.predict``.
