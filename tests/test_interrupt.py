@@ -51,6 +51,7 @@ def many_faces(tmp_path):
     return folder
 
 
+@pytest.mark.slow  # `emotionlab predict` processes interrupted and resumed
 def test_ctrl_c_in_predict_keeps_the_records_and_resume_finishes_the_rest(many_faces, tmp_path):
     output = tmp_path / "records.jsonl"
     command = ["predict", str(many_faces), "--no-detect", "--batch-size", "8", "--output", str(output)]
