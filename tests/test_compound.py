@@ -70,6 +70,6 @@ def test_every_record_has_compound_and_jsonl_prints_it(tmp_path):
         app, ["predict", str(tmp_path / "face.png"), "--model", str(path), "--format", "jsonl"]
     )
     assert result.exit_code == 0, result.output
-    assert "compound" in json.loads(result.output.splitlines()[0])
+    assert "compound" in json.loads(result.stdout.splitlines()[0])  # progress lines go to stderr
     table = runner.invoke(app, ["predict", str(tmp_path / "face.png"), "--model", str(path)])
     assert table.exit_code == 0 and "compound" not in table.output and " + " not in table.output
