@@ -11,8 +11,8 @@ from helpers import save_model, synthetic_faces
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.inference.compound import COMPOUND_RATIO, choose_ratio, compound_reading, crowd_split, measure
 from emotionlab.inference import Classifier, Recognizer
+from emotionlab.inference.compound import COMPOUND_RATIO, choose_ratio, compound_reading, crowd_split, measure
 from emotionlab.labels import EMOTIONS
 
 runner = CliRunner()

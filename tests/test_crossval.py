@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.experiments.crossval import CvSettings, assign_folds, cv_rows, fold_rows, write_folds
 from emotionlab.data.manifest import write_manifest
+from emotionlab.experiments.crossval import CvSettings, assign_folds, cv_rows, fold_rows, write_folds
 from emotionlab.labels import EMOTIONS
 from emotionlab.synthetic import write_dataset
 

@@ -31,16 +31,22 @@ def test_macro_f1_bootstrap_interval_is_the_sklearn_loops():
     draws = np.random.default_rng(0)
     for _ in range(300):
         index = draws.integers(0, 110, 110)
-        expected.append(f1_score(y_true[index], y_pred[index], average="macro", labels=list(range(5)), zero_division=0))
+        expected.append(
+            f1_score(y_true[index], y_pred[index], average="macro", labels=list(range(5)), zero_division=0)
+        )
     low, high = np.percentile(expected, 2.5), np.percentile(expected, 97.5)
-    assert bootstrap_ci(y_true, y_pred, "macro_f1", resamples=300, num_classes=5) == pytest.approx((low, high), abs=1e-12)
+    assert bootstrap_ci(y_true, y_pred, "macro_f1", resamples=300, num_classes=5) == pytest.approx(
+        (low, high), abs=1e-12
+    )
 
 
 def test_pooled_bootstrap_of_one_seed_is_the_plain_interval():
     rng = np.random.default_rng(4)
     y_true, y_pred = rng.integers(0, 5, 110), rng.integers(0, 5, 110)
     pooled = pooled_bootstrap(y_true, [y_pred], 5, resamples=300)
-    assert pooled["accuracy_ci95"] == pytest.approx(bootstrap_ci(y_true, y_pred, "accuracy", resamples=300), abs=1e-12)
+    assert pooled["accuracy_ci95"] == pytest.approx(
+        bootstrap_ci(y_true, y_pred, "accuracy", resamples=300), abs=1e-12
+    )
     assert pooled["macro_f1_ci95"] == pytest.approx(
         bootstrap_ci(y_true, y_pred, "macro_f1", resamples=300, num_classes=5), abs=1e-12
     )

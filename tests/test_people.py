@@ -17,7 +17,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.experiments.crossval import assign_folds
 from emotionlab.data import people
 from emotionlab.data.manifest import read_manifest_rows
 from emotionlab.data.people import (
@@ -27,6 +26,7 @@ from emotionlab.data.people import (
     merged_group_ids,
     person_ids,
 )
+from emotionlab.experiments.crossval import assign_folds
 from emotionlab.faces import FaceBox, FaceCropper
 
 
