@@ -204,7 +204,7 @@ def test_finetune_needs_a_source(tiny_dataset, tmp_path):
         train=TrainConfig(recipe="finetune", epochs=1),
         out=str(tmp_path / "run"),
     )
-    with pytest.raises(EmotionlabError, match="--from RUN_DIR_OR_MODEL_FILE"):
+    with pytest.raises(EmotionlabError, match="--init-from RUN_DIR_OR_MODEL_FILE"):
         train(config, progress=False)
 
 
@@ -223,7 +223,7 @@ def test_offline_hub_weights_fail_with_one_clear_message(tiny_dataset, tmp_path)
         "train",
         "--recipe",
         "transfer",
-        "--model",
+        "--arch",
         "resnet18",
         "--pretrained",
         "--data",
