@@ -21,7 +21,8 @@ test-fast: $(STAMP)
 	$(PYTHON) -m pytest -m "not slow and not browser"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 clean-venv:
 	rm -rf $(VENV)

@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--results", default=str(REPO / "benchmarks/results"), help="where ablation.md/.json go"
     )
-    parser.add_argument("--stem", default="ablation", help="file name of the results (<stem>.md, <stem>.json)")
+    parser.add_argument(
+        "--stem", default="ablation", help="file name of the results (<stem>.md, <stem>.json)"
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--backbone-model", default="fer_cnn")

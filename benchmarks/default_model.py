@@ -66,7 +66,8 @@ def summary(metrics: dict, truth: np.ndarray, probabilities: np.ndarray, labels:
         "macro_f1": metrics["macro_f1"],
         "macro_f1_ci95": list(metrics["macro_f1_ci95"]),
         "per_class": {
-            label: {**values, "recall_ci95": intervals[label]} for label, values in metrics["per_class"].items()
+            label: {**values, "recall_ci95": intervals[label]}
+            for label, values in metrics["per_class"].items()
         },
         "confusion_matrix": metrics["confusion_matrix"],
         **({"no_face": metrics["no_face"]} if "no_face" in metrics else {}),
@@ -90,8 +91,11 @@ def model_facts(classifier: Classifier, path: str) -> dict:
         facts["ensemble"] = {
             "tta": meta["ensemble"]["tta"],
             "members": [
-                {"file": m["file"], "training_command": training_command(m) if m.get("training") else None,
-                 "train_seconds": _train_seconds(m)}
+                {
+                    "file": m["file"],
+                    "training_command": training_command(m) if m.get("training") else None,
+                    "train_seconds": _train_seconds(m),
+                }
                 for m in meta["ensemble"]["members"]
             ],
         }
@@ -129,7 +133,9 @@ def ferplus_figures(classifier: Classifier, root: str, classes: int) -> dict:
     items = ferplus.read_split(root, "test", classes=classes, targets="majority")
     probabilities = classifier.predict_proba([read_image(item.path) for item in items], batch_size=256)
     truth = np.array([classifier.labels.index(item.label) for item in items])
-    block = summary(compute_metrics(truth, probabilities, classifier.labels), truth, probabilities, classifier.labels)
+    block = summary(
+        compute_metrics(truth, probabilities, classifier.labels), truth, probabilities, classifier.labels
+    )
     block["dataset"] = f"FER+ test, majority vote, ties/unknown/not-a-face dropped, {classes} classes"
     return block
 
@@ -146,8 +152,13 @@ def throughput(path: str, *, batch: int = 64, seconds: float = 5.0) -> dict:
     while time.perf_counter() - started < seconds:
         classifier.probabilities(inputs)
         count += batch
-    return {"backend": "onnx", "batch": batch, "faces_per_second": round(count / (time.perf_counter() - started), 1),
-            "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg())}
+    return {
+        "backend": "onnx",
+        "batch": batch,
+        "faces_per_second": round(count / (time.perf_counter() - started), 1),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def print_block(key: str, block: dict) -> None:
@@ -157,8 +168,10 @@ def print_block(key: str, block: dict) -> None:
         f"{k} {v['recall']:.2f} ({v['recall_ci95'][0]:.2f}-{v['recall_ci95'][1]:.2f})"
         for k, v in block["per_class"].items()
     )
-    print(f"{key}: {block['num_images']} images, accuracy {block['accuracy']:.3f} ({low:.3f}-{high:.3f}), "
-          f"macro-F1 {block['macro_f1']:.3f} ({f1_low:.3f}-{f1_high:.3f}); recall {recall}")
+    print(
+        f"{key}: {block['num_images']} images, accuracy {block['accuracy']:.3f} ({low:.3f}-{high:.3f}), "
+        f"macro-F1 {block['macro_f1']:.3f} ({f1_low:.3f}-{f1_high:.3f}); recall {recall}"
+    )
 
 
 def main() -> None:
@@ -183,13 +196,22 @@ def main() -> None:
         cv = json.loads(Path(args.cv).read_text())
         recipe = cv["recipes"][args.cv_recipe]
         result["cross_validation"] = {
-            "file": os.path.relpath(args.cv, REPO), "recipe": args.cv_recipe, "folds": cv["settings"]["folds"],
-            "num_images": cv["num_images"], "command": cv.get("command"),
-            **{key: recipe[key] for key in ("accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95", "per_class_recall")},
+            "file": os.path.relpath(args.cv, REPO),
+            "recipe": args.cv_recipe,
+            "folds": cv["settings"]["folds"],
+            "num_images": cv["num_images"],
+            "command": cv.get("command"),
+            **{
+                key: recipe[key]
+                for key in ("accuracy", "accuracy_ci95", "macro_f1", "macro_f1_ci95", "per_class_recall")
+            },
         }
     if args.eight:
         eight = Classifier.from_file(args.eight)
-        result["eight_class"] = {**model_facts(eight, args.eight), "ferplus_test": ferplus_figures(eight, args.ferplus, 8)}
+        result["eight_class"] = {
+            **model_facts(eight, args.eight),
+            "ferplus_test": ferplus_figures(eight, args.ferplus, 8),
+        }
         result["eight_class"]["throughput"] = throughput(args.eight)
     if args.previous:
         previous = json.loads(Path(args.previous).read_text())
@@ -204,8 +226,10 @@ def main() -> None:
         print_block("ferplus_test (eight classes)", result["eight_class"]["ferplus_test"])
     if "cross_validation" in result:
         cv = result["cross_validation"]
-        print(f"cross-validation ({cv['recipe']}): accuracy {cv['accuracy']:.3f} "
-              f"({cv['accuracy_ci95'][0]:.3f}-{cv['accuracy_ci95'][1]:.3f}), macro-F1 {cv['macro_f1']:.3f}")
+        print(
+            f"cross-validation ({cv['recipe']}): accuracy {cv['accuracy']:.3f} "
+            f"({cv['accuracy_ci95'][0]:.3f}-{cv['accuracy_ci95'][1]:.3f}), macro-F1 {cv['macro_f1']:.3f}"
+        )
     print(f"throughput: {result['throughput']['faces_per_second']} faces/s (ONNX, batch 64)")
     print(f"wrote {args.out}")
 

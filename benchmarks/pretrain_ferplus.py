@@ -77,7 +77,12 @@ def training_command(meta: dict) -> str | None:
     if typed.mix.ferplus:
         parts += ["--mix-ferplus", typed.mix.ferplus, "--mix-ratio", str(typed.mix.ratio)]
     if typed.recipe == "pretrain":
-        parts += ["--ferplus-classes", str(typed.pretrain.ferplus_classes), "--ferplus-targets", typed.pretrain.ferplus_targets]
+        parts += [
+            "--ferplus-classes",
+            str(typed.pretrain.ferplus_classes),
+            "--ferplus-targets",
+            typed.pretrain.ferplus_targets,
+        ]
     if typed.loss.mixup:
         parts += ["--mixup", str(typed.loss.mixup)]
     if typed.loss.class_balance != "none":

@@ -30,12 +30,18 @@ RESULTS = Path(__file__).parent / "results" / "seed_baseline.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None, help="seed-emotions root (default: $EMOTIONLAB_DATA or ../shared)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", default=None, help="seed-emotions root (default: $EMOTIONLAB_DATA or ../shared)"
+    )
     parser.add_argument("--manifest", default=None, help="manifest CSV; default: the dataset's own folders")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--out", default=None, help="run folder (default: runs/seed_baseline_<key>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted benchmark run")
     args = parser.parse_args()
@@ -45,7 +51,14 @@ def main() -> None:
     out = Path(args.out or f"runs/seed_baseline_{key}")
     config = RunConfig(
         data=DataConfig(root=args.data, manifest=args.manifest, image_size=128),
-        train=TrainConfig(model="seed_cnn", epochs=args.epochs, batch_size=32, learning_rate=1e-4, optimizer="adam", seed=args.seed),
+        train=TrainConfig(
+            model="seed_cnn",
+            epochs=args.epochs,
+            batch_size=32,
+            learning_rate=1e-4,
+            optimizer="adam",
+            seed=args.seed,
+        ),
         out=str(out),
     )
     started = time.perf_counter()
@@ -55,7 +68,8 @@ def main() -> None:
     report = {
         "protocol": "seed_cnn, 128x128 in [0,1], Adam 1e-4, batch 32, cross-entropy, "
         f"{args.epochs} epochs, best validation loss checkpoint",
-        "split": "dataset folders (leaks: near-duplicates across splits)" if key == "folder_split"
+        "split": "dataset folders (leaks: near-duplicates across splits)"
+        if key == "folder_split"
         else f"duplicate-aware manifest {args.manifest}",
         "command": "python " + " ".join(sys.argv),
         "seed": args.seed,
@@ -77,8 +91,10 @@ def main() -> None:
             "macro_f1": metrics["macro_f1"],
             "macro_f1_ci95": metrics["macro_f1_ci95"],
         }
-        print(f"{key} {split}: accuracy {metrics['accuracy']:.3f} macro-F1 {metrics['macro_f1']:.3f} "
-              f"({metrics['num_images']} images)")
+        print(
+            f"{key} {split}: accuracy {metrics['accuracy']:.3f} macro-F1 {metrics['macro_f1']:.3f} "
+            f"({metrics['num_images']} images)"
+        )
     print(f"wall {wall:.0f} s, peak memory {report['peak_memory_mb']:.0f} MB")
     existing = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     existing[key] = report

@@ -109,7 +109,9 @@ def render() -> str:
             continue
         lines += ["| option | value | meaning | default |", "|---|---|---|---|"]
         for param in params:
-            lines.append(f"| {_names(param)} | {_value(param, context)} | {_cell(param.help)} | {_default(param)} |")
+            lines.append(
+                f"| {_names(param)} | {_value(param, context)} | {_cell(param.help)} | {_default(param)} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -35,7 +35,9 @@ def _contact_sheet(records: list[dict], annotated: Path, out: Path) -> Path | No
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    items = [(annotated / Path(r["path"]).name, r) for r in records if (annotated / Path(r["path"]).name).is_file()]
+    items = [
+        (annotated / Path(r["path"]).name, r) for r in records if (annotated / Path(r["path"]).name).is_file()
+    ]
     if not items:
         return None
     figure, axes_list = plt.subplots(1, len(items), figsize=(4 * len(items), 4.6), squeeze=False)
@@ -44,7 +46,9 @@ def _contact_sheet(records: list[dict], annotated: Path, out: Path) -> Path | No
         axes.axis("off")
         faces = record.get("faces") or []
         note = "no face found: whole image" if record.get("no_face") else f"{len(faces)} face(s)"
-        axes.set_title(f"{Path(record['path']).name}\n{record['label']} ({record['confidence']:.0%}), {note}", fontsize=9)
+        axes.set_title(
+            f"{Path(record['path']).name}\n{record['label']} ({record['confidence']:.0%}), {note}", fontsize=9
+        )
     figure.tight_layout()
     figure.savefig(out, dpi=90)
     plt.close(figure)
@@ -53,32 +57,90 @@ def _contact_sheet(records: list[dict], annotated: Path, out: Path) -> Path | No
 
 def shipped_model_demo(out: Path, data_root: Path | None) -> None:
     annotated, records_path = out / "annotated", out / "predictions.jsonl"
-    _run("predict", str(EXAMPLES), "--annotate", str(annotated), "--format", "jsonl", "--output", str(records_path))
+    _run(
+        "predict",
+        str(EXAMPLES),
+        "--annotate",
+        str(annotated),
+        "--format",
+        "jsonl",
+        "--output",
+        str(records_path),
+    )
     records = [json.loads(line) for line in records_path.read_text().splitlines() if line.strip()]
     _run("predict", str(EXAMPLES))
     sheet = _contact_sheet([r for r in records if "error" not in r], annotated, out / "summary.png")
-    lines = ["# emotionlab demo", "", "| image | label | confidence | faces | no face |", "|---|---|---|---|---|"]
+    lines = [
+        "# emotionlab demo",
+        "",
+        "| image | label | confidence | faces | no face |",
+        "|---|---|---|---|---|",
+    ]
     for r in records:
         if "error" not in r:
-            lines.append(f"| {Path(r['path']).name} | {r['label']} | {r['confidence']:.2f} | {len(r.get('faces') or [])} | {r.get('no_face', False)} |")
+            lines.append(
+                f"| {Path(r['path']).name} | {r['label']} | {r['confidence']:.2f} | {len(r.get('faces') or [])} | {r.get('no_face', False)} |"
+            )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     if data_root is not None and CANONICAL_SPLIT.is_file():
-        _run("evaluate", "--data", str(data_root), "--manifest", str(CANONICAL_SPLIT), "--split", "test",
-             "--out", str(out / "evaluation"))
-    print(f"\nannotated images: {annotated}/\nsummary: {out / 'summary.md'}" + (f" and {sheet}" if sheet else ""))
+        _run(
+            "evaluate",
+            "--data",
+            str(data_root),
+            "--manifest",
+            str(CANONICAL_SPLIT),
+            "--split",
+            "test",
+            "--out",
+            str(out / "evaluation"),
+        )
+    print(
+        f"\nannotated images: {annotated}/\nsummary: {out / 'summary.md'}"
+        + (f" and {sheet}" if sheet else "")
+    )
     if data_root is not None:
-        print(f"evaluation on the duplicate-aware seed test split: {out / 'evaluation'}/ "
-              "(metrics.json, confusion_counts.png, confusion_percent.png, training_curves.png, misclassified.png)")
+        print(
+            f"evaluation on the duplicate-aware seed test split: {out / 'evaluation'}/ "
+            "(metrics.json, confusion_counts.png, confusion_percent.png, training_curves.png, misclassified.png)"
+        )
 
 
 def baseline_demo(out: Path, data_root: Path) -> None:
     run = out / "baseline-run"
     manifest = ["--manifest", str(CANONICAL_SPLIT)] if CANONICAL_SPLIT.is_file() else []
     resume = ["--resume", str(run)] if (run / "config.yaml").is_file() else []
-    _run("train", *(resume or ["--data", str(data_root), *manifest, "--model", "seed_cnn", "--epochs", "3", "--out", str(run)]))
-    _run("evaluate", "--model", str(run / "model.safetensors"), "--data", str(data_root), *manifest, "--split", "test",
-         "--out", str(out / "evaluation"))
-    _run("predict", str(data_root / "test" / "happy"), "--model", str(run / "model.safetensors"), "--no-detect")
+    _run(
+        "train",
+        *(
+            resume
+            or [
+                "--data",
+                str(data_root),
+                *manifest,
+                "--model",
+                "seed_cnn",
+                "--epochs",
+                "3",
+                "--out",
+                str(run),
+            ]
+        ),
+    )
+    _run(
+        "evaluate",
+        "--model",
+        str(run / "model.safetensors"),
+        "--data",
+        str(data_root),
+        *manifest,
+        "--split",
+        "test",
+        "--out",
+        str(out / "evaluation"),
+    )
+    _run(
+        "predict", str(data_root / "test" / "happy"), "--model", str(run / "model.safetensors"), "--no-detect"
+    )
     print(f"\nfigures: {out / 'evaluation'}/")
 
 
@@ -98,7 +160,9 @@ def main() -> None:
         else:
             print(f"no shipped model and no seed dataset: {SEED_DOWNLOAD_HINT}, or set EMOTIONLAB_DATA")
         if data_root is None:
-            print(f"seed dataset not found (for the evaluation part): {SEED_DOWNLOAD_HINT}, or set EMOTIONLAB_DATA")
+            print(
+                f"seed dataset not found (for the evaluation part): {SEED_DOWNLOAD_HINT}, or set EMOTIONLAB_DATA"
+            )
     except EmotionlabError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

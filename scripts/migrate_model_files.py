@@ -47,13 +47,25 @@ def manifest_record(manifest: Path, data_root: Path | None) -> dict:
     with manifest.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
     if data_root is not None and data_root.is_dir():
-        stale = [row["path"] for row in rows if content_digest(data_root / row["path"]) != row["sha256"][:CONTENT_DIGEST_HEX]]
+        stale = [
+            row["path"]
+            for row in rows
+            if content_digest(data_root / row["path"]) != row["sha256"][:CONTENT_DIGEST_HEX]
+        ]
         if stale:
-            sys.exit(f"{manifest}: {len(stale)} row(s) do not match the files under {data_root} (first: {stale[0]})")
+            sys.exit(
+                f"{manifest}: {len(stale)} row(s) do not match the files under {data_root} (first: {stale[0]})"
+            )
         print(f"checked {len(rows)} manifest digests against {data_root}")
-    digests = {split: sorted({row["sha256"][:CONTENT_DIGEST_HEX] for row in rows if row["split"] == split})
-               for split in ("train", "validation")}
-    test = [[row["path"], row["label"], row["sha256"][:CONTENT_DIGEST_HEX]] for row in rows if row["split"] == "test"]
+    digests = {
+        split: sorted({row["sha256"][:CONTENT_DIGEST_HEX] for row in rows if row["split"] == split})
+        for split in ("train", "validation")
+    }
+    test = [
+        [row["path"], row["label"], row["sha256"][:CONTENT_DIGEST_HEX]]
+        for row in rows
+        if row["split"] == "test"
+    ]
     leaked = {digest for _, _, digest in test} & (set(digests["train"]) | set(digests["validation"]))
     if leaked:
         sys.exit(f"{manifest}: {len(leaked)} test image(s) are also train/validation images")
@@ -83,7 +95,10 @@ def migrate(path: Path, *, dataset: dict | None, check: bool) -> None:
     meta, _ = _read_raw(path)
     legacy = meta.get("format") != FORMAT
     wants_dataset = dataset is not None and meta.get("dataset") != dataset
-    print(f"{path.relative_to(REPO)}: format {meta.get('format')}" + (", dataset record missing" if wants_dataset else ""))
+    print(
+        f"{path.relative_to(REPO)}: format {meta.get('format')}"
+        + (", dataset record missing" if wants_dataset else "")
+    )
     if check or not (legacy or wants_dataset):
         return
     before = _outputs(path, legacy)
@@ -117,8 +132,14 @@ def main() -> None:
     training = json.loads(json.dumps(_read_raw(SHIPPED)[0].get("training", {})))
     manifest = training.get("config", {}).get("data", {}).get("manifest")
     if manifest != "benchmarks/splits/seed-emotions.csv":
-        sys.exit(f"{SHIPPED}: trained with manifest {manifest!r}, not {MANIFEST.relative_to(REPO)}; not recorded")
-    migrate(SHIPPED, dataset=manifest_record(MANIFEST, SEED_DATA if SEED_DATA.is_dir() else None), check=args.check)
+        sys.exit(
+            f"{SHIPPED}: trained with manifest {manifest!r}, not {MANIFEST.relative_to(REPO)}; not recorded"
+        )
+    migrate(
+        SHIPPED,
+        dataset=manifest_record(MANIFEST, SEED_DATA if SEED_DATA.is_dir() else None),
+        check=args.check,
+    )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,14 @@ def ship_default(cv: Path, recipe: str, tta: str) -> Path:
     trained = set(merged["train"]) | set(merged["validation"])
     expected = set(record["train"]) | set(record["validation"])
     if trained != expected:
-        sys.exit(f"the fold models trained on {len(trained)} images, the canonical train + validation has {len(expected)}")
+        sys.exit(
+            f"the fold models trained on {len(trained)} images, the canonical train + validation has {len(expected)}"
+        )
     resave_model_file(built, target, lambda meta: meta.update(dataset=record))
     built.unlink()
-    print(f"wrote {target} ({len(members)} fold models of {recipe!r}, tta {tta}, {target.stat().st_size} bytes)")
+    print(
+        f"wrote {target} ({len(members)} fold models of {recipe!r}, tta {tta}, {target.stat().st_size} bytes)"
+    )
     return target
 
 
@@ -70,7 +74,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cv", type=Path, default=REPO / "runs/cv")
     parser.add_argument("--recipe", help="The cross-validated recipe whose fold models make the default.")
-    parser.add_argument("--model", type=Path, help="One run's model file to ship as the default (with --tta).")
+    parser.add_argument(
+        "--model", type=Path, help="One run's model file to ship as the default (with --tta)."
+    )
     parser.add_argument("--tta", default="flip")
     parser.add_argument("--eight", type=Path, help="The eight-class FER+ model file to ship as ferplus8.")
     parser.add_argument("--margin", type=float, default=0.1, help="ferplus8's face-crop margin per side.")

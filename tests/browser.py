@@ -51,6 +51,8 @@ def start_chromium(profile: Path, *, window: str, extra: tuple[str, ...] = (), c
     ):
         options.add_argument(argument)
     if console_logs:
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages, CSP violations included
+        options.set_capability(
+            "goog:loggingPrefs", {"browser": "ALL"}
+        )  # console messages, CSP violations included
     # A fixed driver path: selenium-manager never tries to download a browser or a driver.
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)

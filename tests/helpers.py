@@ -25,7 +25,9 @@ from emotionlab.synthetic import make_face
 FACES = {"detector": "haar", "margin": 0.1, "align": False, "detector_model": None}
 
 
-def model_metadata(architecture: str = "seed_cnn", *, faces: dict | None = FACES, grayscale: bool = False) -> dict:
+def model_metadata(
+    architecture: str = "seed_cnn", *, faces: dict | None = FACES, grayscale: bool = False
+) -> dict:
     """The metadata `emotionlab train` writes for a five-emotion model at 64 px, per-image standardised."""
     return {
         "architecture": architecture,

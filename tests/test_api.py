@@ -66,5 +66,7 @@ def test_dataframe_columns_do_not_depend_on_what_the_first_record_holds(model, t
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     records = model.predict([bad, EXAMPLES / "two_people.jpg"])
-    assert list(emotionlab.to_dataframe(records).columns) == list(emotionlab.to_dataframe(records[::-1]).columns)
+    assert list(emotionlab.to_dataframe(records).columns) == list(
+        emotionlab.to_dataframe(records[::-1]).columns
+    )
     assert list(emotionlab.to_dataframe(records).columns)[:4] == ["path", "face", "x", "y"]

@@ -34,7 +34,9 @@ def _top_level_imports(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         found |= {target for target in targets if target in modules and target != name}
     return found
@@ -62,7 +64,7 @@ def test_no_module_level_import_cycle():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)
@@ -110,10 +112,16 @@ print(json.dumps({"failures": failures, "registered": registered}))
 @pytest.fixture(scope="module")
 def imported_one_by_one() -> dict:
     modules = sorted(
-        _module_name(path) for path in PACKAGE.rglob("*.py") if path.name not in ("__main__.py", "conftest.py")
+        _module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if path.name not in ("__main__.py", "conftest.py")
     )
     done = subprocess.run(
-        [sys.executable, "-c", IMPORT_EACH, *modules], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", IMPORT_EACH, *modules],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
@@ -142,5 +150,6 @@ def _imports_anywhere(path: Path) -> set[str]:
 def test_the_model_registry_is_a_leaf_that_imports_nothing_of_ours():
     imported = _imports_anywhere(PACKAGE / "models" / "registry.py")
     ours = sorted(name for name in imported if name.startswith((".", "emotionlab")))
-    assert ours == [], f"models/registry.py must import nothing of emotionlab (architectures import it): {ours}"
-
+    assert ours == [], (
+        f"models/registry.py must import nothing of emotionlab (architectures import it): {ours}"
+    )

@@ -219,7 +219,9 @@ def test_audit_cli_writes_json_and_chart_and_prints_summary(planted, tmp_path):
 
 def test_audit_threshold_option_changes_what_counts_as_a_twin(planted, tmp_path):
     root, _ = planted
-    result = CliRunner().invoke(app, ["data", "audit", "--data", str(root), "--out", str(tmp_path), "--threshold", "0"])
+    result = CliRunner().invoke(
+        app, ["data", "audit", "--data", str(root), "--out", str(tmp_path), "--threshold", "0"]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "audit.json").read_text())
     assert saved["summary"]["threshold"] == 0

@@ -25,13 +25,35 @@ def invoke(*args: str):
 @pytest.mark.slow  # real training
 def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    result = invoke("train", "--data", tiny_dataset, "--image-size", "48", "--epochs", "1", "--batch-size", "16",
-                    "--no-progress", "--out", run)
+    result = invoke(
+        "train",
+        "--data",
+        tiny_dataset,
+        "--image-size",
+        "48",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--out",
+        run,
+    )
     assert result.exit_code == 0, result.output
     assert "model:" in result.output and (run / "model.safetensors").is_file()
 
     out = tmp_path / "eval"
-    result = invoke("evaluate", "--model", run / "model.safetensors", "--data", tiny_dataset, "--split", "test", "--out", out)
+    result = invoke(
+        "evaluate",
+        "--model",
+        run / "model.safetensors",
+        "--data",
+        tiny_dataset,
+        "--split",
+        "test",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -45,18 +67,30 @@ def test_train_evaluate_predict_end_to_end(tiny_dataset, tmp_path):
             continue
         assert Image.open(out / f"{name}.png").size[0] > 200
 
-    result = invoke("predict", tiny_dataset / "test", "--model", run / "model.safetensors", "--format", "jsonl")
+    result = invoke(
+        "predict", tiny_dataset / "test", "--model", run / "model.safetensors", "--format", "jsonl"
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(records) == 15
-    assert all(set(r["probabilities"]) == set(EMOTIONS) and abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in records)
+    assert all(
+        set(r["probabilities"]) == set(EMOTIONS) and abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        for r in records
+    )
     assert all(r["label"] == max(r["probabilities"], key=r["probabilities"].get) for r in records)
 
 
 def test_predict_globs_csv_and_python_api_agree(trained_model, tiny_dataset):
     import emotionlab
 
-    result = invoke("predict", str(tiny_dataset / "test" / "*" / "happy_*.png"), "--model", trained_model, "--format", "csv")
+    result = invoke(
+        "predict",
+        str(tiny_dataset / "test" / "*" / "happy_*.png"),
+        "--model",
+        trained_model,
+        "--format",
+        "csv",
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert len(rows) == 3 and all(row["path"].endswith(".png") for row in rows)
@@ -80,12 +114,37 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "emotionlab", "train", "--data", str(tmp_path / "nope"),
-                             "--out", str(tmp_path / "r")], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotionlab",
+            "train",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2
     assert "nope" in result.stderr and "not found" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "-m", "emotionlab", "predict", str(tmp_path / "missing.jpg"),
-                             "--model", str(tmp_path / "m.safetensors")], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotionlab",
+            "predict",
+            str(tmp_path / "missing.jpg"),
+            "--model",
+            str(tmp_path / "m.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 

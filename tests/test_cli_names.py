@@ -27,7 +27,9 @@ def _command(path: str):
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotionlab", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "emotionlab", *args], capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.mark.parametrize("path", sorted(set(RENAMED) | POSITIONAL_DATA))
@@ -42,7 +44,9 @@ def test_help_lists_only_the_new_spellings(path):
 
 
 @pytest.mark.slow  # `emotionlab` processes
-def test_old_split_spelling_writes_the_same_manifest_as_the_new_one_and_says_what_changed(tiny_dataset, tmp_path):
+def test_old_split_spelling_writes_the_same_manifest_as_the_new_one_and_says_what_changed(
+    tiny_dataset, tmp_path
+):
     new = _run("data", "split", "--data", str(tiny_dataset), "--output", str(tmp_path / "new.csv"))
     old = _run("data", "split", str(tiny_dataset), "--out", str(tmp_path / "old.csv"))
     assert new.returncode == 0 and old.returncode == 0, old.stderr

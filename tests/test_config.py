@@ -67,8 +67,20 @@ def test_resume_with_epochs_extends_a_run_from_any_directory(tiny_dataset, tmp_p
 
     monkeypatch.chdir(tiny_dataset.parent)  # a relative --data, then resumed from elsewhere
     out = tmp_path / "run"
-    args = ["train", "--data", tiny_dataset.name, "--image-size", "48", "--epochs", "1", "--batch-size", "16",
-            "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--data",
+        tiny_dataset.name,
+        "--image-size",
+        "48",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert runner.invoke(app, args).exit_code == 0
     saved = load_config(out / "config.yaml")
     assert saved.data.root == str(tiny_dataset.resolve())
@@ -87,6 +99,9 @@ def test_a_last_training_batch_of_one_image_does_not_stop_training(tmp_path):
 
     # 5 classes x 7 training images = 35 = 2 x 17 + 1: the last batch would hold one image.
     data = write_dataset(tmp_path / "d", per_class=10, splits={"train": 0.7, "validation": 0.3}, size=48)
-    config = RunConfig(data=DataConfig(root=str(data), image_size=48),
-                       train=TrainConfig(epochs=1, batch_size=17), out=str(tmp_path / "run"))
+    config = RunConfig(
+        data=DataConfig(root=str(data), image_size=48),
+        train=TrainConfig(epochs=1, batch_size=17),
+        out=str(tmp_path / "run"),
+    )
     assert train(config, progress=False).model_path.is_file()

@@ -25,12 +25,14 @@ def grouped_dataset(tmp_path_factory) -> tuple[Path, Path]:
     rows = []
     for label in EMOTIONS:
         for index in range(12):
-            rows.append({
-                "path": f"{label}/{label}_{index}.png",
-                "label": label,
-                "split": "test" if index >= 10 else "train" if index < 8 else "validation",
-                "group": f"{label}-pair{index // 2}" if index < 6 else "",
-            })
+            rows.append(
+                {
+                    "path": f"{label}/{label}_{index}.png",
+                    "label": label,
+                    "split": "test" if index >= 10 else "train" if index < 8 else "validation",
+                    "group": f"{label}-pair{index // 2}" if index < 6 else "",
+                }
+            )
     manifest = write_manifest(rows, root.parent / "manifest.csv")
     return root, manifest
 
@@ -62,8 +64,9 @@ def test_fold_assignment_is_reproducible(grouped_dataset, tmp_path):
 
 def test_too_few_images_per_class_is_one_line(grouped_dataset):
     _, manifest = grouped_dataset
-    result = runner.invoke(app, ["experiment", "cv", "--manifest", str(manifest), "--folds", "20",
-                                 "--recipe", "a=--epochs 1"])
+    result = runner.invoke(
+        app, ["experiment", "cv", "--manifest", str(manifest), "--folds", "20", "--recipe", "a=--epochs 1"]
+    )
     assert result.exit_code != 0
     assert "20-fold cross-validation needs at least 20 images of every class" in str(result.exception)
 
@@ -79,13 +82,33 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     root, manifest = grouped_dataset
     out = tmp_path / "cv"
     common = "--image-size 48 --batch-size 16 --lr 3e-3 --epochs 2 --no-progress"
-    args = ["experiment", "cv", "--data", str(root), "--manifest", str(manifest), "--folds", "3", "--out", str(out),
-            "--recipe", f"plain={common}", "--recipe", f"balanced={common} --class-balance weight", "--tta"]
+    args = [
+        "experiment",
+        "cv",
+        "--data",
+        str(root),
+        "--manifest",
+        str(manifest),
+        "--folds",
+        "3",
+        "--out",
+        str(out),
+        "--recipe",
+        f"plain={common}",
+        "--recipe",
+        f"balanced={common} --class-balance weight",
+        "--tta",
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     table = json.loads((out / "cv.json").read_text())
     assert table["num_images"] == 50
-    assert set(table["recipes"]) == {"plain", "plain+flip", "balanced", "balanced+flip"}  # --tta: flipped rows too
+    assert set(table["recipes"]) == {
+        "plain",
+        "plain+flip",
+        "balanced",
+        "balanced+flip",
+    }  # --tta: flipped rows too
     for recipe in table["recipes"].values():
         assert sum(map(sum, recipe["confusion_matrix"])) == 50  # every train+validation image scored once
         low, high = recipe["accuracy_ci95"]
@@ -102,5 +125,7 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     again = json.loads((out / "cv.json").read_text())
     assert again["recipes"]["plain"] == table["recipes"]["plain"]
     assert again["recipes"]["plain+flip"] == table["recipes"]["plain+flip"]
-    assert again["recipes"]["balanced"]["confusion_matrix"] == table["recipes"]["balanced"]["confusion_matrix"]
+    assert (
+        again["recipes"]["balanced"]["confusion_matrix"] == table["recipes"]["balanced"]["confusion_matrix"]
+    )
     assert {path: path.stat().st_mtime_ns for path in out.glob("plain/fold*/model.safetensors")} == before

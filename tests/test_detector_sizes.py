@@ -72,8 +72,14 @@ SLOW_DETECTOR = pytest.mark.slow
 
 @pytest.mark.parametrize(
     "name",
-    ["haar", "hog", pytest.param("mmod", marks=SLOW_DETECTOR), "blaze", "blaze-full",
-     pytest.param("cascade", marks=SLOW_DETECTOR)],
+    [
+        "haar",
+        "hog",
+        pytest.param("mmod", marks=SLOW_DETECTOR),
+        "blaze",
+        "blaze-full",
+        pytest.param("cascade", marks=SLOW_DETECTOR),
+    ],
 )
 def test_no_detector_crashes_on_any_image_size(name):
     result = sweep(name)
@@ -125,8 +131,13 @@ def threaded_mismatches(name: str, repeats: int) -> dict:
 
 @pytest.mark.parametrize(
     ("name", "repeats"),
-    [("haar", 8), ("hog", 8), pytest.param("mmod", 1, marks=SLOW_DETECTOR), ("blaze", 8),
-     pytest.param("cascade", 1, marks=SLOW_DETECTOR)],
+    [
+        ("haar", 8),
+        ("hog", 8),
+        pytest.param("mmod", 1, marks=SLOW_DETECTOR),
+        ("blaze", 8),
+        pytest.param("cascade", 1, marks=SLOW_DETECTOR),
+    ],
 )
 def test_one_detector_shared_by_eight_threads_gives_the_serial_boxes(name, repeats):
     # In a child process too: without its lock, one dlib detector shared by threads aborts the process

@@ -54,7 +54,9 @@ def test_flip_tta_gives_a_face_and_its_mirror_the_same_answer(members, tmp_path)
 
 def test_tta_can_be_switched_off_again(members, tmp_path):
     tta = build_ensemble([members[0]], tmp_path / "tta.safetensors", tta="flip")
-    result = runner.invoke(app, ["ensemble", str(tta), "--tta", "none", "--output", str(tmp_path / "off.safetensors")])
+    result = runner.invoke(
+        app, ["ensemble", str(tta), "--tta", "none", "--output", str(tmp_path / "off.safetensors")]
+    )
     assert result.exit_code == 0, result.output
     images = synthetic_faces(4)
     off = Classifier.from_file(tmp_path / "off.safetensors").predict_proba(images)
@@ -81,10 +83,20 @@ def test_members_with_different_inputs_are_refused(tmp_path):
 def test_an_ensemble_of_fold_models_counts_every_members_training_images_as_seen():
     from emotionlab.models.ensemble import merge_dataset_records
 
-    fold_a = {"digest": "d", "source": "manifest:fold0.csv", "train": ["a1", "a2"], "validation": ["v1"],
-              "test": [["x.png", "happy", "b1"]]}
-    fold_b = {"digest": "d", "source": "manifest:fold1.csv", "train": ["b1", "a2"], "validation": ["v2"],
-              "test": [["y.png", "sad", "a1"]]}
+    fold_a = {
+        "digest": "d",
+        "source": "manifest:fold0.csv",
+        "train": ["a1", "a2"],
+        "validation": ["v1"],
+        "test": [["x.png", "happy", "b1"]],
+    }
+    fold_b = {
+        "digest": "d",
+        "source": "manifest:fold1.csv",
+        "train": ["b1", "a2"],
+        "validation": ["v2"],
+        "test": [["y.png", "sad", "a1"]],
+    }
     merged = merge_dataset_records([fold_a, fold_b])
     assert merged["train"] == ["a1", "a2", "b1"] and merged["validation"] == ["v1", "v2"]
     assert merged["test"] == []  # each fold's held-out images are in the other's training data

@@ -34,10 +34,13 @@ def test_a_trained_model_records_its_images_by_content(trained_model, tiny_datas
 
 
 def test_evaluating_on_training_images_is_refused_with_the_count(trained_model, tiny_dataset, tmp_path):
-    result = evaluate("--model", trained_model, "--data", tiny_dataset, "--split", "validation", "--out", tmp_path / "e")
+    result = evaluate(
+        "--model", trained_model, "--data", tiny_dataset, "--split", "validation", "--out", tmp_path / "e"
+    )
     assert result.exit_code != 0
-    assert "15 of the 15 images to evaluate are images the model was trained on (0 train, 15 validation" in str(
-        result.exception
+    assert (
+        "15 of the 15 images to evaluate are images the model was trained on (0 train, 15 validation"
+        in str(result.exception)
     )
     assert not (tmp_path / "e" / "metrics.json").exists()
 
@@ -52,8 +55,17 @@ def test_a_few_training_images_hidden_among_new_ones_are_counted(trained_model, 
         result.exception
     )
 
-    result = evaluate("--model", trained_model, "--data", mixed, "--split", "all", "--allow-overlap",
-                      "--out", tmp_path / "e")
+    result = evaluate(
+        "--model",
+        trained_model,
+        "--data",
+        mixed,
+        "--split",
+        "all",
+        "--allow-overlap",
+        "--out",
+        tmp_path / "e",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["overlap_with_training"]["images"] == 2 and metrics["num_images"] == 17
@@ -61,15 +73,21 @@ def test_a_few_training_images_hidden_among_new_ones_are_counted(trained_model, 
 
 
 def test_disjoint_images_are_evaluated_without_complaint(trained_model, tiny_dataset, tmp_path):
-    result = evaluate("--model", trained_model, "--data", tiny_dataset, "--split", "test", "--out", tmp_path / "e")
+    result = evaluate(
+        "--model", trained_model, "--data", tiny_dataset, "--split", "test", "--out", tmp_path / "e"
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["overlap_with_training"] == {"images": 0, "train": 0, "validation": 0, "examples": []}
     assert "warning" not in result.output
 
 
-def test_with_no_data_the_model_is_scored_on_its_recorded_held_out_split(trained_model, tiny_dataset, tmp_path):
-    result = evaluate("--model", trained_model, "--out", tmp_path / "e", env={"EMOTIONLAB_DATA": str(tiny_dataset)})
+def test_with_no_data_the_model_is_scored_on_its_recorded_held_out_split(
+    trained_model, tiny_dataset, tmp_path
+):
+    result = evaluate(
+        "--model", trained_model, "--out", tmp_path / "e", env={"EMOTIONLAB_DATA": str(tiny_dataset)}
+    )
     assert result.exit_code == 0, result.output
     assert "held-out test split: 15 images" in result.output
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
@@ -81,14 +99,18 @@ def test_a_held_out_split_whose_files_changed_is_refused(trained_model, tiny_dat
     shutil.copytree(tiny_dataset, copy)
     victim = min((copy / "test" / "sad").glob("*.png"))
     victim.write_bytes(victim.read_bytes() + b"\0")
-    with pytest.raises(EmotionlabError, match="15 held-out test images recorded in the model file, 0 are missing and 1 have"):
+    with pytest.raises(
+        EmotionlabError, match="15 held-out test images recorded in the model file, 0 are missing and 1 have"
+    ):
         held_out_samples(read_metadata(trained_model), copy)
 
 
 def test_a_model_without_a_record_is_evaluated_with_a_note(trained_model, tiny_dataset, tmp_path):
     bare = resave_model_file(trained_model, tmp_path / "bare.safetensors", lambda meta: meta.pop("dataset"))
     assert training_overlap(read_metadata(bare), scan_image_folder(tiny_dataset).samples) is None
-    result = evaluate("--model", bare, "--data", tiny_dataset, "--split", "validation", "--out", tmp_path / "e")
+    result = evaluate(
+        "--model", bare, "--data", tiny_dataset, "--split", "validation", "--out", tmp_path / "e"
+    )
     assert result.exit_code == 0, result.output
     assert "does not record its training images" in result.output
 

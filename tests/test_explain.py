@@ -215,8 +215,12 @@ def test_an_ensemble_with_flips_is_explained_and_its_heat_mirrors_with_the_face(
 
 @pytest.mark.parametrize(
     "architecture",
-    ["seed_cnn", "fer_cnn", pytest.param("fer_cnn_wide", marks=pytest.mark.slow),
-     pytest.param("resnet18", marks=pytest.mark.slow)],  # the larger networks take 10-30 s on a shared CPU
+    [
+        "seed_cnn",
+        "fer_cnn",
+        pytest.param("fer_cnn_wide", marks=pytest.mark.slow),
+        pytest.param("resnet18", marks=pytest.mark.slow),
+    ],  # the larger networks take 10-30 s on a shared CPU
 )
 def test_every_architecture_can_be_explained(architecture, tmp_path):
     torch.manual_seed(0)

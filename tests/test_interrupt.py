@@ -20,7 +20,11 @@ from emotionlab.synthetic import make_face
 
 def _start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "emotionlab", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "emotionlab", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -62,13 +66,21 @@ def test_ctrl_c_in_predict_keeps_the_records_and_resume_finishes_the_rest(many_f
     assert process.returncode == 130
     written = output.read_text().splitlines()
     last = stderr.strip().splitlines()[-1]
-    assert last == (f"interrupted: {len(written)} record(s) written to {output}; the same command with --resume "
-                    "goes on from there")
+    assert last == (
+        f"interrupted: {len(written)} record(s) written to {output}; the same command with --resume "
+        "goes on from there"
+    )
     assert "predicting: 0/400" in stderr  # progress lines, since stderr is not a terminal here
     assert 0 < len(written) < 400
 
-    finished = subprocess.run([sys.executable, "-m", "emotionlab", *command, "--resume"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(
+        [sys.executable, "-m", "emotionlab", *command, "--resume"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert finished.returncode == 0, finished.stderr[-2000:]
     paths = [json.loads(line)["path"] for line in output.read_text().splitlines()]
     assert sorted(paths) == sorted(str(p) for p in many_faces.iterdir())  # each image once, none lost
@@ -77,8 +89,18 @@ def test_ctrl_c_in_predict_keeps_the_records_and_resume_finishes_the_rest(many_f
 @pytest.mark.slow
 def test_ctrl_c_in_training_says_how_to_resume_and_the_resumed_run_finishes(tiny_dataset, tmp_path):
     run = tmp_path / "run"
-    process = _start("train", "--data", str(tiny_dataset), "--image-size", "48", "--epochs", "40", "--out", str(run),
-                     cwd=tmp_path)
+    process = _start(
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "--image-size",
+        "48",
+        "--epochs",
+        "40",
+        "--out",
+        str(run),
+        cwd=tmp_path,
+    )
     metrics = run / "metrics.csv"
     _wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, process)
     process.send_signal(signal.SIGINT)
@@ -86,15 +108,23 @@ def test_ctrl_c_in_training_says_how_to_resume_and_the_resumed_run_finishes(tiny
     assert process.returncode == 130
     assert "epoch 1/40: train/loss" in stderr  # one line per epoch in a log
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("interrupted: ") and last.endswith(f"continue with: emotionlab train --resume {run}")
+    assert last.startswith("interrupted: ") and last.endswith(
+        f"continue with: emotionlab train --resume {run}"
+    )
     finished = int(last.split("interrupted: ")[1].split(" epoch")[0])
     assert finished >= 1
 
     resumed = subprocess.run(
         [sys.executable, "-m", "emotionlab", "train", "--resume", str(run), "--epochs", str(finished + 1)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"epoch {finished + 1}/{finished + 1}:" in resumed.stderr
-    assert [int(line.split(",")[0]) for line in metrics.read_text().splitlines()[1:]] == list(range(finished + 1))
+    assert [int(line.split(",")[0]) for line in metrics.read_text().splitlines()[1:]] == list(
+        range(finished + 1)
+    )
     assert (run / "model.safetensors").is_file()

@@ -33,7 +33,9 @@ COLOURS = {f"img{index}.png": (40 * index, 200 - 25 * index, 90) for index in ra
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    browser = start_chromium(tmp_path_factory.mktemp("chromium-profile"), window="1100,850", extra=(), console_logs=False)
+    browser = start_chromium(
+        tmp_path_factory.mktemp("chromium-profile"), window="1100,850", extra=(), console_logs=False
+    )
     yield browser
     browser.quit()
 

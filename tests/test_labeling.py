@@ -351,7 +351,12 @@ def append_entries(journal: Path, *entries: tuple[str, str]) -> None:
     """Add label lines as someone editing the journal by hand would."""
     with journal.open("a", encoding="utf-8") as handle:
         for image, label in entries:
-            record = {"time": "2026-01-01T00:00:00.000+00:00", "action": "label", "image": image, "label": label}
+            record = {
+                "time": "2026-01-01T00:00:00.000+00:00",
+                "action": "label",
+                "image": image,
+                "label": label,
+            }
             handle.write(json.dumps(record) + "\n")
 
 
@@ -407,7 +412,9 @@ def test_every_bad_entry_is_named_in_the_one_line(edited):
     append_entries(journal, ("img3.png", "../../x"), ("../outside/file.png", "happy"), (str(secret), "sad"))
     with pytest.raises(EmotionlabError, match="3 journal entries are not safe") as caught:
         apply_labels(folder, journal, dest)
-    assert all(part in str(caught.value) for part in ("'../../x'", "'../outside/file.png'", repr(str(secret))))
+    assert all(
+        part in str(caught.value) for part in ("'../../x'", "'../outside/file.png'", repr(str(secret)))
+    )
 
 
 def test_labels_outside_the_journal_classes_are_allowed_when_given_as_classes(edited):
@@ -415,7 +422,9 @@ def test_labels_outside_the_journal_classes_are_allowed_when_given_as_classes(ed
     append_entries(journal, ("img3.png", "bored"))
     report = apply_labels(folder, journal, dest, classes=[*CLASSES, "bored"])
     assert dict(report.copied) == {"happy": 1, "sad": 1, "bored": 1}
-    with pytest.raises(EmotionlabError, match=r"label 'happy' of 'img1.png' is not one of the classes \(bored, tired\)"):
+    with pytest.raises(
+        EmotionlabError, match=r"label 'happy' of 'img1.png' is not one of the classes \(bored, tired\)"
+    ):
         apply_labels(folder, journal, dest, classes=["bored", "tired"])  # happy and sad are not classes now
 
 
@@ -424,8 +433,20 @@ def test_cli_apply_of_a_tampered_journal_is_one_line(edited, tmp_path):
     folder, journal, _, dest = edited
     append_entries(journal, ("img3.png", "../../x"))
     result = subprocess.run(
-        [sys.executable, "-m", "emotionlab", "label", str(folder), "--journal", str(journal), "--apply", str(dest)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "emotionlab",
+            "label",
+            str(folder),
+            "--journal",
+            str(journal),
+            "--apply",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "'../../x'" in result.stderr

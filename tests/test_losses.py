@@ -20,7 +20,9 @@ def test_logit_adjustment_is_the_log_prior_and_only_shifts_the_training_loss():
     _, adjustment = _balance_terms("logit-adjust", [300, 100])
     assert torch.allclose(adjustment.exp(), torch.tensor([0.75, 0.25]))
     net = torch.nn.Linear(4, 2)
-    module = EmotionClassifier(net, TrainConfig(loss=LossOptions(class_balance="logit-adjust")), class_counts=[300, 100])
+    module = EmotionClassifier(
+        net, TrainConfig(loss=LossOptions(class_balance="logit-adjust")), class_counts=[300, 100]
+    )
     images, targets = torch.randn(8, 4), torch.tensor([0, 1] * 4)
     plain_loss = module.model_step((images, targets))[0]
     training_loss = module.model_step((images, targets), training=True)[0]

@@ -37,7 +37,9 @@ METADATA = {
 @pytest.fixture()
 def model_file(tmp_path):
     torch.manual_seed(0)
-    return save_model_file(tmp_path / "good.safetensors", create_model("seed_cnn", 5, image_size=48).eval(), METADATA)
+    return save_model_file(
+        tmp_path / "good.safetensors", create_model("seed_cnn", 5, image_size=48).eval(), METADATA
+    )
 
 
 def _split(path):
@@ -92,21 +94,29 @@ def test_reordered_labels_are_refused(model_file):
 def test_integer_labels_are_refused_even_with_a_recomputed_checksum(model_file):
     plain = tamper(model_file, "ints.safetensors", lambda m: m.update(labels=[0, 1, 2, 3, 4]))
     assert "checksum" in refusal(plain)
-    resealed = tamper(model_file, "ints2.safetensors", lambda m: m.update(labels=[0, 1, 2, 3, 4]), reseal=True)
+    resealed = tamper(
+        model_file, "ints2.safetensors", lambda m: m.update(labels=[0, 1, 2, 3, 4]), reseal=True
+    )
     assert "labels must be non-empty names" in refusal(resealed)
 
 
 def test_duplicate_or_empty_labels_are_refused(model_file):
-    twice = tamper(model_file, "twice.safetensors", lambda m: m.update(labels=["a", "a", "b", "c", "d"]), reseal=True)
+    twice = tamper(
+        model_file, "twice.safetensors", lambda m: m.update(labels=["a", "a", "b", "c", "d"]), reseal=True
+    )
     assert "repeat" in refusal(twice)
-    empty = tamper(model_file, "empty.safetensors", lambda m: m.update(labels=["a", " ", "b", "c", "d"]), reseal=True)
+    empty = tamper(
+        model_file, "empty.safetensors", lambda m: m.update(labels=["a", " ", "b", "c", "d"]), reseal=True
+    )
     assert "non-empty" in refusal(empty)
 
 
 def test_a_deleted_checksum_with_altered_weights_is_refused(model_file):
     stripped = tamper(model_file, "stripped.safetensors", lambda m: m.pop("sha256"), flip_weight=True)
     assert "no checksum" in refusal(stripped)
-    both = tamper(model_file, "both.safetensors", lambda m: (m.pop("sha256"), m.pop("weights_sha256")), flip_weight=True)
+    both = tamper(
+        model_file, "both.safetensors", lambda m: (m.pop("sha256"), m.pop("weights_sha256")), flip_weight=True
+    )
     assert "no checksum" in refusal(both)
 
 
@@ -136,7 +146,9 @@ def test_a_truncated_file_is_refused(model_file):
 
 
 def test_a_wrong_architecture_is_refused(model_file):
-    unknown = tamper(model_file, "unknown.safetensors", lambda m: m.update(architecture="not_a_net"), reseal=True)
+    unknown = tamper(
+        model_file, "unknown.safetensors", lambda m: m.update(architecture="not_a_net"), reseal=True
+    )
     assert "unknown architecture 'not_a_net'" in refusal(unknown)
     other = tamper(model_file, "other.safetensors", lambda m: m.update(architecture="fer_cnn"), reseal=True)
     assert "does not match the weights" in refusal(other)
@@ -145,7 +157,9 @@ def test_a_wrong_architecture_is_refused(model_file):
 
 
 def test_labels_must_match_the_classifier_outputs(model_file):
-    fewer = tamper(model_file, "fewer.safetensors", lambda m: m.update(labels=LABELS[:3], num_classes=3), reseal=True)
+    fewer = tamper(
+        model_file, "fewer.safetensors", lambda m: m.update(labels=LABELS[:3], num_classes=3), reseal=True
+    )
     assert "3 labels but the classifier in the weights has 5 outputs" in refusal(fewer)
 
 
@@ -178,7 +192,12 @@ def test_saving_refuses_metadata_that_could_not_be_loaded(tmp_path):
 def _legacy_file(path, model, meta):
     """A file as emotionlab-model/1 wrote it: a checksum of the weights only."""
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
-    meta = {"format": LEGACY_FORMAT, **meta, "num_classes": len(meta["labels"]), "weights_sha256": _digest(state)}
+    meta = {
+        "format": LEGACY_FORMAT,
+        **meta,
+        "num_classes": len(meta["labels"]),
+        "weights_sha256": _digest(state),
+    }
     save_file(state, str(path), metadata={"emotionlab": json.dumps(meta)})
     return path
 
@@ -205,7 +224,9 @@ def test_old_format_files_are_refused_until_upgraded_and_upgrade_checks_them(tmp
 
 def test_a_downgraded_file_cannot_slip_through_as_the_old_format(model_file):
     downgraded = tamper(
-        model_file, "down.safetensors", lambda m: (m.update(format=LEGACY_FORMAT, labels=LABELS[::-1]), m.pop("sha256"))
+        model_file,
+        "down.safetensors",
+        lambda m: (m.update(format=LEGACY_FORMAT, labels=LABELS[::-1]), m.pop("sha256")),
     )
     assert LEGACY_FORMAT in refusal(downgraded)
 
@@ -222,9 +243,21 @@ def test_the_shipped_files_are_in_the_current_format():
 def test_the_command_line_prints_one_line_for_a_tampered_model(model_file, tiny_dataset, tmp_path):
     reordered = tamper(model_file, "reordered.safetensors", lambda m: m.update(labels=list(reversed(LABELS))))
     result = subprocess.run(
-        [sys.executable, "-m", "emotionlab", "evaluate", "--model", str(reordered), "--data", str(tiny_dataset),
-         "--out", str(tmp_path / "eval")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "emotionlab",
+            "evaluate",
+            "--model",
+            str(reordered),
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

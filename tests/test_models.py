@@ -94,7 +94,10 @@ def _rewrite_metadata(path, target, change, *, reseal=False):
 def test_metadata_that_does_not_match_weights_is_refused(saved, tmp_path):
     _, path = saved
     wrong = _rewrite_metadata(
-        path, tmp_path / "wrong.safetensors", lambda m: m.update(labels=["a", "b", "c"], num_classes=3), reseal=True
+        path,
+        tmp_path / "wrong.safetensors",
+        lambda m: m.update(labels=["a", "b", "c"], num_classes=3),
+        reseal=True,
     )
     with pytest.raises(EmotionlabError, match="3 labels but the classifier in the weights has 5 outputs"):
         load_model_file(wrong)

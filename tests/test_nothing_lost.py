@@ -46,9 +46,25 @@ CASES: dict[str, list[tuple[list[str], bool]]] = {
     ],
     "split": [
         (["data", "split", "--data", "{ROOT}", "--output", "{OUT}/manifest.csv"], True),
-        (["data", "split", "--data", "{ROOT}", "--output", "{OUT}/keep.csv", "--keep-splits", "--seed", "5"], True),
+        (
+            [
+                "data",
+                "split",
+                "--data",
+                "{ROOT}",
+                "--output",
+                "{OUT}/keep.csv",
+                "--keep-splits",
+                "--seed",
+                "5",
+            ],
+            True,
+        ),
         (["data", "split", "--data", "{ROOT}", "--output", "{OUT}/people.csv", "--group-by", "person"], True),
-        (["data", "split", "--data", "{ROOT}", "--output", "{ROOT}/manifest.csv"], False),  # refused: inside the root
+        (
+            ["data", "split", "--data", "{ROOT}", "--output", "{ROOT}/manifest.csv"],
+            False,
+        ),  # refused: inside the root
     ],
     "download": [
         (["data", "download", "seed-emotions", "{OUT}/copy", "--from", "{ROOT}"], True),

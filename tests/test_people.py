@@ -190,7 +190,19 @@ def test_split_by_person_keeps_every_person_and_duplicate_group_in_one_split(tmp
     out = tmp_path / "people.csv"
     for seed in range(4):
         result = CliRunner().invoke(
-            app, ["data", "split", "--data", str(root), "--output", str(out), "--group-by", "person", "--seed", str(seed)]
+            app,
+            [
+                "data",
+                "split",
+                "--data",
+                str(root),
+                "--output",
+                str(out),
+                "--group-by",
+                "person",
+                "--seed",
+                str(seed),
+            ],
         )
         assert result.exit_code == 0, (result.output, result.exception)
         rows = read_manifest_rows(out)

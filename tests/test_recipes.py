@@ -183,7 +183,9 @@ def test_finetune_from_a_transfer_run_trains_everything_with_a_lower_backbone_ra
     sample_set = load_samples(str(tiny_dataset))
     prepared = create_recipe("finetune")(config, sample_set, *resolve_splits(config, sample_set))
     module = EmotionClassifier(
-        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale,
+        prepared.net,
+        config.train,
+        backbone_lr_scale=prepared.backbone_lr_scale,
         head_parameters=prepared.head_parameters,
     )
     groups = module.configure_optimizers()["optimizer"].param_groups

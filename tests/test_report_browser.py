@@ -23,7 +23,12 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    browser = start_chromium(tmp_path_factory.mktemp("chromium-profile"), window="1280,900", extra=('--hide-scrollbars',), console_logs=True)
+    browser = start_chromium(
+        tmp_path_factory.mktemp("chromium-profile"),
+        window="1280,900",
+        extra=("--hide-scrollbars",),
+        console_logs=True,
+    )
     yield browser
     browser.quit()
 

@@ -229,6 +229,8 @@ def test_keep_splits_cli_moves_only_the_leaking_images(planted, tmp_path):
 
 def test_split_cli_refuses_to_write_the_manifest_into_the_dataset(planted):
     root, _ = planted
-    result = CliRunner().invoke(app, ["data", "split", "--data", str(root), "--output", str(root / "manifest.csv")])
+    result = CliRunner().invoke(
+        app, ["data", "split", "--data", str(root), "--output", str(root / "manifest.csv")]
+    )
     assert isinstance(result.exception, EmotionlabError)
     assert not (root / "manifest.csv").exists()

@@ -187,7 +187,11 @@ def _copy_run(trained_run: Path, tmp_path: Path) -> Path:
 
 def _resume(run: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*CLI, "train", "--resume", str(run), "--no-progress"], capture_output=True, text=True, check=False, timeout=300
+        [*CLI, "train", "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
 
 
@@ -266,7 +270,9 @@ def test_a_checkpoint_write_killed_midway_still_verifies(tmp_path, monkeypatch, 
 
 def test_train_out_inside_the_dataset_is_refused(tiny_dataset):
     config = RunConfig(
-        data=DataConfig(root=str(tiny_dataset), image_size=48), train=TrainConfig(epochs=1), out=str(tiny_dataset / "run")
+        data=DataConfig(root=str(tiny_dataset), image_size=48),
+        train=TrainConfig(epochs=1),
+        out=str(tiny_dataset / "run"),
     )
     with pytest.raises(EmotionlabError, match="inside the dataset root"):
         train(config, progress=False)
@@ -278,6 +284,8 @@ def test_augment_preview_out_inside_the_dataset_is_refused(tiny_dataset):
 
     from emotionlab.cli import app
 
-    result = CliRunner().invoke(app, ["augment-preview", "--data", str(tiny_dataset), "--output", str(tiny_dataset / "grid.png")])
+    result = CliRunner().invoke(
+        app, ["augment-preview", "--data", str(tiny_dataset), "--output", str(tiny_dataset / "grid.png")]
+    )
     assert "inside the dataset root" in str(result.exception)
     assert not (tiny_dataset / "grid.png").exists()

@@ -289,7 +289,9 @@ def test_predict_video_to_dataframe_has_a_row_per_face_per_sampled_frame(model, 
     assert table["face"].isna().tolist() == [True, True] + [False] * 8
     faces = table[~table["no_face"]]
     assert faces["face"].tolist() == [0, 1] * 4  # 0 is the largest face, as in the records
-    assert faces[["x", "y", "w", "h"]].values.tolist() == [[FACE.x, FACE.y, FACE.w, FACE.h], [2, 2, 30, 30]] * 4
+    assert (
+        faces[["x", "y", "w", "h"]].values.tolist() == [[FACE.x, FACE.y, FACE.w, FACE.h], [2, 2, 30, 30]] * 4
+    )
     probabilities = table[list(EMOTIONS)]
     assert probabilities.sum(axis=1).tolist() == pytest.approx([1.0] * len(table), abs=1e-3)
     assert (probabilities.idxmax(axis=1) == table["label"]).all()

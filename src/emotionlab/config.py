@@ -30,7 +30,12 @@ def _choice(name: str, value, choices) -> None:
 
 
 def _at_least(name: str, value, low, *, strict: bool = False) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < low or (strict and value == low):
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or value < low
+        or (strict and value == low)
+    ):
         raise ConfigError(f"{name}: {value!r} must be {'greater than' if strict else 'at least'} {low}")
 
 
@@ -47,7 +52,9 @@ class DataConfig:
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
-            raise ConfigError(f"image_size: {self.image_size!r} must be {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} pixels")
+            raise ConfigError(
+                f"image_size: {self.image_size!r} must be {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} pixels"
+            )
         _choice("augment", self.augment, AUGMENT_POLICIES)
         _at_least("num_workers", self.num_workers, 0)
 
@@ -148,8 +155,12 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing: {self.label_smoothing!r} must be in [0, 1)")
         if self.early_stopping_patience is not None:
             _at_least("early_stopping_patience", self.early_stopping_patience, 1)
-        for name, kind in (("pretrain", PretrainOptions), ("transfer", TransferOptions), ("loss", LossOptions),
-                           ("mix", MixOptions)):
+        for name, kind in (
+            ("pretrain", PretrainOptions),
+            ("transfer", TransferOptions),
+            ("loss", LossOptions),
+            ("mix", MixOptions),
+        ):
             value = getattr(self, name)
             if isinstance(value, dict):  # built from a dict (YAML): make it the dataclass
                 object.__setattr__(self, name, _build(kind, value, f"train.{name}"))
@@ -194,7 +205,9 @@ def _train_from_dict(raw: dict) -> TrainConfig:
     extra = raw.pop("extra", None) or {}
     for key, value in extra.items():
         if key not in _LEGACY_EXTRA:
-            raise ConfigError(f"train.extra: unknown option {key!r} (known: {', '.join(sorted(_LEGACY_EXTRA))})")
+            raise ConfigError(
+                f"train.extra: unknown option {key!r} (known: {', '.join(sorted(_LEGACY_EXTRA))})"
+            )
         group, name = _LEGACY_EXTRA[key]
         raw[group] = {**(raw.get(group) or {}), name: value}
     return _build(TrainConfig, raw, "train")

@@ -42,7 +42,9 @@ def make_face(label: str, rng: np.random.Generator, size: int = 64) -> Image.Ima
     for side in (-1, 1):
         ex = cx + side * radius * 0.35
         er = radius * (0.10 if label not in ("surprised", "fearful") else 0.14)
-        draw.ellipse([ex - er, eye_y - er * 0.7, ex + er, eye_y + er * 0.7], fill=(250, 250, 250), outline=ink)
+        draw.ellipse(
+            [ex - er, eye_y - er * 0.7, ex + er, eye_y + er * 0.7], fill=(250, 250, 250), outline=ink
+        )
         draw.ellipse([ex - er * 0.4, eye_y - er * 0.4, ex + er * 0.4, eye_y + er * 0.4], fill=ink)
         brow_y = eye_y - radius * 0.22
         inner = (cx + side * radius * 0.15, brow_y + tilt * radius * 0.15)

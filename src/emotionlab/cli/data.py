@@ -15,16 +15,22 @@ from emotionlab.cli.root import data_app
 
 @data_app.command("audit")
 def data_audit(
-    data: Annotated[Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for audit.json and class_balance.png (outside --data).")],
+    data: Annotated[
+        Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for audit.json and class_balance.png (outside --data).")
+    ],
     threshold: Annotated[
         int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64.")
     ] = None,
     people: Annotated[
-        bool, typer.Option("--people", help="Also find the same person across splits (face embeddings, cached).")
+        bool,
+        typer.Option("--people", help="Also find the same person across splits (face embeddings, cached)."),
     ] = False,
     person_threshold: Annotated[
-        float | None, typer.Option(help="With --people: max face-embedding distance of one person (default 0.4).")
+        float | None,
+        typer.Option(help="With --people: max face-embedding distance of one person (default 0.4)."),
     ] = None,
 ) -> None:
     """Check a dataset: unreadable files, real formats, duplicates, cross-split leakage, label conflicts."""
@@ -34,13 +40,20 @@ def data_audit(
         from emotionlab.data.people import DEFAULT_PERSON_THRESHOLD
 
         person_threshold = DEFAULT_PERSON_THRESHOLD if person_threshold is None else person_threshold
-    run_audit(data, out, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
-              person_threshold=person_threshold if people else None, console=Console())
+    run_audit(
+        data,
+        out,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        person_threshold=person_threshold if people else None,
+        console=Console(),
+    )
 
 
 @data_app.command("split")
 def data_split(
-    data: Annotated[Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")],
+    data: Annotated[
+        Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")
+    ],
     output: Annotated[Path, typer.Option(help="Manifest CSV to write (outside --data).")],
     ratios: Annotated[str, typer.Option(help="train,validation,test fractions.")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
@@ -48,14 +61,18 @@ def data_split(
         int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64.")
     ] = None,
     keep_splits: Annotated[
-        bool, typer.Option("--keep-splits", help="Keep the folder splits; move only duplicate groups that leak.")
+        bool,
+        typer.Option("--keep-splits", help="Keep the folder splits; move only duplicate groups that leak."),
     ] = False,
     group_by: Annotated[
         Literal["duplicates", "person"],
-        typer.Option(help="Keep whole: duplicate groups, or people too (face embeddings; group = merged id)."),
+        typer.Option(
+            help="Keep whole: duplicate groups, or people too (face embeddings; group = merged id)."
+        ),
     ] = "duplicates",
     person_threshold: Annotated[
-        float | None, typer.Option(help="With --group-by person: max face-embedding distance of one person (default 0.4).")
+        float | None,
+        typer.Option(help="With --group-by person: max face-embedding distance of one person (default 0.4)."),
     ] = None,
 ) -> None:
     """Write a manifest with a stratified split in which no duplicate group (or person) straddles splits."""
@@ -79,7 +96,9 @@ def data_split(
 def data_download(
     name: Annotated[str, typer.Argument(help="Dataset name: seed-emotions.")],
     dest: Annotated[Path, typer.Argument(help="New or empty folder to put the dataset in.")],
-    url: Annotated[str | None, typer.Option(help="Archive URL (default: $EMOTIONLAB_SEED_URL, else GitHub).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Archive URL (default: $EMOTIONLAB_SEED_URL, else GitHub).")
+    ] = None,
     source: Annotated[
         Path | None, typer.Option("--from", help="Use a local zip or an already extracted folder instead.")
     ] = None,
@@ -92,25 +111,70 @@ def data_download(
 
 @data_app.command("import")
 def data_import(
-    source: Annotated[Path, typer.Argument(help="A CSV of url,label[,source,licence], a zip or tar archive, or a folder of label folders. Only read.")],
-    out: Annotated[Path, typer.Option("--out", help="The new dataset folder: OUT/label/<sha256[:16]>.<ext> and OUT/provenance.csv. Re-running resumes.")],
-    against: Annotated[Path | None, typer.Option(help="An existing dataset (folder, or manifest with sha256/phash): its exact and near duplicates are skipped.")] = None,
-    label_from: Annotated[Literal["folder", "csv"] | None, typer.Option(help="Archive/folder labels: the folder holding each file, or a CSV of path,label (--labels, else labels.csv in SOURCE).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="With --label-from csv: the path,label[,source,licence] CSV (paths inside SOURCE).")] = None,
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV of url,label[,source,licence], a zip or tar archive, or a folder of label folders. Only read."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="The new dataset folder: OUT/label/<sha256[:16]>.<ext> and OUT/provenance.csv. Re-running resumes.",
+        ),
+    ],
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="An existing dataset (folder, or manifest with sha256/phash): its exact and near duplicates are skipped."
+        ),
+    ] = None,
+    label_from: Annotated[
+        Literal["folder", "csv"] | None,
+        typer.Option(
+            help="Archive/folder labels: the folder holding each file, or a CSV of path,label (--labels, else labels.csv in SOURCE)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --label-from csv: the path,label[,source,licence] CSV (paths inside SOURCE)."
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Concurrent downloads.")] = 8,
-    retries: Annotated[int, typer.Option(help="Extra attempts after a timeout, broken connection or HTTP 5xx/429 (back-off 0.5 s, 1 s, 2 s, ...).")] = 3,
+    retries: Annotated[
+        int,
+        typer.Option(
+            help="Extra attempts after a timeout, broken connection or HTTP 5xx/429 (back-off 0.5 s, 1 s, 2 s, ...)."
+        ),
+    ] = 3,
     timeout: Annotated[float, typer.Option(help="Seconds without data before an attempt gives up.")] = 20.0,
-    max_mb: Annotated[float, typer.Option(help="Largest file accepted, in MB (downloads stop past it).")] = 20.0,
-    max_pixels: Annotated[int, typer.Option(help="Largest image accepted, in pixels (checked before decoding).")] = 50_000_000,
-    threshold: Annotated[int | None, typer.Option(help="Near-duplicate threshold: max perceptual-hash distance, bits of 64 (the audit's).")] = None,
+    max_mb: Annotated[
+        float, typer.Option(help="Largest file accepted, in MB (downloads stop past it).")
+    ] = 20.0,
+    max_pixels: Annotated[
+        int, typer.Option(help="Largest image accepted, in pixels (checked before decoding).")
+    ] = 50_000_000,
+    threshold: Annotated[
+        int | None,
+        typer.Option(
+            help="Near-duplicate threshold: max perceptual-hash distance, bits of 64 (the audit's)."
+        ),
+    ] = None,
 ) -> None:
     """Import photos into a new dataset folder: checked by their bytes, duplicates skipped, provenance kept."""
     from emotionlab.data.audit import DEFAULT_THRESHOLD
     from emotionlab.data.importer import ImportOptions, import_photos, print_import_summary
 
     options = ImportOptions(
-        workers=workers, retries=retries, timeout=timeout, max_bytes=int(max_mb * 1024**2), max_pixels=max_pixels,
-        threshold=DEFAULT_THRESHOLD if threshold is None else threshold, label_from=label_from,
+        workers=workers,
+        retries=retries,
+        timeout=timeout,
+        max_bytes=int(max_mb * 1024**2),
+        max_pixels=max_pixels,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        label_from=label_from,
         labels_csv=str(labels) if labels else None,
     )
     report = import_photos(source, out, against=against, options=options)
@@ -123,14 +187,18 @@ def data_import(
 @data_app.command("faces")
 def data_faces(
     data: Annotated[Path, typer.Option(help="Dataset folder. Only read, never changed.")],
-    output: Annotated[Path, typer.Option(help="Manifest CSV to write (outside --data), with face_box filled.")],
+    output: Annotated[
+        Path, typer.Option(help="Manifest CSV to write (outside --data), with face_box filled.")
+    ],
     manifest: Annotated[
         Path | None,
         typer.Option(help="Input manifest (paths under --data); its columns are kept. Default: scan --data."),
     ] = None,
     detector: Annotated[
         str | None,
-        typer.Option(help="Face detector: blaze (default), blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."),
+        typer.Option(
+            help="Face detector: blaze (default), blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."
+        ),
     ] = None,
     detector_model: Annotated[
         Path | None, typer.Option(help="YuNet ONNX file (for --detector yunet).")
@@ -159,8 +227,9 @@ def data_faces(
     except KeyboardInterrupt:
         from emotionlab.errors import Interrupted
 
-        raise Interrupted(f"{output} not written; the crops made so far are cached, so the same command goes on "
-                          "from there") from None
+        raise Interrupted(
+            f"{output} not written; the crops made so far are cached, so the same command goes on from there"
+        ) from None
     found_by = ", ".join(f"{name} {count}" for name, count in sorted(report.by_detector.items()))
     print(
         f"{report.total} images: face found in {report.with_face} ({found_by}), no face in {len(report.no_face)}"
@@ -191,4 +260,3 @@ def data_download_yunet(
 
     path = download_yunet(dest, url=url or YUNET_URL, source_file=source)
     print(f"wrote {path}; use it with --detector yunet --detector-model {path}")
-

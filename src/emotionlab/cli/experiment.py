@@ -15,21 +15,50 @@ from emotionlab.errors import EmotionlabError, Interrupted
 
 # ---- experiments: the study's ablation, augmentation preview ----------------------------------------------
 
-experiment_app = typer.Typer(cls=RenamingGroup, help="Experiments: the study's ablation with seeds and confidence intervals.", no_args_is_help=True)
+experiment_app = typer.Typer(
+    cls=RenamingGroup,
+    help="Experiments: the study's ablation with seeds and confidence intervals.",
+    no_args_is_help=True,
+)
 app.add_typer(experiment_app, name="experiment")
 
 
 @experiment_app.command("ablation")
 def experiment_ablation(
-    data: Annotated[Path | None, typer.Option(help="Dataset root (manifest paths are relative to it). Default: $EMOTIONLAB_DATA.")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="The split to use, e.g. benchmarks/splits/seed-emotions.csv.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the runs and ablation.json / ablation.md.")] = Path("runs/ablation"),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset root (manifest paths are relative to it). Default: $EMOTIONLAB_DATA."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="The split to use, e.g. benchmarks/splits/seed-emotions.csv.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the runs and ablation.json / ablation.md.")] = Path(
+        "runs/ablation"
+    ),
     seeds: Annotated[int, typer.Option(help="Seeds per row (0..N-1).")] = 3,
-    rows: Annotated[list[str] | None, typer.Option("--row", help="Rows to run (repeat): baseline, augmentation, transfer, finetune, faces. Default: all.")] = None,
-    backbone_arch: Annotated[str, typer.Option(help="Transfer backbone architecture: fer_cnn (FER+ file) or a timm name such as vgg16.")] = "fer_cnn",
-    backbone_weights: Annotated[Path | None, typer.Option(help="Backbone weights file (default: models/ferplus_backbone.safetensors).")] = None,
-    pretrained: Annotated[bool, typer.Option(help="Transfer backbone weights from the hub (online).")] = False,
-    scratch_epochs: Annotated[int, typer.Option(help="Max epochs of the scratch rows (early stopping on).")] = 25,
+    rows: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--row",
+            help="Rows to run (repeat): baseline, augmentation, transfer, finetune, faces. Default: all.",
+        ),
+    ] = None,
+    backbone_arch: Annotated[
+        str,
+        typer.Option(
+            help="Transfer backbone architecture: fer_cnn (FER+ file) or a timm name such as vgg16."
+        ),
+    ] = "fer_cnn",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option(help="Backbone weights file (default: models/ferplus_backbone.safetensors)."),
+    ] = None,
+    pretrained: Annotated[
+        bool, typer.Option(help="Transfer backbone weights from the hub (online).")
+    ] = False,
+    scratch_epochs: Annotated[
+        int, typer.Option(help="Max epochs of the scratch rows (early stopping on).")
+    ] = 25,
     finetune_epochs: Annotated[int, typer.Option(help="Max epochs of the fine-tuning rows.")] = 20,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
 ) -> None:
@@ -45,10 +74,17 @@ def experiment_ablation(
     )
 
     settings = AblationSettings(
-        out=str(out), data=str(data) if data else None, manifest=str(manifest) if manifest else None,
-        seeds=tuple(range(seeds)), rows=tuple(rows or ROWS), backbone_model=backbone_arch,
-        backbone_weights=str(backbone_weights) if backbone_weights else None, pretrained=pretrained,
-        scratch_epochs=scratch_epochs, finetune_epochs=finetune_epochs, patience=patience,
+        out=str(out),
+        data=str(data) if data else None,
+        manifest=str(manifest) if manifest else None,
+        seeds=tuple(range(seeds)),
+        rows=tuple(rows or ROWS),
+        backbone_model=backbone_arch,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+        pretrained=pretrained,
+        scratch_epochs=scratch_epochs,
+        finetune_epochs=finetune_epochs,
+        patience=patience,
     )
     command = "emotionlab " + shlex.join(sys.argv[1:])
     try:
@@ -66,7 +102,9 @@ def _cv_recipe(text: str):
 
     name, sep, options = text.partition("=")
     if not sep or not name.strip():
-        raise EmotionlabError(f"--recipe {text!r}: expected NAME='train options', e.g. base='--recipe finetune --init-from M'")
+        raise EmotionlabError(
+            f"--recipe {text!r}: expected NAME='train options', e.g. base='--recipe finetune --init-from M'"
+        )
     command = typer.main.get_command(app).commands["train"]
     try:
         args = rewrite_args("train", command, shlex.split(options))
@@ -76,19 +114,41 @@ def _cv_recipe(text: str):
             raise
         raise EmotionlabError(f"--recipe {name}: {error.format_message()}") from error
     if context.params.get("resume"):
-        raise EmotionlabError(f"--recipe {name}: --resume has no meaning here (cross-validation resumes by itself)")
+        raise EmotionlabError(
+            f"--recipe {name}: --resume has no meaning here (cross-validation resumes by itself)"
+        )
     return name.strip(), train_run_config(**context.params)
 
 
 @experiment_app.command("cv")
 def experiment_cv(
-    recipes: Annotated[list[str], typer.Option("--recipe", help="NAME='train options' (repeat to compare recipes on the same folds).")],
-    data: Annotated[Path | None, typer.Option(help="Dataset root (manifest paths are relative to it). Default: $EMOTIONLAB_DATA.")] = None,
-    manifest: Annotated[Path, typer.Option(help="The split whose train + validation rows are cross-validated (test rows are never used).")] = Path("benchmarks/splits/seed-emotions.csv"),
-    folds: Annotated[int, typer.Option(help="Number of folds (stratified, duplicate groups kept whole).")] = 5,
+    recipes: Annotated[
+        list[str],
+        typer.Option("--recipe", help="NAME='train options' (repeat to compare recipes on the same folds)."),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Dataset root (manifest paths are relative to it). Default: $EMOTIONLAB_DATA."),
+    ] = None,
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            help="The split whose train + validation rows are cross-validated (test rows are never used)."
+        ),
+    ] = Path("benchmarks/splits/seed-emotions.csv"),
+    folds: Annotated[
+        int, typer.Option(help="Number of folds (stratified, duplicate groups kept whole).")
+    ] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
-    out: Annotated[Path, typer.Option(help="Folder for folds, runs, cv.json and cv.md (re-running resumes).")] = Path("runs/cv"),
-    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also score each fold model with test-time flips (rows NAME+flip).")] = False,
+    out: Annotated[
+        Path, typer.Option(help="Folder for folds, runs, cv.json and cv.md (re-running resumes).")
+    ] = Path("runs/cv"),
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta/--no-tta", help="Also score each fold model with test-time flips (rows NAME+flip)."
+        ),
+    ] = False,
 ) -> None:
     """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
     import shlex
@@ -98,7 +158,14 @@ def experiment_cv(
     parsed = dict(_cv_recipe(text) for text in recipes)
     if len(parsed) != len(recipes):
         raise EmotionlabError("--recipe: every recipe needs its own NAME")
-    settings = CvSettings(data=str(data) if data else None, manifest=str(manifest), out=str(out), folds=folds, seed=seed, tta=tta)
+    settings = CvSettings(
+        data=str(data) if data else None,
+        manifest=str(manifest),
+        out=str(out),
+        folds=folds,
+        seed=seed,
+        tta=tta,
+    )
     command = "emotionlab " + shlex.join(sys.argv[1:])
     try:
         results = run_cv(settings, parsed)
@@ -113,12 +180,16 @@ def experiment_cv(
 def augment_preview_command(
     data: Annotated[Path, typer.Option(help="Dataset root (class folders, optionally under train/...).")],
     output: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("augment-preview.png"),
-    policy: Annotated[str, typer.Option("--augment", help="none | flip | seed | light | randaugment | trivialaugment")] = "seed",
+    policy: Annotated[
+        str, typer.Option("--augment", help="none | flip | seed | light | randaugment | trivialaugment")
+    ] = "seed",
     image_size: Annotated[int, typer.Option(help="Square size of each tile.")] = 128,
     rows: Annotated[int, typer.Option(help="Images (one per row, spread over the classes).")] = 6,
     views: Annotated[int, typer.Option(help="Augmented views per image.")] = 7,
     seed: Annotated[int, typer.Option()] = 0,
-    detect: Annotated[bool, typer.Option("--detect/--no-detect", help="Augment face crops, as training with --detect does.")] = False,
+    detect: Annotated[
+        bool, typer.Option("--detect/--no-detect", help="Augment face crops, as training with --detect does.")
+    ] = False,
 ) -> None:
     """Write a grid: each row an original image followed by augmented views, to check a policy by eye."""
     from emotionlab.data.audit import ensure_outside_root
@@ -126,7 +197,14 @@ def augment_preview_command(
 
     ensure_outside_root(data, output)  # a dataset is never written to, as every `data` command
 
-    path = augment_preview(data, output, policy=policy, image_size=image_size, rows=rows, views=views, seed=seed,
-                           faces=_faces_option(detect, None, 0.1))
+    path = augment_preview(
+        data,
+        output,
+        policy=policy,
+        image_size=image_size,
+        rows=rows,
+        views=views,
+        seed=seed,
+        faces=_faces_option(detect, None, 0.1),
+    )
     print(f"wrote {path}")
-

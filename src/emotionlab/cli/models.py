@@ -20,17 +20,22 @@ def list_models_command() -> None:
         print(name)
 
 
-
 @app.command("export")
 def export_command(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (metadata embedded).")],
-    model: Annotated[Path | None, typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default).")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Quantise to int8 (dynamic; static with --calibration).")] = False,
-    calibration: Annotated[list[str] | None, typer.Option(help="Images/folders for static int8 calibration (not the test set).")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default)."),
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantise to int8 (dynamic; static with --calibration).")
+    ] = False,
+    calibration: Annotated[
+        list[str] | None, typer.Option(help="Images/folders for static int8 calibration (not the test set).")
+    ] = None,
 ) -> None:
     """Export a model to ONNX for ONNX Runtime (and any other ONNX tool)."""
     print(export_onnx_command(model, onnx, int8=int8, calibration=calibration))
-
 
 
 def export_onnx_command(
@@ -54,13 +59,21 @@ def export_onnx_command(
 
 @app.command("ensemble")
 def ensemble_command(
-    models: Annotated[list[Path], typer.Argument(help="Model files to average (same labels and input format).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The ensemble model file to write (.safetensors).")],
-    tta: Annotated[Literal["flip", "none"], typer.Option(help="Test-time augmentation inside the model: flip (face and mirror averaged) or none.")] = "flip",
+    models: Annotated[
+        list[Path], typer.Argument(help="Model files to average (same labels and input format).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The ensemble model file to write (.safetensors).")
+    ],
+    tta: Annotated[
+        Literal["flip", "none"],
+        typer.Option(
+            help="Test-time augmentation inside the model: flip (face and mirror averaged) or none."
+        ),
+    ] = "flip",
 ) -> None:
     """Average several models (seeds, folds, backbones) into ONE model file, optionally with test-time flips."""
     from emotionlab.models.ensemble import build_ensemble
 
     path = build_ensemble(models, output, tta=tta)
     print(f"wrote {path} ({len(models)} model file(s), test-time augmentation: {tta})")
-

@@ -41,7 +41,6 @@ def select_shard(files: Sequence, shard: str | None) -> list:
     return list(files[index - 1 :: count])
 
 
-
 @dataclass
 class PredictOptions:
     """Everything `emotionlab predict` can be asked for (see the command's help for each option)."""
@@ -67,7 +66,9 @@ class PredictOptions:
     window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
     progress: bool | None = None  # None: on (a bar on a terminal, lines in a log)
     engine: str = "local"  # local: this process and --workers; ray: Ray Data (cli/predict_ray.py)
-    address: str | None = None  # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
+    address: str | None = (
+        None  # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
+    )
     actors: int = 1  # --engine ray: model copies classifying at once
 
 
@@ -186,7 +187,10 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
 
     files = select_shard(expand_inputs(options.inputs), options.shard)
     if not files:
-        raise EmotionlabError(f"no images or videos in {', '.join(options.inputs)}" + (f" (shard {options.shard})" if options.shard else ""))
+        raise EmotionlabError(
+            f"no images or videos in {', '.join(options.inputs)}"
+            + (f" (shard {options.shard})" if options.shard else "")
+        )
     done = read_done(options.output, options.output_format) if options.resume else {}
     videos = [f for f in files if video_module.is_video_name(f) and done.get(str(f), -1) != VIDEO_FAILED]
     images = [f for f in files if not video_module.is_video_name(f) and str(f) not in done]
@@ -234,7 +238,11 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         for path in videos:
             _predict_one_video(recognizer, path, options, done, writer, progress)
     except KeyboardInterrupt:
-        where = f"{writer.count} record(s) written to {options.output}" if options.output else f"{writer.count} record(s) written"
+        where = (
+            f"{writer.count} record(s) written to {options.output}"
+            if options.output
+            else f"{writer.count} record(s) written"
+        )
         how = "; the same command with --resume goes on from there" if options.output else ""
         raise Interrupted(where + how) from None
     finally:
@@ -289,29 +297,107 @@ def _predict_one_video(recognizer, path: Path, options: PredictOptions, done: di
 
 @app.command()
 def predict(
-    paths: Annotated[list[str] | None, typer.Argument(help="Images, videos, folders (recursive) or glob patterns.")] = None,
-    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors, or .onnx with --backend onnx), or a shipped model: default, ferplus8 (default: default).")] = None,
-    output_format: Annotated[Literal["table", "jsonl", "csv"] | None, typer.Option("--format", help="Records as a table, jsonl or csv (default: from --output's extension, else table).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the records to this file (.jsonl or .csv) instead of stdout.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")] = False,
-    shard: Annotated[str | None, typer.Option(help="i/n: process only the i-th of n disjoint parts of the sorted inputs.")] = None,
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Images, videos, folders (recursive) or glob patterns.")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model file (.safetensors, or .onnx with --backend onnx), or a shipped model: default, ferplus8 (default: default)."
+        ),
+    ] = None,
+    output_format: Annotated[
+        Literal["table", "jsonl", "csv"] | None,
+        typer.Option(
+            "--format",
+            help="Records as a table, jsonl or csv (default: from --output's extension, else table).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the records to this file (.jsonl or .csv) instead of stdout."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip inputs already in --output and append the rest.")
+    ] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: process only the i-th of n disjoint parts of the sorted inputs.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Faces per network call.")] = 32,
-    workers: Annotated[int, typer.Option(help="Processes that decode, detect and crop images (0: in this process). --engine ray: the local Ray instance's CPUs (0: all).")] = 0,
-    detect: Annotated[bool | None, typer.Option("--detect/--no-detect", help="Force face detection / use whole images (they are faces already). Default: as the model was trained.")] = None,
-    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
-    max_faces: Annotated[int | None, typer.Option(help="Classify at most this many faces per image (largest first).")] = None,
-    backend: Annotated[Literal["torch", "onnx"], typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache).")] = "torch",
-    int8: Annotated[bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")] = False,
-    fps: Annotated[float | None, typer.Option(help="Videos and camera: frames per second to classify (default: every frame).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for each video's emotion-over-time CSV and PNG plot.")] = None,
-    annotate: Annotated[Path | None, typer.Option(help="Folder for copies of images and videos with boxes, labels and confidences drawn.")] = None,
-    camera: Annotated[int | None, typer.Option(help="Read this camera (0: the first) instead of files.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes that decode, detect and crop images (0: in this process). --engine ray: the local Ray instance's CPUs (0: all)."
+        ),
+    ] = 0,
+    detect: Annotated[
+        bool | None,
+        typer.Option(
+            "--detect/--no-detect",
+            help="Force face detection / use whole images (they are faces already). Default: as the model was trained.",
+        ),
+    ] = None,
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."
+        ),
+    ] = None,
+    max_faces: Annotated[
+        int | None, typer.Option(help="Classify at most this many faces per image (largest first).")
+    ] = None,
+    backend: Annotated[
+        Literal["torch", "onnx"],
+        typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache)."),
+    ] = "torch",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")
+    ] = False,
+    fps: Annotated[
+        float | None,
+        typer.Option(help="Videos and camera: frames per second to classify (default: every frame)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for each video's emotion-over-time CSV and PNG plot.")
+    ] = None,
+    annotate: Annotated[
+        Path | None,
+        typer.Option(help="Folder for copies of images and videos with boxes, labels and confidences drawn."),
+    ] = None,
+    camera: Annotated[
+        int | None, typer.Option(help="Read this camera (0: the first) instead of files.")
+    ] = None,
     max_frames: Annotated[int | None, typer.Option(help="Camera: stop after this many frames.")] = None,
-    window: Annotated[bool | None, typer.Option("--window/--no-window", help="Camera: show a live window (default: when a display exists).")] = None,
-    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr: a bar on a terminal, a line per 10% in a log.")] = None,
-    engine: Annotated[str, typer.Option(help="local (this process and --workers) | ray (Ray Data: a local instance, or the cluster of --address; pip install 'emotionlab[ray]').")] = "local",
-    address: Annotated[str | None, typer.Option(help="--engine ray: the Ray cluster to join, e.g. auto or HEAD_IP:6379 (default: $RAY_ADDRESS, else a local instance).")] = None,
-    actors: Annotated[int, typer.Option(help="--engine ray: model copies classifying at once (one CPU each).")] = 1,
+    window: Annotated[
+        bool | None,
+        typer.Option(
+            "--window/--no-window", help="Camera: show a live window (default: when a display exists)."
+        ),
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress on stderr: a bar on a terminal, a line per 10% in a log.",
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process and --workers) | ray (Ray Data: a local instance, or the cluster of --address; pip install 'emotionlab[ray]')."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine ray: the Ray cluster to join, e.g. auto or HEAD_IP:6379 (default: $RAY_ADDRESS, else a local instance)."
+        ),
+    ] = None,
+    actors: Annotated[
+        int, typer.Option(help="--engine ray: model copies classifying at once (one CPU each).")
+    ] = 1,
 ) -> None:
     """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame.
 
@@ -328,11 +414,28 @@ def predict(
 
     run_predict(
         PredictOptions(
-            inputs=list(paths or []), model=model, output_format=output_format_for(output_format, output),
-            output=output, resume=resume,
-            shard=shard, batch_size=batch_size, workers=workers, detect=detect, detector=detector,
-            max_faces=max_faces, backend=backend, int8=int8, fps=fps, out_dir=out, annotate=annotate,
-            camera=camera, max_frames=max_frames, window=window, progress=progress, engine=engine,
-            address=address, actors=actors,
+            inputs=list(paths or []),
+            model=model,
+            output_format=output_format_for(output_format, output),
+            output=output,
+            resume=resume,
+            shard=shard,
+            batch_size=batch_size,
+            workers=workers,
+            detect=detect,
+            detector=detector,
+            max_faces=max_faces,
+            backend=backend,
+            int8=int8,
+            fps=fps,
+            out_dir=out,
+            annotate=annotate,
+            camera=camera,
+            max_frames=max_frames,
+            window=window,
+            progress=progress,
+            engine=engine,
+            address=address,
+            actors=actors,
         )
     )

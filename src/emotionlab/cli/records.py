@@ -81,7 +81,9 @@ def output_format_for(output_format: str | None, output: Path | None) -> str:
         return "table"
     found = FORMAT_OF_EXTENSION.get(Path(output).suffix.lower())
     if found is None:
-        raise EmotionlabError(f"{output}: no record format for this extension (.jsonl or .csv), or add --format jsonl|csv")
+        raise EmotionlabError(
+            f"{output}: no record format for this extension (.jsonl or .csv), or add --format jsonl|csv"
+        )
     return found
 
 

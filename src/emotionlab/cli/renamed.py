@@ -34,8 +34,10 @@ POSITIONAL_DATA = {"augment-preview", "data audit", "data split", "data faces"}
 
 
 def _note(command: str, old: str, new: str) -> None:
-    print(f"note: `emotionlab {command} {old}` is now `{new}`; the old spelling goes in the next release",
-          file=sys.stderr)
+    print(
+        f"note: `emotionlab {command} {old}` is now `{new}`; the old spelling goes in the next release",
+        file=sys.stderr,
+    )
 
 
 def _takes_value(command) -> set[str]:

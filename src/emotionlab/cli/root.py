@@ -21,7 +21,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(cls=RenamingGroup, help="Datasets: download, audit, split, face crops.", no_args_is_help=True)
+data_app = typer.Typer(
+    cls=RenamingGroup, help="Datasets: download, audit, split, face crops.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
@@ -35,7 +37,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
@@ -71,4 +75,3 @@ def _say_interrupted(interrupt: KeyboardInterrupt) -> None:
     # An Interrupted carries what was kept and how to go on; a bare Ctrl+C elsewhere has no message.
     text = f"interrupted: {escape(str(interrupt))}" if str(interrupt) else "interrupted"
     console.print(text, highlight=False, soft_wrap=True)
-

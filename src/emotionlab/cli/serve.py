@@ -14,14 +14,28 @@ from emotionlab.labels import EMOTIONS
 
 @app.command()
 def serve(
-    model: Annotated[Path | None, typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service on this machine.")] = "127.0.0.1",
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service on this machine.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    detector: Annotated[str | None, typer.Option(help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog.")] = None,
-    backend: Annotated[Literal["torch", "onnx"], typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache).")] = "torch",
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."
+        ),
+    ] = None,
+    backend: Annotated[
+        Literal["torch", "onnx"],
+        typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache)."),
+    ] = "torch",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per image, in MB.")] = 10.0,
     workers: Annotated[
-        int, typer.Option(help="Worker processes, each with its own model and detector; 0: one in-process slot.")
+        int,
+        typer.Option(help="Worker processes, each with its own model and detector; 0: one in-process slot."),
     ] = 2,
     queue_size: Annotated[
         int, typer.Option(help="Requests that may wait for a worker; one more is answered 503 + Retry-After.")
@@ -32,39 +46,61 @@ def serve(
 
     if workers < 0 or queue_size < 0:
         raise EmotionlabError("--workers and --queue-size must be 0 or more")
-    run_server(str(model) if model else None, host=host, port=port, detector=detector, backend=backend,
-               max_upload_mb=max_upload_mb, workers=workers, queue_size=queue_size)
-
+    run_server(
+        str(model) if model else None,
+        host=host,
+        port=port,
+        detector=detector,
+        backend=backend,
+        max_upload_mb=max_upload_mb,
+        workers=workers,
+        queue_size=queue_size,
+    )
 
 
 @app.command("label")
 def label_photos(
-    folder: Annotated[Path, typer.Argument(help="Folder of photos to label (searched recursively; only read).")],
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of photos to label (searched recursively; only read).")
+    ],
     classes: Annotated[
         str | None,
-        typer.Option(help="Comma-separated class names; keys 1..9 follow this order. Default: the five emotions "
-                     "(with --apply/--export: the classes the journal was labelled with)."),
+        typer.Option(
+            help="Comma-separated class names; keys 1..9 follow this order. Default: the five emotions "
+            "(with --apply/--export: the classes the journal was labelled with)."
+        ),
     ] = None,
     journal: Annotated[
         Path | None, typer.Option(help="Journal of every action (default: ./<folder name>.labels.jsonl).")
     ] = None,
     port: Annotated[int, typer.Option(help="Port for the page (0: any free port).")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")] = "127.0.0.1",
-    model: Annotated[Path | None, typer.Option(help="Show this model's suggestion and confidence per image.")] = None,
-    apply: Annotated[
-        Path | None, typer.Option("--apply", help="No server: copy labelled images into DEST/<label>/ and exit.")
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")
+    ] = "127.0.0.1",
+    model: Annotated[
+        Path | None, typer.Option(help="Show this model's suggestion and confidence per image.")
     ] = None,
-    export: Annotated[Path | None, typer.Option("--export", help="No server: write path,label rows to this CSV.")] = None,
+    apply: Annotated[
+        Path | None,
+        typer.Option("--apply", help="No server: copy labelled images into DEST/<label>/ and exit."),
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="No server: write path,label rows to this CSV.")
+    ] = None,
 ) -> None:
     """Label photos one at a time in a local web page (keys, skip, undo); every action is saved at once."""
     from emotionlab.labeling import apply_and_export, default_journal_path, parse_classes
 
     class_names = parse_classes(classes or ",".join(EMOTIONS))
     if apply is not None or export is not None:
-        apply_and_export(folder, journal or default_journal_path(folder), dest=apply, csv_path=export,
-                         classes=class_names if classes else None)
+        apply_and_export(
+            folder,
+            journal or default_journal_path(folder),
+            dest=apply,
+            csv_path=export,
+            classes=class_names if classes else None,
+        )
         return
     from emotionlab.labeling.app import serve_labels
 
     serve_labels(folder, class_names, journal=journal, host=host, port=port, model=model)
-

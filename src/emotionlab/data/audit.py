@@ -345,7 +345,11 @@ def audit_dataset(
         from emotionlab.data.people import person_groups, person_leakage
 
         persons, no_face = person_groups(
-            [root / path for path in paths], paths, threshold=person_threshold, cache_dir=cache_dir, console=console
+            [root / path for path in paths],
+            paths,
+            threshold=person_threshold,
+            cache_dir=cache_dir,
+            console=console,
         )
         people = person_leakage(
             paths, [by_path[p].split for p in paths], [by_path[p].label for p in paths], persons, ids
@@ -499,7 +503,9 @@ def _print_people(console, people: dict, limit: int) -> None:
     for group in groups[:limit]:
         members = ", ".join(f"{m['path']} ({m['split']})" for m in group["members"][:6])
         more = f", ... {group['size'] - 6} more" if group["size"] > 6 else ""
-        console.print(f"    {group['person']}: {escape(printable(members))}{more}", highlight=False, soft_wrap=True)
+        console.print(
+            f"    {group['person']}: {escape(printable(members))}{more}", highlight=False, soft_wrap=True
+        )
     if len(groups) > limit:
         console.print(f"    ... and {len(groups) - limit} more (all in audit.json)", soft_wrap=True)
 

@@ -103,10 +103,14 @@ def _check_classes(root: Path, per_label: Counter, declared: list[str]) -> None:
     if empty:
         raise EmotionlabError(f"{root}: class folder(s) with no usable image: {', '.join(sorted(empty))}")
     if len(declared) < 2:
-        raise EmotionlabError(f"{root}: need at least two class folders, found {len(declared)} ({', '.join(declared)})")
+        raise EmotionlabError(
+            f"{root}: need at least two class folders, found {len(declared)} ({', '.join(declared)})"
+        )
 
 
-def scan_image_folder(root: str | Path, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> SampleSet:
+def scan_image_folder(
+    root: str | Path, *, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> SampleSet:
     """Read a folder of class folders, optionally under ``train/``, ``validation/`` (or ``val/``), ``test/``.
 
     Every file is decoded once when ``verify`` is set, so unreadable ones are skipped here and reported once
@@ -217,7 +221,6 @@ def load_samples(data: str | Path | None = None, manifest: str | Path | None = N
     return scan_image_folder(root, **kwargs)
 
 
-
 class _SampleCheck:
     """``check(sample) -> None`` when its image (and its face crop, for ``faces`` settings) can be made, else
     the reason. Runs in worker processes; making a crop fills the crop cache on the way."""
@@ -244,7 +247,11 @@ class _SampleCheck:
 
 
 def usable_samples(
-    samples: list[Sample], faces: dict | None, *, workers: int = 1, cache_dir: str | Path | None = None,
+    samples: list[Sample],
+    faces: dict | None,
+    *,
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
     show_progress: bool = False,
 ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """(the samples whose image, and face crop when ``faces`` is set, can be made; the others with a reason).
@@ -284,6 +291,7 @@ def prepare_face_samples(
         return sample_set
     kept, skipped = usable_samples(sample_set.samples, faces, workers=workers, show_progress=show_progress)
     return replace(sample_set, samples=kept, skipped=[*sample_set.skipped, *skipped])
+
 
 class EpochSampler(Sampler):
     """Shuffles with a permutation that depends only on (seed, epoch) and shards it over processes.

@@ -74,7 +74,9 @@ def read_file_bytes(path: Path, label: str | None = None) -> bytes:
     if stat.S_ISDIR(info.st_mode):
         raise ImageReadError(label, "is a folder, not an image")
     if not stat.S_ISREG(info.st_mode):
-        kind = "FIFO" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode) else "device"
+        kind = (
+            "FIFO" if stat.S_ISFIFO(info.st_mode) else "socket" if stat.S_ISSOCK(info.st_mode) else "device"
+        )
         raise ImageReadError(label, f"not a regular file ({kind})")
     try:
         return path.read_bytes()

@@ -246,7 +246,11 @@ def run_split(
     comments = [
         f"emotionlab manifest of {Path(root).as_posix()}: {len(rows)} images",
         f"split: {mode}; duplicate groups: phash distance <= {threshold}"
-        + (f"; people: face distance < {person_threshold:g} (group: both merged)" if group_by == "person" else ""),
+        + (
+            f"; people: face distance < {person_threshold:g} (group: both merged)"
+            if group_by == "person"
+            else ""
+        ),
     ]
     write_manifest(rows, out, comments=comments)
     if console is not None:

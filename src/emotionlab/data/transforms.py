@@ -54,8 +54,6 @@ def _augmentations(policy: str, image_size: int) -> list:
     raise ValueError(f"unknown augmentation policy {policy!r}; choose one of {', '.join(AUGMENT_POLICIES)}")
 
 
-
-
 def build_eval_transform(*, image_size: int, normalization: dict, grayscale: bool = False) -> v2.Compose:
     """PIL RGB image -> normalised float tensor at ``image_size`` (squashed to a square, as the study did)."""
     steps: list = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]

@@ -68,7 +68,9 @@ def calibration_summary(
         )
     return {
         "ece": expected_calibration_error(confidence, correct, bins=bins),
-        "ece_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if len(draws) else None,
+        "ece_ci95": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+        if len(draws)
+        else None,
         "mean_confidence": float(confidence.mean()) if count else float("nan"),
         "accuracy": float(correct.mean()) if count else float("nan"),
         "bins": table,

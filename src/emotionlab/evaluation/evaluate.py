@@ -138,8 +138,14 @@ def evaluate_samples(model: str | Path | Classifier, samples: list[Sample], *, b
 
 
 def evaluate(
-    model_path: str | Path, samples: list[Sample], out_dir: str | Path, *, split: str, allow_overlap: bool = False,
-    report: bool = False, progress: bool = False,
+    model_path: str | Path,
+    samples: list[Sample],
+    out_dir: str | Path,
+    *,
+    split: str,
+    allow_overlap: bool = False,
+    report: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Write metrics.json, predictions.csv and the PNG figures of ``model_path`` on ``samples`` to ``out_dir``.
 
@@ -168,28 +174,51 @@ def evaluate(
     metrics["skipped"] = [{"path": path, "reason": reason} for path, reason in skipped]
     probabilities, images = metrics.pop("_probabilities"), metrics.pop("_images")
     labels = classifier.labels
-    metrics.update({"split": split, "model": str(model_path), "architecture": classifier.metadata["architecture"]})
+    metrics.update(
+        {"split": split, "model": str(model_path), "architecture": classifier.metadata["architecture"]}
+    )
     metrics["overlap_with_training"] = (
         None
         if overlap is None
-        else {"images": overlap.count, "train": overlap.train, "validation": overlap.validation, "examples": overlap.examples}
+        else {
+            "images": overlap.count,
+            "train": overlap.train,
+            "validation": overlap.validation,
+            "examples": overlap.examples,
+        }
     )
     predicted = probabilities.argmax(1)
-    with (out / "predictions.csv").open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+    with (out / "predictions.csv").open(
+        "w", newline="", encoding="utf-8", errors="surrogateescape"
+    ) as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "pred", "confidence", *labels])
         for sample, row in zip(samples, probabilities, strict=True):
-            writer.writerow([sample.relpath or sample.path, sample.label, labels[int(row.argmax())], f"{row.max():.4f}",
-                             *(f"{p:.4f}" for p in row)])
+            writer.writerow(
+                [
+                    sample.relpath or sample.path,
+                    sample.label,
+                    labels[int(row.argmax())],
+                    f"{row.max():.4f}",
+                    *(f"{p:.4f}" for p in row),
+                ]
+            )
     figures = {
         "confusion_counts": plot_confusion(metrics["confusion_matrix"], labels, out / "confusion_counts.png"),
-        "confusion_percent": plot_confusion(metrics["confusion_matrix"], labels, out / "confusion_percent.png", percent=True),
+        "confusion_percent": plot_confusion(
+            metrics["confusion_matrix"], labels, out / "confusion_percent.png", percent=True
+        ),
         "training_curves": plot_training_curves(
             classifier.metadata.get("training", {}).get("history", []), out / "training_curves.png"
         ),
     }
     wrong = [
-        {"image": images[i], "true": samples[i].label, "pred": labels[predicted[i]], "confidence": float(probabilities[i].max())}
+        {
+            "image": images[i],
+            "true": samples[i].label,
+            "pred": labels[predicted[i]],
+            "confidence": float(probabilities[i].max()),
+        }
         for i in np.argsort(-probabilities.max(1))
         if labels[predicted[i]] != samples[i].label
     ]
@@ -199,6 +228,8 @@ def evaluate(
     if report:  # report.html beside metrics.json, from the crops just classified (nothing read twice)
         from emotionlab.evaluation.report import write_report
 
-        crops = {str(sample.relpath or sample.path): image for sample, image in zip(samples, images, strict=True)}
+        crops = {
+            str(sample.relpath or sample.path): image for sample, image in zip(samples, images, strict=True)
+        }
         metrics["report"] = str(write_report([out], out / "report.html", model=model_path, crops=crops))
     return metrics

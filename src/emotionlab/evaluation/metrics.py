@@ -18,7 +18,9 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = N
     every_class = num_classes is not None
     if num_classes is None:
         num_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
-    matrix = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    matrix = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
     true_positive = np.diag(matrix).astype(float)
     # 2TP / (2TP + FP + FN): the predicted count (column) plus the true count (row).
     denominator = matrix.sum(axis=0) + matrix.sum(axis=1)
@@ -44,18 +46,27 @@ def percentile_interval(draws, level: float = 0.95) -> tuple[float, float]:
 
 
 def bootstrap_ci(
-    y_true: np.ndarray, y_pred: np.ndarray, metric: str = "accuracy", *, resamples: int = 2000, seed: int = 0,
-    level: float = 0.95, num_classes: int | None = None,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    metric: str = "accuracy",
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    num_classes: int | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI over test images of ``accuracy`` or ``macro_f1``."""
     if len(y_true) == 0:
         return (float("nan"), float("nan"))
     if metric == "accuracy":
+
         def statistic(index):
             return np.mean(y_true[index] == y_pred[index])
     else:
+
         def statistic(index):
             return macro_f1(y_true[index], y_pred[index], num_classes)
+
     return percentile_interval(bootstrap(statistic, len(y_true), resamples=resamples, seed=seed), level)
 
 
@@ -69,7 +80,12 @@ def bootstrap_mean_ci(values, *, resamples: int = 2000, seed: int = 0) -> list[f
 
 
 def pooled_bootstrap(
-    y_true: np.ndarray, predictions: list[np.ndarray], num_classes: int, *, resamples: int = 2000, seed: int = 0
+    y_true: np.ndarray,
+    predictions: list[np.ndarray],
+    num_classes: int,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> dict:
     """95% percentile intervals of the seed-averaged accuracy and macro-F1, resampling test images.
 
@@ -97,7 +113,11 @@ def compute_metrics(y_true, probabilities, labels: list[str], *, ci: bool = True
     y_pred = probabilities.argmax(axis=1)
     indices = list(range(len(labels)))
     eps = 1e-12
-    loss = float(-np.mean(np.log(probabilities[np.arange(len(y_true)), y_true] + eps))) if len(y_true) else float("nan")
+    loss = (
+        float(-np.mean(np.log(probabilities[np.arange(len(y_true)), y_true] + eps)))
+        if len(y_true)
+        else float("nan")
+    )
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=indices, zero_division=0
     )
@@ -120,7 +140,9 @@ def compute_metrics(y_true, probabilities, labels: list[str], *, ci: bool = True
     }
     if ci:
         result["accuracy_ci95"] = bootstrap_ci(y_true, y_pred, "accuracy")
-        result["macro_f1_ci95"] = bootstrap_ci(y_true, y_pred, "macro_f1", resamples=500, num_classes=len(labels))
+        result["macro_f1_ci95"] = bootstrap_ci(
+            y_true, y_pred, "macro_f1", resamples=500, num_classes=len(labels)
+        )
     return result
 
 

@@ -13,7 +13,9 @@ import numpy as np
 from emotionlab.evaluation.metrics import row_percentages
 
 
-def plot_confusion(matrix, labels: list[str], path: str | Path, *, percent: bool = False, title: str = "") -> Path:
+def plot_confusion(
+    matrix, labels: list[str], path: str | Path, *, percent: bool = False, title: str = ""
+) -> Path:
     values = row_percentages(matrix) if percent else np.asarray(matrix)
     figure, axes = plt.subplots(figsize=(1.1 * len(labels) + 2.5, 1.0 * len(labels) + 2))
     image = axes.imshow(values, cmap="Blues", vmin=0, vmax=100 if percent else max(1, values.max()))
@@ -26,8 +28,12 @@ def plot_confusion(matrix, labels: list[str], path: str | Path, *, percent: bool
         for column in range(len(labels)):
             value = values[row, column]
             text = f"{value:.0f}%" if percent else f"{int(value)}"
-            axes.text(column, row, text, ha="center", va="center", color="white" if value > threshold else "black")
-    axes.set_title(title or ("Confusion matrix (% of each true label)" if percent else "Confusion matrix (counts)"))
+            axes.text(
+                column, row, text, ha="center", va="center", color="white" if value > threshold else "black"
+            )
+    axes.set_title(
+        title or ("Confusion matrix (% of each true label)" if percent else "Confusion matrix (counts)")
+    )
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -44,7 +50,9 @@ def plot_training_curves(history: list[dict], path: str | Path) -> Path | None:
     for axes, key, name in ((loss_axes, "loss", "Loss"), (acc_axes, "acc", "Accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [row.get(f"{split}_{key}", np.nan) for row in history]
-            axes.plot(epochs, values, style, markersize=3, label="train" if split == "train" else "validation")
+            axes.plot(
+                epochs, values, style, markersize=3, label="train" if split == "train" else "validation"
+            )
         axes.set_xlabel("epoch")
         axes.set_title(name)
         axes.grid(alpha=0.3)

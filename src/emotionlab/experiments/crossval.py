@@ -120,7 +120,9 @@ def _write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
-def _fold_probabilities(config: RunConfig, fold_manifest: Path, data: str | None, labels: list[str], tta: bool):
+def _fold_probabilities(
+    config: RunConfig, fold_manifest: Path, data: str | None, labels: list[str], tta: bool
+):
     """Train (or reuse / resume) one fold's run; its out-of-fold probabilities, cached in ``oof.json``.
 
     Returns paths, probabilities, probabilities with test-time flips (None unless ``tta``) and the run summary."""
@@ -130,7 +132,9 @@ def _fold_probabilities(config: RunConfig, fold_manifest: Path, data: str | None
         stored["probabilities_flip"] = _score_with_flips(Path(config.out), fold_manifest, data)
     _write_text(cache, json.dumps(stored))
     if stored["labels"] != labels:
-        raise EmotionlabError(f"{cache}: the fold model's labels {stored['labels']} differ from the data's {labels}")
+        raise EmotionlabError(
+            f"{cache}: the fold model's labels {stored['labels']} differ from the data's {labels}"
+        )
     flipped = np.asarray(stored["probabilities_flip"], dtype=float) if tta else None
     return stored["paths"], np.asarray(stored["probabilities"], dtype=float), flipped, stored["run"]
 
@@ -163,7 +167,9 @@ def _score_fold(config: RunConfig, fold_manifest: Path, data: str | None) -> dic
     }
 
 
-def recipe_config(template: RunConfig, settings: CvSettings, name: str, fold: int, fold_manifest: Path) -> RunConfig:
+def recipe_config(
+    template: RunConfig, settings: CvSettings, name: str, fold: int, fold_manifest: Path
+) -> RunConfig:
     """The template's options on one fold's manifest, in ``OUT/NAME/foldK``."""
     data = replace(template.data, root=settings.data, manifest=str(fold_manifest))
     return replace(template, data=data, out=str(Path(settings.out) / name / f"fold{fold}"))
@@ -219,7 +225,9 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
         for fold, fold_manifest in enumerate(fold_paths):
             config = recipe_config(template, settings, name, fold, fold_manifest)
             log.warning("cv: %s fold %d/%d -> %s", name, fold + 1, settings.folds, config.out)
-            paths, plain, flips, summary = _fold_probabilities(config, fold_manifest, settings.data, labels, settings.tta)
+            paths, plain, flips, summary = _fold_probabilities(
+                config, fold_manifest, settings.data, labels, settings.tta
+            )
             probabilities.update(zip(paths, plain, strict=True))
             if flips is not None:
                 flipped.update(zip(paths, flips, strict=True))
@@ -237,7 +245,11 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
             }
     names = list(predictions)
     results["paired"] = [
-        {"first": a, "second": b, **paired_difference(truth, predictions[a], predictions[b], resamples=settings.resamples)}
+        {
+            "first": a,
+            "second": b,
+            **paired_difference(truth, predictions[a], predictions[b], resamples=settings.resamples),
+        }
         for i, a in enumerate(names)
         for b in names[i + 1 :]
     ]
@@ -252,11 +264,15 @@ def render_markdown(results: dict, *, command: str = "") -> str:
 
     labels = results["labels"]
     folds, count = results["settings"]["folds"], results["num_images"]
-    lines = [f"# Cross-validation: {folds} folds over {count} train + validation images (test split untouched)", ""]
+    lines = [
+        f"# Cross-validation: {folds} folds over {count} train + validation images (test split untouched)",
+        "",
+    ]
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [
-        "| recipe | accuracy (95% CI) | macro-F1 (95% CI) | " + " | ".join(f"{label} recall" for label in labels)
+        "| recipe | accuracy (95% CI) | macro-F1 (95% CI) | "
+        + " | ".join(f"{label} recall" for label in labels)
         + " | training CPU-s |",
         "|---|---|---|" + "---|" * len(labels) + "---|",
     ]

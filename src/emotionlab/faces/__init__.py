@@ -29,7 +29,6 @@ Modules: ``boxes`` (``FaceBox``, the detector protocol, size guards), one per de
 ``FaceCropConfig``), ``cropper`` (the cached largest-face cropper) and ``prepare`` (`emotionlab data faces`).
 """
 
-
 from emotionlab.faces.blaze import (
     KEYPOINTS,
     BlazeDetector,

@@ -236,7 +236,9 @@ class BlazeDetector:
 
 
 SCENE_FRACTION = 0.4  # largest face side / image shorter side below which the full-range pass runs too
-SCENE_MIN_SIDE = 256  # only photos at least this large (shorter side) can hold faces too small for short range
+SCENE_MIN_SIDE = (
+    256  # only photos at least this large (shorter side) can hold faces too small for short range
+)
 
 
 def _looks_like_a_scene(found: list[FaceBox], array: np.ndarray) -> bool:

@@ -146,7 +146,14 @@ class FaceCropConfig:
 def can_crop(box: FaceBox, width: int, height: int) -> bool:
     """Whether ``box`` has an area and overlaps the ``width`` x ``height`` image (a detector's degenerate
     box is no face to classify: it is left out, not an error)."""
-    return box.w > 0 and box.h > 0 and box.x < width and box.y < height and box.x + box.w > 0 and box.y + box.h > 0
+    return (
+        box.w > 0
+        and box.h > 0
+        and box.x < width
+        and box.y < height
+        and box.x + box.w > 0
+        and box.y + box.h > 0
+    )
 
 
 def crop_box(image: Image.Image | np.ndarray, box: FaceBox, config: FaceCropConfig) -> Image.Image:

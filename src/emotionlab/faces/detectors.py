@@ -93,7 +93,11 @@ def _create_detector(name: str, model_file: str | None) -> FaceDetector:
 
 
 def find_faces(
-    image: Image.Image | np.ndarray, config, *, detector: FaceDetector | None = None, max_faces: int | None = None
+    image: Image.Image | np.ndarray,
+    config,
+    *,
+    detector: FaceDetector | None = None,
+    max_faces: int | None = None,
 ) -> list[FaceBox]:
     """Every face in ``image``, largest first (at most ``max_faces``): found by ``detector``, else by the detector
     ``config`` (a ``FaceCropConfig``) names. Training, evaluation, prediction and serving all detect here."""

@@ -258,4 +258,3 @@ def cached_onnx(model_path: str | Path, *, int8: bool = False, cache_dir: str | 
     if not digest or not target.is_file():
         export_onnx(model_path, target, int8=int8)
     return target
-

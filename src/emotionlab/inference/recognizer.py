@@ -249,7 +249,12 @@ def _as_rgb(source, channels: str):
     """Arrays in BGR(A) order (OpenCV) turned to RGB(A); paths and PIL images pass unchanged."""
     if channels not in CHANNELS:
         raise EmotionlabError(f"channels={channels!r}: use 'rgb' or 'bgr' (OpenCV frames)")
-    if channels == "bgr" and isinstance(source, np.ndarray) and source.ndim == 3 and source.shape[2] in (3, 4):
+    if (
+        channels == "bgr"
+        and isinstance(source, np.ndarray)
+        and source.ndim == 3
+        and source.shape[2] in (3, 4)
+    ):
         flipped = source.copy()
         flipped[:, :, :3] = source[:, :, 2::-1]
         return flipped
@@ -300,19 +305,52 @@ def to_dataframe(records):
             continue
         faces = record.get("faces") or []
         if not faces:  # no face: the whole image's reading
-            rows.append({**base, "face": None, "label": record["label"], "confidence": record["confidence"],
-                         "no_face": record.get("no_face", True), **record["probabilities"]})
+            rows.append(
+                {
+                    **base,
+                    "face": None,
+                    "label": record["label"],
+                    "confidence": record["confidence"],
+                    "no_face": record.get("no_face", True),
+                    **record["probabilities"],
+                }
+            )
         for index, face in enumerate(faces):
             x, y, w, h = face["box"]
-            rows.append({**base, "face": index, "x": x, "y": y, "w": w, "h": h, "label": face["label"],
-                         "confidence": face["confidence"], "no_face": False, **face["probabilities"]})
+            rows.append(
+                {
+                    **base,
+                    "face": index,
+                    "x": x,
+                    "y": y,
+                    "w": w,
+                    "h": h,
+                    "label": face["label"],
+                    "confidence": face["confidence"],
+                    "no_face": False,
+                    **face["probabilities"],
+                }
+            )
     table = pd.DataFrame(rows)
     # The same columns in the same order whatever the first record holds (a face, no face, an error).
     first = [name for name in RECORD_COLUMNS if name in table]
     return table[first + [name for name in table.columns if name not in first]]
 
 
-RECORD_COLUMNS = ("path", "frame", "time", "face", "x", "y", "w", "h", "label", "confidence", "no_face", "error")
+RECORD_COLUMNS = (
+    "path",
+    "frame",
+    "time",
+    "face",
+    "x",
+    "y",
+    "w",
+    "h",
+    "label",
+    "confidence",
+    "no_face",
+    "error",
+)
 
 
 def load_recognizer(

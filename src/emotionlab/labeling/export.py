@@ -72,7 +72,9 @@ def source_path(folder: Path, relpath: str) -> Path:
     return resolved
 
 
-def checked_labels(folder: Path, journal: str | Path, classes: Sequence[str] | None) -> dict[str, tuple[Path, str]]:
+def checked_labels(
+    folder: Path, journal: str | Path, classes: Sequence[str] | None
+) -> dict[str, tuple[Path, str]]:
     """``{relpath: (source file, label)}`` for every labelled image, after checking every entry of the journal.
 
     Any entry whose label is not one of ``classes`` (default: the journal's own classes) or not a folder name, or
@@ -83,7 +85,9 @@ def checked_labels(folder: Path, journal: str | Path, classes: Sequence[str] | N
     problems: list[str] = []
     for relpath, label in labels.items():
         if not is_folder_name(label) or label not in allowed:
-            problems.append(f"label {label!r} of {relpath!r} is not one of the classes ({', '.join(allowed)})")
+            problems.append(
+                f"label {label!r} of {relpath!r} is not one of the classes ({', '.join(allowed)})"
+            )
             continue
         try:
             checked[relpath] = (source_path(folder, relpath), label)

@@ -160,7 +160,6 @@ def display_bytes(path: str | Path, *, max_side: int = DISPLAY_MAX_SIDE) -> tupl
     return buffer.getvalue(), "image/jpeg"
 
 
-
 # ---- state -----------------------------------------------------------------------------------------------
 
 

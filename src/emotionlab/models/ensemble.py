@@ -53,7 +53,9 @@ def _ensemble(num_classes: int, image_size: int = 64, *, members=(), tta: str = 
         raise EmotionlabError("an ensemble needs at least one member")
     nets = [
         create_model(
-            member["architecture"], num_classes=num_classes, image_size=image_size,
+            member["architecture"],
+            num_classes=num_classes,
+            image_size=image_size,
             **member.get("architecture_kwargs", {}),
         )
         for member in members
@@ -66,7 +68,15 @@ def _member_entries(model: nn.Module, meta: dict) -> list[tuple[nn.Module, dict]
     if meta["architecture"] == "ensemble":
         kwargs = meta.get("architecture_kwargs", {})
         return list(zip(model.members, kwargs["members"], strict=True))
-    return [(model, {"architecture": meta["architecture"], "architecture_kwargs": meta.get("architecture_kwargs", {})})]
+    return [
+        (
+            model,
+            {
+                "architecture": meta["architecture"],
+                "architecture_kwargs": meta.get("architecture_kwargs", {}),
+            },
+        )
+    ]
 
 
 def build_ensemble(paths: list[str | Path], out: str | Path, *, tta: str = "flip") -> Path:
@@ -91,8 +101,14 @@ def build_ensemble(paths: list[str | Path], out: str | Path, *, tta: str = "flip
         for net, spec in _member_entries(model, meta):
             nets.append(net)
             specs.append(spec)
-        sources.append({"file": Path(path).name, "weights_sha256": meta.get("weights_sha256"),
-                        "architecture": meta["architecture"], "training": meta.get("training")})
+        sources.append(
+            {
+                "file": Path(path).name,
+                "weights_sha256": meta.get("weights_sha256"),
+                "architecture": meta["architecture"],
+                "training": meta.get("training"),
+            }
+        )
     ensemble = AveragedModel(nets, tta=tta)
     metadata = {
         **{key: value for key, value in first.items() if key not in ("weights_sha256", "sha256", "dataset")},
@@ -109,11 +125,17 @@ def build_ensemble(paths: list[str | Path], out: str | Path, *, tta: str = "flip
 def merge_dataset_records(records: list[dict]) -> dict:
     """What an ensemble was trained on: every member's train and validation images; held out are only the
     images every member held out (for fold models that is none: each fold is in the others' training data)."""
-    seen = {split: sorted({digest for record in records for digest in record.get(split, [])})
-            for split in ("train", "validation")}
+    seen = {
+        split: sorted({digest for record in records for digest in record.get(split, [])})
+        for split in ("train", "validation")
+    }
     trained = set(seen["train"]) | set(seen["validation"])
     common = set.intersection(*[{tuple(row) for row in record.get("test", [])} for record in records])
     test = sorted([list(row) for row in common if row[2] not in trained])
     sources = sorted({record.get("source", "") for record in records})
-    return {**{k: v for k, v in records[0].items() if k not in ("train", "validation", "test", "source")},
-            "source": ", ".join(sources), **seen, "test": test}
+    return {
+        **{k: v for k, v in records[0].items() if k not in ("train", "validation", "test", "source")},
+        "source": ", ".join(sources),
+        **seen,
+        "test": test,
+    }

@@ -45,7 +45,9 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def _timm_builder(name: str):
-    def build(num_classes: int, image_size: int | None = None, pretrained: bool = False, weights=None, **kwargs):
+    def build(
+        num_classes: int, image_size: int | None = None, pretrained: bool = False, weights=None, **kwargs
+    ):
         import timm
 
         options = dict(num_classes=num_classes, **kwargs)
@@ -53,7 +55,9 @@ def _timm_builder(name: str):
             path = Path(weights)
             if not path.is_file():
                 raise EmotionlabError(f"{weights}: weights file not found")
-            if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz") and not _is_emotionlab_file(path):
+            if path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz") and not _is_emotionlab_file(
+                path
+            ):
                 # timm loads local files with weights_only / safetensors and adapts the classifier itself.
                 options["pretrained_cfg_overlay"] = {"file": str(path)}
                 return timm.create_model(name, pretrained=True, **options)
@@ -63,7 +67,9 @@ def _timm_builder(name: str):
         if pretrained:
             try:
                 return timm.create_model(name, pretrained=True, **options)
-            except Exception as error:  # the hub raises many types (OSError, HTTP errors, LocalEntryNotFound...)
+            except (
+                Exception
+            ) as error:  # the hub raises many types (OSError, HTTP errors, LocalEntryNotFound...)
                 raise EmotionlabError(
                     f"could not download pretrained weights for {name} ({type(error).__name__}); offline? "
                     f"pass --weights FILE (a local timm/torchvision weights file or an emotionlab model file), "
@@ -108,14 +114,18 @@ def classifier_of(model: nn.Module, architecture: str) -> tuple[str, nn.Module]:
     try:
         return declared, model.get_submodule(declared)
     except AttributeError as error:
-        raise EmotionlabError(f"{architecture}: its declared classifier {declared!r} is not in the network") from error
+        raise EmotionlabError(
+            f"{architecture}: its declared classifier {declared!r} is not in the network"
+        ) from error
 
 
 def classifier_input_features(head: nn.Module) -> int:
     """Input width of a classifier: ``in_features`` of its (first) linear layer (a Linear, or an MLP head)."""
     linear = next((module for module in head.modules() if isinstance(module, nn.Linear)), None)
     if linear is None:
-        raise EmotionlabError(f"the classifier is a {type(head).__name__}, not a linear layer: no MLP head for it")
+        raise EmotionlabError(
+            f"the classifier is a {type(head).__name__}, not a linear layer: no MLP head for it"
+        )
     return linear.in_features
 
 
@@ -152,7 +162,9 @@ def create_model(
 
     ``head_hidden`` replaces the linear classifier by a small MLP with that many hidden units (transfer heads).
     """
-    model = _create_model(name, num_classes, image_size=image_size, pretrained=pretrained, weights=weights, **kwargs)
+    model = _create_model(
+        name, num_classes, image_size=image_size, pretrained=pretrained, weights=weights, **kwargs
+    )
     if head_hidden:
         attach_mlp_head(model, name, num_classes, int(head_hidden))
     return model

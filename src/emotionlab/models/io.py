@@ -50,7 +50,9 @@ ARCHITECTURE_KWARGS = {
     "widths": (list, 1, 4_096),  # a list of channel counts, each in range
     "dropout": (float, 0.0, 1.0),
 }
-MAX_MEMBERS = 64  # an ensemble's networks ("members": [{"architecture": ..., "architecture_kwargs": ...}, ...])
+MAX_MEMBERS = (
+    64  # an ensemble's networks ("members": [{"architecture": ..., "architecture_kwargs": ...}, ...])
+)
 UPGRADE_HINT = "python -m emotionlab.models.io upgrade FILE"
 
 
@@ -110,7 +112,9 @@ def _check_normalization(normalization) -> str | None:
     if kind != "mean_std":
         return f"unknown normalization type {kind!r} (per_image or mean_std)"
     mean, std = normalization.get("mean"), normalization.get("std")
-    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) and len(mean) in (1, 3)):
+    if not (
+        isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) and len(mean) in (1, 3)
+    ):
         return "normalization mean and std must be lists of 1 or 3 numbers"
     if not all(_is_number(value) and -10 <= value <= 10 for value in mean):
         return f"normalization mean out of range: {mean}"
@@ -126,7 +130,11 @@ def _is_plain(value) -> bool:
         return len(value) <= 100
     if _is_number(value):
         return abs(value) <= 1e6
-    return isinstance(value, list) and len(value) <= 64 and all(_is_plain(v) and not isinstance(v, list) for v in value)
+    return (
+        isinstance(value, list)
+        and len(value) <= 64
+        and all(_is_plain(v) and not isinstance(v, list) for v in value)
+    )
 
 
 def _check_architecture_kwargs(kwargs, depth: int = 0) -> str | None:
@@ -149,7 +157,11 @@ def _check_architecture_kwargs(kwargs, depth: int = 0) -> str | None:
             continue
         kind, low, high = ARCHITECTURE_KWARGS[key]
         if kind is list:
-            ok = isinstance(value, list) and 1 <= len(value) <= 8 and all(_is_int(v) and low <= v <= high for v in value)
+            ok = (
+                isinstance(value, list)
+                and 1 <= len(value) <= 8
+                and all(_is_int(v) and low <= v <= high for v in value)
+            )
         elif kind is int:
             ok = _is_int(value) and low <= value <= high
         else:
@@ -174,9 +186,13 @@ def validate_metadata(meta: dict) -> str | None:
         f"got {meta['input_size']!r}",
         _check_normalization(meta["normalization"]),
         _check_architecture_kwargs(meta.get("architecture_kwargs", {})),
-        None if isinstance(meta["architecture"], str) and meta["architecture"] else "architecture must be a name",
+        None
+        if isinstance(meta["architecture"], str) and meta["architecture"]
+        else "architecture must be a name",
         None if isinstance(meta.get("grayscale", False), bool) else "grayscale must be true or false",
-        None if meta.get("faces") is None or isinstance(meta["faces"], dict) else "faces must be an object or null",
+        None
+        if meta.get("faces") is None or isinstance(meta["faces"], dict)
+        else "faces must be an object or null",
         None
         if "num_classes" not in meta or meta["num_classes"] == len(meta["labels"])
         else f"num_classes {meta['num_classes']!r} differs from the {len(meta['labels'])} labels",
@@ -198,7 +214,9 @@ def _expected_shapes(path: Path, meta: dict) -> tuple[dict[str, tuple[int, ...]]
         with torch.device("meta"):
             model = build_model_from_metadata(meta)
     except (EmotionlabError, ValueError, TypeError, RuntimeError) as error:
-        raise ModelFileError(path, f"cannot build {meta['architecture']} from the metadata: {error}") from error
+        raise ModelFileError(
+            path, f"cannot build {meta['architecture']} from the metadata: {error}"
+        ) from error
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     try:
         head_path, head = factory.classifier_of(model, meta["architecture"])
@@ -217,7 +235,8 @@ def _check_shapes(path: Path, meta: dict, file_shapes: dict[str, tuple[int, ...]
         rows = file_shapes[head_key][0]
         if rows != len(meta["labels"]):
             raise ModelFileError(
-                path, f"metadata lists {len(meta['labels'])} labels but the classifier in the weights has {rows} outputs"
+                path,
+                f"metadata lists {len(meta['labels'])} labels but the classifier in the weights has {rows} outputs",
             )
     missing, unexpected = sorted(set(expected) - set(file_shapes)), sorted(set(file_shapes) - set(expected))
     if missing or unexpected:
@@ -248,13 +267,17 @@ def _read_raw(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
         head = handle.read(9)
     # A safetensors file is an 8-byte header length then "{"; torch.save writes a zip ("PK\x03\x04") or a pickle.
     if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):
-        raise ModelFileError(path, "this is a pickle/zip (torch.save) file; emotionlab loads only safetensors model files")
+        raise ModelFileError(
+            path, "this is a pickle/zip (torch.save) file; emotionlab loads only safetensors model files"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
-        raise ModelFileError(path, f"not a readable safetensors model file (truncated or corrupt?): {error}") from error
+        raise ModelFileError(
+            path, f"not a readable safetensors model file (truncated or corrupt?): {error}"
+        ) from error
     if raw is None:
         raise ModelFileError(path, "safetensors file without emotionlab metadata (not an emotionlab model)")
     try:
@@ -275,13 +298,17 @@ def _check_format(path: Path, meta: dict) -> None:
             f"if you trust this file, upgrade it once: {UPGRADE_HINT}",
         )
     if found != FORMAT:
-        raise ModelFileError(path, f"unknown model file format {found!r} (this emotionlab reads {FORMAT}); a newer emotionlab?")
+        raise ModelFileError(
+            path, f"unknown model file format {found!r} (this emotionlab reads {FORMAT}); a newer emotionlab?"
+        )
 
 
 def _check_checksum(path: Path, meta: dict) -> None:
     stored = meta.get(CHECKSUM_KEY)
     if not isinstance(stored, str) or not isinstance(meta.get("weights_sha256"), str):
-        raise ModelFileError(path, "no checksum in the metadata (file altered or not written by emotionlab); refused")
+        raise ModelFileError(
+            path, "no checksum in the metadata (file altered or not written by emotionlab); refused"
+        )
     if metadata_checksum(meta) != stored:
         raise ModelFileError(path, "metadata does not match its checksum (file altered or damaged)")
 
@@ -320,7 +347,9 @@ def read_weights(path: str | Path, meta: dict | None = None) -> dict[str, torch.
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFileError(path, f"cannot read weights (truncated or corrupt?): {error}") from error
     if _digest(state) != meta["weights_sha256"]:
-        raise ModelFileError(path, "weights do not match the checksum in the metadata (file altered or damaged)")
+        raise ModelFileError(
+            path, "weights do not match the checksum in the metadata (file altered or damaged)"
+        )
     return state
 
 
@@ -343,7 +372,8 @@ def load_model_file(path: str | Path) -> tuple[nn.Module, dict]:
     except RuntimeError as error:
         first = str(error).splitlines()[0] if str(error) else "shape or key mismatch"
         raise ModelFileError(
-            path, f"metadata (architecture {meta['architecture']}, {len(meta['labels'])} labels) does not match the weights: {first}"
+            path,
+            f"metadata (architecture {meta['architecture']}, {len(meta['labels'])} labels) does not match the weights: {first}",
         ) from error
     return model.eval(), meta
 
@@ -363,8 +393,11 @@ def load_backbone_weights(model: nn.Module, path: Path, *, head: str | None) -> 
     model.load_state_dict(usable, strict=False)
     unexpected_missing = [key for key in missing if head is None or not key.startswith(head + ".")]
     if unexpected_missing:
-        raise ModelFileError(path, f"weights do not fit the architecture: {len(unexpected_missing)} tensors missing, "
-                                   f"e.g. {unexpected_missing[0]} ({len(skipped)} unused)")
+        raise ModelFileError(
+            path,
+            f"weights do not fit the architecture: {len(unexpected_missing)} tensors missing, "
+            f"e.g. {unexpected_missing[0]} ({len(skipped)} unused)",
+        )
 
 
 # ---- writing ----------------------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ def register_model(
     def decorate(builder):
         known = _REGISTRY.get(name)
         if known is not None and known.builder.__module__ != builder.__module__:
-            raise ValueError(f"model name {name!r} is registered twice ({known.builder.__module__}, {builder.__module__})")
+            raise ValueError(
+                f"model name {name!r} is registered twice ({known.builder.__module__}, {builder.__module__})"
+            )
         _REGISTRY[name] = ModelSpec(
             name, builder, input_size, normalization, grayscale, trainable=trainable, head=head
         )

@@ -16,14 +16,21 @@ class SeedCNN(nn.Module):
     the training code treats it like any other backbone.
     """
 
-    def __init__(self, num_classes: int = 5, *, image_size: int = 128, widths=(32, 64, 128, 256), hidden: int = 128):
+    def __init__(
+        self, num_classes: int = 5, *, image_size: int = 128, widths=(32, 64, 128, 256), hidden: int = 128
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
         size = image_size
         for width in widths:
             # Keras' default padding is "valid": each 3x3 conv trims a pixel per side.
-            layers += [nn.Conv2d(channels, width, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.BatchNorm2d(width)]
+            layers += [
+                nn.Conv2d(channels, width, 3),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.BatchNorm2d(width),
+            ]
             channels = width
             size = (size - 2) // 2
         if size < 1:

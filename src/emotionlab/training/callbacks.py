@@ -29,7 +29,10 @@ def read_history(path: str | Path) -> list[dict]:
         return []
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items() if value != ""} for row in rows]
+    return [
+        {key: (int(value) if key == "epoch" else float(value)) for key, value in row.items() if value != ""}
+        for row in rows
+    ]
 
 
 class EpochMetricsCSV(L.Callback):
@@ -98,10 +101,17 @@ class EpochLines(L.Callback):
         import sys
 
         metrics = trainer.callback_metrics
-        parts = [f"{key} {float(metrics[key]):.4f}" for key in ("train/loss", "train/acc", "val/loss", "val/acc")
-                 if key in metrics]
+        parts = [
+            f"{key} {float(metrics[key]):.4f}"
+            for key in ("train/loss", "train/acc", "val/loss", "val/acc")
+            if key in metrics
+        ]
         line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts)
-        print(f"{line} ({time.perf_counter() - self._started:.0f} s)", file=self.stream or sys.stderr, flush=True)
+        print(
+            f"{line} ({time.perf_counter() - self._started:.0f} s)",
+            file=self.stream or sys.stderr,
+            flush=True,
+        )
 
 
 class EpochReseed(L.Callback):
@@ -148,14 +158,18 @@ def verify_checkpoint(path: str | Path) -> None:
         raise EmotionlabError(f"{path}: checkpoint not found")
     expected = _read_checksums(checksum_path(path))
     if not expected:
-        log.warning("%s: no checksum beside it (an older emotionlab wrote it): cannot tell whether it is intact", path)
+        log.warning(
+            "%s: no checksum beside it (an older emotionlab wrote it): cannot tell whether it is intact", path
+        )
         return
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     if digest.hexdigest() not in expected:
-        raise _damaged(path, f"checkpoint damaged or truncated (its SHA-256 differs from {checksum_path(path).name})")
+        raise _damaged(
+            path, f"checkpoint damaged or truncated (its SHA-256 differs from {checksum_path(path).name})"
+        )
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict:
@@ -164,7 +178,9 @@ def load_checkpoint(path: str | Path, map_location=None) -> dict:
     verify_checkpoint(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for a bad file (RuntimeError, UnpicklingError, EOFError...)
+    except (
+        Exception
+    ) as error:  # torch raises many types for a bad file (RuntimeError, UnpicklingError, EOFError...)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise _damaged(path, f"cannot read the checkpoint (truncated or damaged?): {first}") from error
 

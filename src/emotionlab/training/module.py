@@ -34,7 +34,9 @@ class EmotionClassifier(L.LightningModule):
         self.net = net
         self.config = config
         self.backbone_lr_scale = backbone_lr_scale
-        self.head_parameters = frozenset(head_parameters)  # none (an ensemble): every weight at the backbone rate
+        self.head_parameters = frozenset(
+            head_parameters
+        )  # none (an ensemble): every weight at the backbone rate
         self.soft_targets = soft_targets
         weights, adjustment = _balance_terms(config.loss.class_balance, class_counts)
         self.register_buffer("class_weights", weights, persistent=False)
@@ -47,7 +49,9 @@ class EmotionClassifier(L.LightningModule):
         images, targets = batch
         logits = self(images)
         # Logit adjustment (Menon et al. 2021) shifts the training loss only; the model's logits stay plain.
-        adjusted = logits + self.logit_adjustment if training and self.logit_adjustment is not None else logits
+        adjusted = (
+            logits + self.logit_adjustment if training and self.logit_adjustment is not None else logits
+        )
         weight = self.class_weights if training else None
         loss = F.cross_entropy(adjusted, targets, weight=weight, label_smoothing=self.config.label_smoothing)
         hard = targets.argmax(dim=1) if targets.ndim == 2 else targets
@@ -56,10 +60,22 @@ class EmotionClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_index):
         alpha = self.config.loss.mixup
-        loss, accuracy, _ = self.model_step(_mixup(batch, alpha, self.net) if alpha > 0 else batch, training=True)
+        loss, accuracy, _ = self.model_step(
+            _mixup(batch, alpha, self.net) if alpha > 0 else batch, training=True
+        )
         size = batch[0].shape[0]
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("train/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True
+        )
+        self.log(
+            "train/acc",
+            accuracy,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch, batch_index):

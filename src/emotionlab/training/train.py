@@ -63,7 +63,9 @@ class _DataModule(L.LightningDataModule):
     def _loader(self, dataset, *, shuffle: bool) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = EpochSampler(len(dataset), seed=self.config.train.seed, shuffle=shuffle, rank=rank, world_size=world)
+        sampler = EpochSampler(
+            len(dataset), seed=self.config.train.seed, shuffle=shuffle, rank=rank, world_size=world
+        )
         workers = self.config.data.num_workers
         size = self.config.train.batch_size
         return DataLoader(
@@ -93,7 +95,9 @@ def split_all(config: RunConfig, sample_set: SampleSet) -> list[Sample]:
     """Every sample with its split: folder/manifest splits when present, else a seeded stratified split."""
     if sample_set.has_splits:
         return sample_set.samples
-    log.info("no split folders or manifest: made a stratified 80/10/10 split with seed %d", config.data.split_seed)
+    log.info(
+        "no split folders or manifest: made a stratified 80/10/10 split with seed %d", config.data.split_seed
+    )
     return split_samples(sample_set.samples, seed=config.data.split_seed)
 
 
@@ -105,7 +109,9 @@ def resolve_splits(config: RunConfig, sample_set: SampleSet, samples: list[Sampl
     if not train:
         raise EmotionlabError(f"{sample_set.root}: no training images (no train split)")
     if not validation:
-        raise EmotionlabError(f"{sample_set.root}: no validation images (add a validation/ folder or use a manifest)")
+        raise EmotionlabError(
+            f"{sample_set.root}: no validation images (add a validation/ folder or use a manifest)"
+        )
     return train, validation
 
 
@@ -157,7 +163,9 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epochs: int | None = None) -> TrainResult:
+def train(
+    config: RunConfig, *, resume: bool = False, progress: bool = True, epochs: int | None = None
+) -> TrainResult:
     """Train per ``config``; with ``resume`` continue the run in ``config.out`` from its last checkpoint.
 
     ``epochs`` with ``resume`` changes the run's length (extends it, or ends it sooner; the cosine schedule
@@ -176,7 +184,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
         else:
             log.warning("%s: no checkpoint yet, starting the run from the beginning", run_dir)
     elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
-        raise EmotionlabError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+        raise EmotionlabError(
+            f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out"
+        )
     sample_set = load_samples(config.data.root, config.data.manifest)
     # --detect: every crop made (and cached) first in worker processes; an image that fails is skipped, not fatal.
     sample_set = prepare_face_samples(
@@ -185,7 +195,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     ensure_outside_root(sample_set.root, run_dir)  # a dataset is never written to, as every `data` command
     # Absolute dataset paths in the saved config: `--resume` works from any directory.
     manifest = str(Path(config.data.manifest).resolve()) if config.data.manifest else None
-    config = replace(config, data=replace(config.data, root=str(sample_set.root.resolve()), manifest=manifest))
+    config = replace(
+        config, data=replace(config.data, root=str(sample_set.root.resolve()), manifest=manifest)
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         save_config(config, run_dir / CONFIG_NAME)
@@ -198,8 +210,11 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     prepared = create_recipe(config.train.recipe)(config, sample_set, train_samples, val_samples)
 
     module = EmotionClassifier(
-        prepared.net, config.train, backbone_lr_scale=prepared.backbone_lr_scale,
-        head_parameters=prepared.head_parameters, soft_targets=prepared.soft_targets,
+        prepared.net,
+        config.train,
+        backbone_lr_scale=prepared.backbone_lr_scale,
+        head_parameters=prepared.head_parameters,
+        soft_targets=prepared.soft_targets,
         class_counts=class_counts(train_samples, prepared.metadata.get("labels") or sample_set.labels),
     )
     best = ModelCheckpoint(
@@ -209,7 +224,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     latest = ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
     callbacks: list = [best, latest, EpochMetricsCSV(run_dir / "metrics.csv"), EpochReseed(config.train.seed)]
     if config.train.early_stopping_patience:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=config.train.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(monitor="val/loss", mode="min", patience=config.train.early_stopping_patience)
+        )
     if progress:
         callbacks.append(_progress_callback())
     devices = config.train.devices
@@ -258,7 +275,9 @@ def train(config: RunConfig, *, resume: bool = False, progress: bool = True, epo
     history = read_history(run_dir / "metrics.csv")
     metadata = {
         **prepared.metadata,
-        "labels": list(prepared.metadata.get("labels") or sample_set.labels),  # a recipe may choose its classes
+        "labels": list(
+            prepared.metadata.get("labels") or sample_set.labels
+        ),  # a recipe may choose its classes
         "training": {
             "config": to_dict(config),
             "data": _data_summary(sample_set, train_samples, val_samples),

@@ -242,9 +242,7 @@ def transfer(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         train_set.features.shape[1],
     )
     path, classifier = classifier_of(backbone, train.model)
-    head = TransferHead(
-        copy.deepcopy(classifier).requires_grad_(True), train.transfer.head_dropout
-    ).train()
+    head = TransferHead(copy.deepcopy(classifier).requires_grad_(True), train.transfer.head_dropout).train()
 
     def export(trained: nn.Module) -> nn.Module:
         full = replace_classifier(copy.deepcopy(backbone), path, copy.deepcopy(trained.classifier))
