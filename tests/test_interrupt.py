@@ -101,8 +101,8 @@ def test_ctrl_c_in_training_says_how_to_resume_and_the_resumed_run_finishes(tiny
         str(run),
         cwd=tmp_path,
     )
-    metrics = run / "metrics.csv"
-    _wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2, process)
+    metrics, checksum = run / "metrics.csv", run / "checkpoints" / "last.ckpt.sha256"
+    _wait_for(checksum.is_file, process)  # the first epoch's checkpoint (its checksum comes last)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
@@ -111,7 +111,7 @@ def test_ctrl_c_in_training_says_how_to_resume_and_the_resumed_run_finishes(tiny
     assert last.startswith("interrupted: ") and last.endswith(
         f"continue with: emotionlab train --resume {run}"
     )
-    finished = int(last.split("interrupted: ")[1].split(" epoch")[0])
+    finished = int(last.split("interrupted: ")[1].split(" epoch(s) kept in ")[0])
     assert finished >= 1
 
     resumed = subprocess.run(

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from emotionlab.cli.options import DetectorOverride, DetectOverride
 from emotionlab.cli.root import app, console
 from emotionlab.errors import EmotionlabError, Interrupted
 
@@ -134,19 +135,8 @@ def explain_command(
     target: Annotated[
         str | None, typer.Option("--class", help="Explain this class (default: each face's predicted class).")
     ] = None,
-    detect: Annotated[
-        bool | None,
-        typer.Option(
-            "--detect/--no-detect",
-            help="Force face detection / use whole images. Default: as the model was trained.",
-        ),
-    ] = None,
-    detector: Annotated[
-        str | None,
-        typer.Option(
-            help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."
-        ),
-    ] = None,
+    detect: DetectOverride = None,
+    detector: DetectorOverride = None,
     max_faces: Annotated[
         int | None, typer.Option(help="Explain at most this many faces per image (largest first).")
     ] = None,

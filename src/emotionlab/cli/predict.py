@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from emotionlab.cli.options import DetectorOverride, DetectOverride
 from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
@@ -332,19 +333,8 @@ def predict(
             help="Processes that decode, detect and crop images (0: in this process). --engine ray: the local Ray instance's CPUs (0: all)."
         ),
     ] = 0,
-    detect: Annotated[
-        bool | None,
-        typer.Option(
-            "--detect/--no-detect",
-            help="Force face detection / use whole images (they are faces already). Default: as the model was trained.",
-        ),
-    ] = None,
-    detector: Annotated[
-        str | None,
-        typer.Option(
-            help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."
-        ),
-    ] = None,
+    detect: DetectOverride = None,
+    detector: DetectorOverride = None,
     max_faces: Annotated[
         int | None, typer.Option(help="Classify at most this many faces per image (largest first).")
     ] = None,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from emotionlab.cli.options import DetectorOverride
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.labels import EMOTIONS
@@ -22,12 +23,7 @@ def serve(
         str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the service on this machine.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    detector: Annotated[
-        str | None,
-        typer.Option(
-            help="Face detector instead of the model's: blaze, blaze-full, haar, hog, mmod, yunet, cascade, or a chain such as blaze+hog."
-        ),
-    ] = None,
+    detector: DetectorOverride = None,
     backend: Annotated[
         Literal["torch", "onnx"],
         typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache)."),

@@ -20,6 +20,7 @@ from emotionlab.fileio import write_atomic
 log = logging.getLogger("emotionlab")
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 def read_history(path: str | Path) -> list[dict]:
@@ -36,13 +37,16 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 class EpochMetricsCSV(L.Callback):
-    """Writes one row per finished epoch (train and validation loss and accuracy) to ``metrics.csv``.
+    """Writes one row per finished epoch (train and validation loss and accuracy) to ``metrics.csv``; with
+    ``lines`` also prints it as one line on ``stream`` (stderr), for logs and CI where a live bar would be
+    control codes. Lines count epochs from 1, as a reader does: "epoch 3/50" is the third of fifty.
 
     On resume, rows of epochs that will be re-run are dropped first, so the file never holds duplicates.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, lines: bool = False, stream=None):
         self.path = Path(path)
+        self.lines, self.stream = lines, stream
         self._started = 0.0
 
     def on_train_start(self, trainer, pl_module):
@@ -63,55 +67,25 @@ class EpochMetricsCSV(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.global_rank != 0 or trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
-
-        def value(key):
-            tensor = metrics.get(key)
-            return "" if tensor is None else f"{float(tensor):.6f}"
-
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        seconds = time.perf_counter() - self._started
         lr = trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else ""
         row = {
             "epoch": trainer.current_epoch,
-            "train_loss": value("train/loss"),
-            "train_acc": value("train/acc"),
-            "val_loss": value("val/loss"),
-            "val_acc": value("val/acc"),
             "lr": f"{lr:.3g}" if lr != "" else "",
-            "seconds": f"{time.perf_counter() - self._started:.1f}",
+            "seconds": f"{seconds:.1f}",
         }
+        for key in METRIC_KEYS:
+            row[key.replace("/", "_")] = f"{metrics[key]:.6f}" if key in metrics else ""
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=COLUMNS).writerow(row)
             handle.flush()
+        if self.lines:
+            import sys
 
-
-class EpochLines(L.Callback):
-    """One line per finished epoch on stderr, for logs and CI where a live bar would be control codes.
-    Epochs are counted from 1, as a reader counts them: "epoch 3/50" is the third of fifty."""
-
-    def __init__(self, stream=None):
-        self.stream = stream
-        self._started = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._started = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.global_rank != 0 or trainer.sanity_checking:
-            return
-        import sys
-
-        metrics = trainer.callback_metrics
-        parts = [
-            f"{key} {float(metrics[key]):.4f}"
-            for key in ("train/loss", "train/acc", "val/loss", "val/acc")
-            if key in metrics
-        ]
-        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: " + ", ".join(parts)
-        print(
-            f"{line} ({time.perf_counter() - self._started:.0f} s)",
-            file=self.stream or sys.stderr,
-            flush=True,
-        )
+            parts = ", ".join(f"{key} {metrics[key]:.4f}" for key in METRIC_KEYS if key in metrics)
+            line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {parts} ({seconds:.0f} s)"
+            print(line, file=self.stream or sys.stderr, flush=True)
 
 
 class EpochReseed(L.Callback):

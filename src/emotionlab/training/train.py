@@ -29,7 +29,6 @@ from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest
 from emotionlab.models.io import save_model_file
 from emotionlab.training.callbacks import (
     ChecksummedCheckpointIO,
-    EpochLines,
     EpochMetricsCSV,
     EpochReseed,
     load_checkpoint,
@@ -142,19 +141,14 @@ def dataset_record(sample_set: SampleSet, samples: list[Sample]) -> dict:
     }
 
 
-def _progress_callback():
-    # Rich draws a live bar on a terminal; in logs and CI one line per epoch (a bar there is control codes).
-    if os.isatty(2):
-        return RichProgressBar(leave=True)
-    return EpochLines()
-
-
 def _interrupted_note(run_dir: Path, last: Path) -> str:
     if not last.is_file():
-        return f"no epoch finished, no checkpoint in {run_dir}; start again with the same command"
-    finished = len(read_history(run_dir / "metrics.csv")) if (run_dir / "metrics.csv").is_file() else None
-    kept = f"{finished} epoch(s) finished, " if finished is not None else ""
-    return f"{kept}last checkpoint {last}; continue with: emotionlab train --resume {run_dir}"
+        return f"no checkpoint written yet in {run_dir}; start again with the same command"
+    try:
+        finished = f"{int(load_checkpoint(last, map_location='cpu')['epoch']) + 1} epoch(s) kept in "
+    except (EmotionlabError, KeyError, TypeError, ValueError):  # cut while being written: say so on resume
+        finished = ""
+    return f"{finished}{last}; continue with: emotionlab train --resume {run_dir}"
 
 
 def _quiet_lightning() -> None:
@@ -222,13 +216,16 @@ def train(
     )
     # Lightning's save_last only writes when the monitored value improves; resume needs every epoch.
     latest = ModelCheckpoint(dirpath=checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks: list = [best, latest, EpochMetricsCSV(run_dir / "metrics.csv"), EpochReseed(config.train.seed)]
+    # Progress: rich draws a live bar on a terminal; in logs and CI one line per epoch (a bar is control codes).
+    live_bar = progress and os.isatty(2)
+    epoch_log = EpochMetricsCSV(run_dir / "metrics.csv", lines=progress and not live_bar)
+    callbacks: list = [best, latest, epoch_log, EpochReseed(config.train.seed)]
     if config.train.early_stopping_patience:
         callbacks.append(
             EarlyStopping(monitor="val/loss", mode="min", patience=config.train.early_stopping_patience)
         )
-    if progress:
-        callbacks.append(_progress_callback())
+    if live_bar:
+        callbacks.append(RichProgressBar(leave=True))
     devices = config.train.devices
     _quiet_lightning()
     trainer = L.Trainer(
@@ -244,7 +241,7 @@ def train(
         logger=False,
         default_root_dir=run_dir,
         use_distributed_sampler=False,
-        enable_progress_bar=progress and os.isatty(2),
+        enable_progress_bar=live_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
