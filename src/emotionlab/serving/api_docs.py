@@ -5,6 +5,9 @@ PyPI packages that bundle those scripts (swagger-ui-bundle 1.1.0: Swagger UI 4.1
 1.7.7) ship 1-1.5 MB of JavaScript holding a hundred links to other hosts (validator.swagger.io among them),
 for a service of four endpoints. This page needs no script at all: one HTML file, the page's stylesheet, and
 nothing from another host. ``/openapi.json`` stays for tools that want the schema itself.
+
+``PREDICT_REQUEST`` and ``PREDICT_RESPONSES`` are what the schema says about POST /predict, whose handler
+reads the form itself (to bound it) so FastAPI cannot describe it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,67 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 TEMPLATES = Path(__file__).parent / "templates"
 METHODS = ("get", "post", "put", "patch", "delete")
+
+# What /openapi.json and /docs say about POST /predict (the handler reads the form itself, to bound it).
+PREDICT_REQUEST = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "1 to 16 images: JPEG, PNG, WebP, BMP, GIF or TIFF (read from the bytes)",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_PROBABILITIES = {"angry": 0.02, "fearful": 0.01, "happy": 0.91, "sad": 0.02, "surprised": 0.04}
+PREDICT_RESPONSES = {
+    200: {
+        "description": "One record per image, in the order sent; faces largest first",
+        "content": {
+            "application/json": {
+                "example": {
+                    "results": [
+                        {
+                            "path": "photo.jpg",
+                            "size": [640, 480],
+                            "label": "happy",
+                            "confidence": 0.91,
+                            "no_face": False,
+                            "probabilities": _PROBABILITIES,
+                            "compound": None,
+                            "faces": [
+                                {
+                                    "box": [212, 96, 180, 180],
+                                    "label": "happy",
+                                    "confidence": 0.91,
+                                    "probabilities": _PROBABILITIES,
+                                    "compound": None,
+                                }
+                            ],
+                        }
+                    ]
+                }
+            }
+        },
+    },
+    413: {"description": "a file, the request, or an image's pixels over a limit (GET /model lists them)"},
+    415: {"description": "not an accepted image format"},
+    422: {
+        "description": "no files, an empty, corrupt or undecodable image, or one that could not be processed",
+        "content": {"application/json": {"example": {"detail": "photo.jpg: corrupt image header (...)"}}},
+    },
+    503: {"description": "busy: the queue is full; try again after Retry-After seconds"},
+}
 
 
 def schema_type(schema: dict) -> str:

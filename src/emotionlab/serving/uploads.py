@@ -1,0 +1,218 @@
+"""What a request to /predict may send, checked before any pixel is decoded.
+
+- the body is capped while it arrives (``RequestGuard``, a pure ASGI middleware): a ``Content-Length`` above
+  the cap is refused before anything is read, a chunked body is counted and stopped at the cap (413);
+- the same guard admits at most ``queue_size`` requests beyond the busy slots; one more gets 503 with
+  ``Retry-After`` at once;
+- the form holds 1 to ``max_files`` files (``read_uploads``); a client's file name is echoed back, never
+  opened;
+- every image's format (an allow-list: no EPS/PDF/SVG...) and size are read from its header
+  (``inspect_upload``); one image and the sum over a request have pixel budgets (413/415/422, one line each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from fastapi import HTTPException, Request
+from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from emotionlab.serving.limits import MB, Refused, ServiceLimits
+
+# ---- the body and the queue, before the app reads anything -------------------------------------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+@dataclass
+class ServiceLoad:
+    """Requests admitted to /predict and not yet answered, and those refused as busy (event loop only)."""
+
+    active: int = 0
+    refused_busy: int = 0
+
+
+async def _send_json(send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """Pure ASGI middleware: the body cap (declared and counted) and the bounded queue of /predict requests."""
+
+    def __init__(self, app, *, limits: ServiceLimits, load: ServiceLoad, capacity: int, paths=("/predict",)):
+        self.app = app
+        self.limits = limits
+        self.load = load
+        self.capacity = capacity  # slots + queue_size
+        self.paths = set(paths)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.limits.max_request_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await _send_json(send, 400, "invalid Content-Length header")
+                return
+            if int(declared) > cap:
+                await _send_json(
+                    send,
+                    413,
+                    f"request body of {int(declared):,} bytes is over the limit of "
+                    f"{cap:,} bytes ({cap / MB:g} MB)",
+                )
+                return
+        guarded = scope["path"] in self.paths
+        if guarded:
+            if self.load.active >= self.capacity:
+                self.load.refused_busy += 1
+                retry = str(self.limits.retry_after_seconds).encode()
+                await _send_json(
+                    send,
+                    503,
+                    f"busy: {self.load.active} requests in progress or waiting; "
+                    f"retry in {self.limits.retry_after_seconds} s",
+                    [(b"retry-after", retry)],
+                )
+                return
+            self.load.active += 1
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    raise _BodyTooLarge
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, f"request body over the limit of {cap:,} bytes ({cap / MB:g} MB)")
+        finally:
+            if guarded:
+                self.load.active -= 1
+
+
+# ---- the form and each image's header ----------------------------------------------------------------------
+
+
+async def read_uploads(
+    request: Request, limits: ServiceLimits
+) -> tuple[FormData, list[tuple[str, UploadFile]]]:
+    """The form and its ``(name, upload)`` pairs; 413 over ``max_files``, 422 for no files or text fields.
+    The caller closes the form (its files are spooled to disk past 1 MB)."""
+    try:
+        form = await request.form(max_files=limits.max_files, max_fields=limits.max_files + 16)
+    except StarletteHTTPException as error:  # Starlette's 400 for a malformed or too-long form
+        if "Too many files" in str(error.detail):
+            raise HTTPException(413, f"at most {limits.max_files} images per request") from None
+        raise HTTPException(422, f"cannot read the form: {error.detail}") from None
+    uploads = form.getlist("files")
+    if not uploads:
+        await form.close()
+        raise HTTPException(422, "no images: send them as multipart/form-data in the field 'files'")
+    images = []
+    for upload in uploads:
+        if not isinstance(upload, UploadFile):
+            await form.close()
+            raise HTTPException(422, "the field 'files' must hold files, not text")
+        name = Path(upload.filename or "upload").name or "upload"  # echoed back only; never opened
+        images.append((name, upload))
+    return form, images
+
+
+def inspect_upload(name: str, upload: UploadFile, limits: ServiceLimits) -> tuple[str, int, int]:
+    """``(format, width, height)`` from the image's header only (Pillow reads no pixels in ``open``); refuses a
+    file over the size cap, a format outside the allow-list and an image over the per-image pixel budget."""
+    file = upload.file
+    file.seek(0, os.SEEK_END)
+    size = file.tell()
+    file.seek(0)
+    if size == 0:
+        raise Refused(422, f"{name}: empty file (0 bytes)")
+    if size > limits.max_upload_bytes:
+        raise Refused(
+            413,
+            f"{name}: upload of {size:,} bytes is over the limit of {limits.max_upload_bytes:,} "
+            f"bytes per image",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file, formats=list(limits.formats)) as image:
+                image_format, (width, height) = image.format, image.size
+    except UnidentifiedImageError:
+        raise Refused(
+            415, f"{name}: not an accepted image format (accepted: {', '.join(limits.formats)})"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise Refused(413, f"{name}: image too large to decode (decompression-bomb guard)") from None
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for a damaged header
+        raise Refused(422, f"{name}: corrupt image header ({type(error).__name__}: {error})") from None
+    finally:
+        file.seek(0)
+    if width <= 0 or height <= 0:
+        raise Refused(422, f"{name}: image has zero width or height")
+    if width * height > limits.max_image_pixels:
+        raise Refused(
+            413,
+            f"{name}: image too large ({width}x{height} = {width * height:,} pixels; limit "
+            f"{limits.max_image_pixels:,} per image)",
+        )
+    return image_format, width, height
+
+
+async def inspect_uploads(
+    images: list[tuple[str, UploadFile]], limits: ServiceLimits, limiter: anyio.CapacityLimiter
+) -> list[tuple[str, UploadFile, int]]:
+    """``(name, upload, pixels)`` for each image once every header passed ``inspect_upload`` (in a thread,
+    never on the event loop) and their pixels together are within ``max_request_pixels`` (else 413)."""
+    total, checked = 0, []
+    for name, upload in images:
+        _format, width, height = await anyio.to_thread.run_sync(
+            inspect_upload, name, upload, limits, limiter=limiter
+        )
+        checked.append((name, upload, width * height))
+        total += width * height
+        if total > limits.max_request_pixels:
+            raise HTTPException(
+                413,
+                f"images too large together: over {limits.max_request_pixels:,} pixels "
+                f"per request; send fewer or smaller images",
+            )
+    return checked
