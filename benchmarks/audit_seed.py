@@ -21,13 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emotionlab.data.audit import (
-    DEFAULT_THRESHOLD,
-    audit_dataset,
-    nearest_distances,
-    perceptual_hash,
-    write_audit,
-)
+from emotionlab.data.audit import audit_dataset, write_audit
+from emotionlab.data.duplicates import DEFAULT_THRESHOLD, nearest_distances, perceptual_hash
 from emotionlab.data.images import read_image
 
 REPO = Path(__file__).resolve().parents[1]

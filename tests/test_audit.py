@@ -12,14 +12,9 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.data import audit
-from emotionlab.data.audit import (
-    DEFAULT_THRESHOLD,
-    audit_dataset,
-    near_pairs,
-    nearest_distances,
-    perceptual_hash,
-)
+from emotionlab.data import audit, duplicates
+from emotionlab.data.audit import audit_dataset
+from emotionlab.data.duplicates import DEFAULT_THRESHOLD, near_pairs, nearest_distances, perceptual_hash
 from emotionlab.errors import EmotionlabError
 
 SIZE = 160
@@ -248,9 +243,9 @@ def test_blocked_pair_search_matches_brute_force(monkeypatch):
     assert set(zip(first.tolist(), second.tolist(), strict=True)) == expected
     assert all(brute[i, j] == d for i, j, d in zip(first, second, distance, strict=True))
     assert (nearest_distances(hashes) == brute.min(axis=1)).all()
-    original = audit.hamming_blocks
+    original = duplicates.hamming_blocks
     monkeypatch.setattr(
-        audit, "hamming_blocks", lambda values, block=64: original(values, block)
+        duplicates, "hamming_blocks", lambda values, block=64: original(values, block)
     )  # many blocks
     assert (nearest_distances(hashes) == brute.min(axis=1)).all()
     first, second, _ = near_pairs(hashes, 20)

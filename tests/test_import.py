@@ -22,8 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.data import importer
-from emotionlab.data.importer import ImportOptions, OfflineError, import_photos, label_problem
+from emotionlab.data.importer import ImportOptions, OfflineError, import_photos, label_problem, sources
 from emotionlab.errors import EmotionlabError
 
 # Fast settings for tests: short timeouts and back-off, small limits.
@@ -472,7 +471,7 @@ def test_tar_import_with_labels_csv_skips_links_and_bounds_the_total(tmp_path, m
     assert rows["b.png"]["label"] == "surprised"
     assert rows["c.png"]["status"] == "rejected" and "link" in rows["c.png"]["reason"]
 
-    monkeypatch.setattr(importer, "MAX_ARCHIVE_BYTES", 1000)
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_BYTES", 1000)
     with pytest.raises(EmotionlabError, match="refused"):
         import_photos(
             archive, tmp_path / "bounded", options=ImportOptions(**{**FAST.__dict__, "label_from": "csv"})

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionlab.data.audit import union_ids
+from emotionlab.data.duplicates import union_ids
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.faces import (
     DETECTION_VERSION,

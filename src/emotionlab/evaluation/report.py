@@ -252,7 +252,7 @@ def build_gallery(
     them); otherwise the images are read under ``data_root`` (or $EMOTIONLAB_DATA) and cropped again with the
     model's own crop settings, from the crop cache when it has them.
     """
-    from emotionlab.data.audit import DEFAULT_THRESHOLD, group_ids, perceptual_hash
+    from emotionlab.data.duplicates import DEFAULT_THRESHOLD, group_ids, perceptual_hash
     from emotionlab.data.images import read_image
 
     labels, notes = run.labels, []
