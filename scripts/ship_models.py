@@ -13,6 +13,8 @@
 2. The eight-class FER+ model (``assets/ferplus8_model.safetensors``, ``--model ferplus8``): the FER+
    pre-training run's model with face-crop settings added (the default detector, the same margin as the
    five-class model), so it reads photos, not only ready 48 px faces.
+3. Beside each, its ONNX export (``*.onnx``, the same weights and metadata): the default backend (``auto``) runs
+   the shipped models on ONNX Runtime from it. ``--onnx`` alone re-exports the twins of the shipped files.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from migrate_model_files import MANIFEST, SEED_DATA, manifest_record
 
 from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig
+from emotionlab.inference.onnx import export_onnx
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata, resave_model_file
 
@@ -70,6 +73,12 @@ def ship_eight(path: Path, margin: float) -> Path:
     return target
 
 
+def ship_onnx(target: Path) -> Path:
+    twin = export_onnx(target, target.with_suffix(".onnx"))
+    print(f"wrote {twin} ({twin.stat().st_size} bytes)")
+    return twin
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cv", type=Path, default=REPO / "runs/cv")
@@ -80,13 +89,19 @@ def main() -> None:
     parser.add_argument("--tta", default="flip")
     parser.add_argument("--eight", type=Path, help="The eight-class FER+ model file to ship as ferplus8.")
     parser.add_argument("--margin", type=float, default=0.1, help="ferplus8's face-crop margin per side.")
+    parser.add_argument("--onnx", action="store_true", help="Only re-export the shipped files' ONNX twins.")
     args = parser.parse_args()
+    written = []
     if args.model:
-        ship_single(args.model, args.tta)
+        written.append(ship_single(args.model, args.tta))
     elif args.recipe:
-        ship_default(args.cv, args.recipe, args.tta)
+        written.append(ship_default(args.cv, args.recipe, args.tta))
     if args.eight:
-        ship_eight(args.eight, args.margin)
+        written.append(ship_eight(args.eight, args.margin))
+    if args.onnx:
+        written = sorted(ASSETS.glob("*_model.safetensors"))
+    for target in written:
+        ship_onnx(target)
 
 
 if __name__ == "__main__":

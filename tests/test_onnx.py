@@ -101,7 +101,7 @@ def test_clear_errors(model, tmp_path):
     with pytest.raises(EmotionlabError, match="--backend onnx"):
         load_classifier(out, backend="torch")
     with pytest.raises(EmotionlabError, match="needs the ONNX backend"):
-        load_classifier(model, int8=True)
+        load_classifier(model, backend="torch", int8=True)
     foreign = tmp_path / "foreign.onnx"
     graph = onnx.load(str(out))
     del graph.metadata_props[:]

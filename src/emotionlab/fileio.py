@@ -34,3 +34,17 @@ def content_digest(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:CONTENT_DIGEST_HEX]
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, links and ``..`` resolved on both sides."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def ensure_outside_root(root: str | Path, target: str | Path) -> None:
+    """Refuse to write ``target`` inside the dataset ``root``: tools never add files to a dataset."""
+    from emotionlab.errors import EmotionlabError
+
+    if is_inside(target, root):
+        raise EmotionlabError(f"{target}: is inside the dataset root {root}; write outputs elsewhere")

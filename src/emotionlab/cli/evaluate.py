@@ -63,10 +63,10 @@ def evaluate(
     With no --data and no --manifest, a model that records its held-out test split (the shipped one does) is scored
     on that split. Images the model was trained on are refused (compared by content) unless --allow-overlap.
     """
-    from emotionlab.data.audit import ensure_outside_root
     from emotionlab.data.dataset import load_samples, resolve_data_root
     from emotionlab.evaluation.evaluate import evaluate as run_evaluation
     from emotionlab.evaluation.evaluate import held_out_samples
+    from emotionlab.fileio import ensure_outside_root
     from emotionlab.inference import resolve_model_path
     from emotionlab.models.io import read_metadata
 

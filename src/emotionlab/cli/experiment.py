@@ -192,7 +192,7 @@ def augment_preview_command(
     ] = False,
 ) -> None:
     """Write a grid: each row an original image followed by augmented views, to check a policy by eye."""
-    from emotionlab.data.audit import ensure_outside_root
+    from emotionlab.fileio import ensure_outside_root
     from emotionlab.training.preview import augment_preview
 
     ensure_outside_root(data, output)  # a dataset is never written to, as every `data` command

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -19,5 +19,14 @@ DetectOverride = Annotated[
     typer.Option(
         "--detect/--no-detect",
         help="Force face detection / use whole images (they are faces already). Default: as the model was trained.",
+    ),
+]
+
+# --backend: which runtime classifies faces (predict, serve).
+Backend = Annotated[
+    Literal["auto", "torch", "onnx"],
+    typer.Option(
+        help="auto: ONNX Runtime for the shipped models (their export ships with them) and .onnx files, PyTorch "
+        "otherwise; torch; onnx (exports a .safetensors model once to the cache)."
     ),
 ]

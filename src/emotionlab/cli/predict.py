@@ -11,11 +11,12 @@ from typing import Annotated, Literal
 
 import typer
 
-from emotionlab.cli.options import DetectorOverride, DetectOverride
+from emotionlab.cli.options import Backend, DetectorOverride, DetectOverride
 from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError, Interrupted
+from emotionlab.fileio import is_inside
 from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
 from emotionlab.isolation import error_reason, printable
 
@@ -57,7 +58,7 @@ class PredictOptions:
     detect: bool | None = None
     detector: str | None = None
     max_faces: int | None = None
-    backend: str = "torch"
+    backend: str = "auto"
     int8: bool = False
     fps: float | None = None
     out_dir: Path | None = None
@@ -77,15 +78,11 @@ def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
     """Outputs never go inside an input folder: a dataset root stays untouched, and a rerun would read them."""
     if target is None:
         return
-    resolved = target.resolve()
     for item in inputs:
-        folder = Path(item)
-        if folder.is_dir():
-            folder = folder.resolve()
-            if resolved == folder or folder in resolved.parents:
-                raise EmotionlabError(
-                    f"{target}: {what} must not be inside the input folder {item}; choose another"
-                )
+        if Path(item).is_dir() and is_inside(target, item):
+            raise EmotionlabError(
+                f"{target}: {what} must not be inside the input folder {item}; choose another"
+            )
 
 
 class PreparingNote:
@@ -338,10 +335,7 @@ def predict(
     max_faces: Annotated[
         int | None, typer.Option(help="Classify at most this many faces per image (largest first).")
     ] = None,
-    backend: Annotated[
-        Literal["torch", "onnx"],
-        typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache)."),
-    ] = "torch",
+    backend: Backend = "auto",
     int8: Annotated[
         bool, typer.Option("--int8", help="With --backend onnx: an int8-quantised export.")
     ] = False,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from emotionlab.cli.options import DetectorOverride
+from emotionlab.cli.options import Backend, DetectorOverride
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.labels import EMOTIONS
@@ -24,10 +24,7 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     detector: DetectorOverride = None,
-    backend: Annotated[
-        Literal["torch", "onnx"],
-        typer.Option(help="PyTorch, or ONNX Runtime (exports a .safetensors model once to the cache)."),
-    ] = "torch",
+    backend: Backend = "auto",
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload per image, in MB.")] = 10.0,
     workers: Annotated[
         int,

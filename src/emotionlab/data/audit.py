@@ -19,6 +19,7 @@ import numpy as np
 from emotionlab.data.duplicates import DEFAULT_THRESHOLD, group_ids, perceptual_hash, popcount
 from emotionlab.data.images import ImageReadError, read_file_bytes, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import ensure_outside_root
 from emotionlab.isolation import error_reason, printable
 from emotionlab.labels import SPLIT_NAMES, order_labels
 
@@ -137,14 +138,6 @@ def inspect_file(
         phash=f"{hash_value:016x}" if hash_value is not None else None,
     )
     return record, hash_value
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- the audit --------------------------------------------------------------------------------------------
@@ -319,13 +312,6 @@ def audit_dataset(
 
 
 # ---- output -----------------------------------------------------------------------------------------------
-
-
-def ensure_outside_root(root: str | Path, target: str | Path) -> None:
-    """Refuse to write ``target`` inside the dataset ``root``: tools never add files to a dataset."""
-    root_resolved, target_resolved = Path(root).resolve(), Path(target).resolve()
-    if target_resolved == root_resolved or root_resolved in target_resolved.parents:
-        raise EmotionlabError(f"{target}: is inside the dataset root {root}; write outputs elsewhere")
 
 
 def plot_class_balance(balance: dict[str, dict[str, int]], path: str | Path, *, title: str = "") -> Path:

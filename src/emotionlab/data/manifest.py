@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from emotionlab.data.audit import ensure_outside_root, inspect_file
+from emotionlab.data.audit import inspect_file
 from emotionlab.data.dataset import SampleSet
 from emotionlab.data.duplicates import DEFAULT_THRESHOLD, group_ids
 from emotionlab.data.split import SPLIT_NAMES, keep_splits_without_leakage, parse_ratios, split_samples
 from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import ensure_outside_root
 
 log = logging.getLogger("emotionlab")
 

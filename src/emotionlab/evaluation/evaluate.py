@@ -21,7 +21,7 @@ from emotionlab.errors import EmotionlabError
 from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.evaluation.plots import plot_confusion, plot_gallery, plot_training_curves
 from emotionlab.fileio import content_digest
-from emotionlab.inference import Classifier, Recognizer
+from emotionlab.inference import BaseClassifier, Recognizer, load_classifier
 
 log = logging.getLogger("emotionlab")
 
@@ -113,9 +113,11 @@ def _inputs(recognizer: Recognizer, samples: list[Sample]) -> tuple[list, list[b
     return images, no_face
 
 
-def evaluate_samples(model: str | Path | Classifier, samples: list[Sample], *, batch_size: int = 64) -> dict:
+def evaluate_samples(
+    model: str | Path | BaseClassifier, samples: list[Sample], *, batch_size: int = 64
+) -> dict:
     """Metrics of a model on labelled samples (no files written); adds ``predictions`` for callers."""
-    classifier = model if isinstance(model, Classifier) else Classifier.from_file(model)
+    classifier = model if isinstance(model, BaseClassifier) else load_classifier(model)
     recognizer = Recognizer(classifier)
     unknown = sorted({s.label for s in samples} - set(classifier.labels))
     if unknown:
@@ -154,7 +156,9 @@ def evaluate(
     """
     if not samples:
         raise EmotionlabError(f"no images in split {split!r}")
-    classifier = Classifier.from_file(model_path)
+    classifier = load_classifier(
+        model_path
+    )  # the backend predict uses (auto), so the figures are its figures
     overlap = training_overlap(classifier.metadata, samples)
     if overlap is not None and overlap.count and not allow_overlap:
         raise EmotionlabError(

@@ -252,7 +252,7 @@ class Explainer:
         """``recognizer_options`` go to ``load_recognizer`` (``detect``, ``detector``, ``max_faces``)."""
         from emotionlab.inference import load_recognizer
 
-        return cls(load_recognizer(model, **recognizer_options))
+        return cls(load_recognizer(model, backend="torch", **recognizer_options))  # gradients need PyTorch
 
     def class_index(self, target: str | None) -> int | None:
         if target is None:

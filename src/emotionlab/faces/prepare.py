@@ -13,7 +13,7 @@ from emotionlab.faces.boxes import FaceBox
 from emotionlab.faces.crop import FaceCropConfig
 from emotionlab.faces.cropper import FaceCropper
 from emotionlab.faces.detectors import create_detector
-from emotionlab.fileio import write_atomic
+from emotionlab.fileio import is_inside, write_atomic
 
 
 @dataclass
@@ -26,11 +26,6 @@ class FaceReport:
     no_face: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     by_detector: dict[str, int] = field(default_factory=dict)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def _read_manifest_rows(manifest: Path) -> tuple[list[str], list[str], list[dict]]:
@@ -79,11 +74,11 @@ def prepare_face_manifest(
     cropper = FaceCropper(config, cache_dir)
     if not root.is_dir():
         raise EmotionlabError(f"{root}: dataset folder not found")
-    if _inside(out, root):
+    if is_inside(out, root):
         raise EmotionlabError(
             f"{out}: refusing to write inside the dataset folder {root}; choose another --output"
         )
-    if _inside(cropper.cache_dir, root):
+    if is_inside(cropper.cache_dir, root):
         raise EmotionlabError(
             f"{cropper.cache_dir}: the face-crop cache must not be inside the dataset folder {root}"
         )

@@ -1,8 +1,9 @@
 """Classifiers: a model file -> an object that turns face images into class probabilities.
 
-``load_classifier(path)`` gives the PyTorch ``Classifier`` or, with ``backend="onnx"``, the ONNX Runtime
-``OnnxClassifier`` (``emotionlab.inference.onnx``); both share ``BaseClassifier`` (labels, preprocessing,
-batching). ``resolve_model_path`` turns ``--model`` (a path, a shipped model's short name, or nothing) into a file.
+``load_classifier(path)`` gives the PyTorch ``Classifier`` or the ONNX Runtime ``OnnxClassifier``
+(``emotionlab.inference.onnx``); both share ``BaseClassifier`` (labels, preprocessing, batching). The default
+backend, ``auto``, runs the shipped models on ONNX Runtime from the ONNX file shipped beside them (about twice as
+fast on a CPU, same answers) and any other model file on PyTorch. ``resolve_model_path`` turns ``--model`` (a path, a shipped model's short name, or nothing) into a file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from emotionlab.models.io import load_model_file
 ASSETS = Path(__file__).parent.parent / "assets"  # inside the installed package, not the repository
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 MODEL_ENV = "EMOTIONLAB_MODEL"
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 
 
 # Models shipped in the package, by short name (`--model ferplus8`); a file of that name in the current folder wins.
@@ -127,14 +128,42 @@ class Classifier(BaseClassifier):
         return torch.softmax(self.logits(batch), dim=1).numpy()
 
 
+def shipped_onnx(path: Path) -> Path | None:
+    """The ONNX export shipped beside a shipped model file, when it exports these very weights."""
+    twin = path.with_suffix(".onnx")
+    if path.resolve().parent != ASSETS.resolve() or not twin.is_file():
+        return None
+    from emotionlab.inference.onnx import read_onnx_metadata
+    from emotionlab.models.io import read_metadata
+
+    digest = read_metadata(path).get("weights_sha256")
+    if not digest or read_onnx_metadata(twin).get("weights_sha256") != digest:
+        import logging
+
+        logging.getLogger("emotionlab").warning("%s does not match %s: using PyTorch", twin.name, path.name)
+        return None
+    return twin
+
+
 def load_classifier(
-    path: str | Path | None = None, *, backend: str = "torch", device: str = "cpu", int8: bool = False
+    path: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", int8: bool = False
 ) -> BaseClassifier:
     """A model file as a classifier. ``backend="onnx"`` runs ONNX Runtime: a ``.onnx`` file is loaded as is,
-    a ``.safetensors`` model is exported once to the cache (``int8``: quantised) and loaded from there."""
+    a ``.safetensors`` model is exported once to the cache (``int8``: quantised) and loaded from there.
+    ``auto``: ONNX Runtime for ``.onnx`` files and for the shipped models (their export ships beside them),
+    PyTorch for every other model file (exporting it would cost time on first use)."""
     path = resolve_model_path(path)
     if backend not in BACKENDS:
-        raise EmotionlabError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+        raise EmotionlabError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
+    if backend == "auto":
+        twin = None if int8 or device != "cpu" or path.suffix.lower() == ".onnx" else shipped_onnx(path)
+        if twin is not None:
+            from emotionlab.inference.onnx import OnnxClassifier
+
+            classifier = OnnxClassifier.from_file(twin)
+            classifier.path = path
+            return classifier
+        backend = "onnx" if path.suffix.lower() == ".onnx" or int8 else "torch"
     if path.suffix.lower() == ".onnx":
         from emotionlab.inference.onnx import OnnxClassifier
 

@@ -165,7 +165,7 @@ def predict_dataset(
     paths: Sequence[str | Path],
     *,
     model: str | Path | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     int8: bool = False,
     detect: bool | None = None,
     detector=None,

@@ -358,7 +358,7 @@ def load_recognizer(
     *,
     detect: bool | None = None,
     detector: str | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     int8: bool = False,
     device: str = "cpu",
     max_faces: int | None = None,

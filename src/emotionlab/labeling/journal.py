@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.fileio import is_inside
 
 log = logging.getLogger("emotionlab")
 
@@ -25,14 +26,9 @@ def default_journal_path(folder: str | Path) -> Path:
     return Path.cwd() / f"{name}{JOURNAL_SUFFIX}"
 
 
-def _is_inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def check_outside(path: str | Path, folder: str | Path, what: str) -> None:
     """Refuse to write ``path`` inside the folder being labelled (a dataset root is never modified)."""
-    if _is_inside(Path(path), Path(folder)):
+    if is_inside(path, folder):
         raise EmotionlabError(
             f"{path}: the {what} would be written inside the folder being labelled ({Path(folder).resolve()}); "
             + (

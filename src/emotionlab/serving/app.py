@@ -126,7 +126,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     detector: str | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     max_upload_mb: float = 10,
     workers: int = 2,
     queue_size: int = ServiceLimits.queue_size,

@@ -36,7 +36,7 @@ class WorkerSpec:
 
     model_path: str | None = None
     detector: str | None = None
-    backend: str = "torch"
+    backend: str = "auto"
 
 
 # ---- one image through a Recognizer (in a slot: this process's or a worker's) ------------------------------

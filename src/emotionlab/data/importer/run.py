@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from emotionlab.data.audit import ensure_outside_root
 from emotionlab.data.importer.checks import ALLOWED_FORMATS, check_item
 from emotionlab.data.importer.fetch import Network
 from emotionlab.data.importer.items import Checked, ImportOptions, ImportReport, Item
@@ -23,7 +22,7 @@ from emotionlab.data.importer.provenance import (
 )
 from emotionlab.data.importer.sources import read_source, source_kind, url_items
 from emotionlab.errors import EmotionlabError
-from emotionlab.fileio import write_atomic
+from emotionlab.fileio import ensure_outside_root, is_inside, write_atomic
 from emotionlab.isolation import printable
 
 # Offline: no server answered and this many different hosts (or all of them) could not be reached.
@@ -52,7 +51,7 @@ def import_photos(
         ensure_outside_root(source, out)
     if out.exists() and not out.is_dir():
         raise EmotionlabError(f"{out}: exists and is not a folder")
-    if out.resolve() in source.resolve().parents or out.resolve() == source.resolve():
+    if is_inside(source, out):
         raise EmotionlabError(f"{source}: is inside --out {out}; import from elsewhere")
     existing = None
     if against is not None:
