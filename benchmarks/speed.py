@@ -9,7 +9,7 @@ End to end means files in, records out: decode + detect every face + crop + clas
 does it (``Recognizer.predict_many``, batch 32, decoding less), in one process and with ``--workers 2``
 (decoding, detection and cropping in 2 worker processes, the network in the main one). Pipelines:
 - ``default``: the shipped model with its own detector (the model file's ``faces`` settings) and the default
-  backend (PyTorch); ``default-onnx``: the same on ONNX Runtime;
+  backend (``auto``: ONNX Runtime from the export shipped beside the model); ``default-torch``: the same on PyTorch;
 - the same model with each other detector (``--detector`` of predict); mmod (dlib's CNN, about 1 image/s here)
   only on the test split;
 - `fer` (Haar + TFLite, its default, and MTCNN), one process each: it has no workers option.
@@ -65,8 +65,8 @@ SETUPTOOLS_PIN = "setuptools<81"
 # (name, detector: None for the model's own, backend, image sets)
 BOTH = ("test", "all")
 PIPELINES = [
-    ("default", None, "torch", BOTH),
-    ("default-onnx", None, "onnx", BOTH),
+    ("default", None, "auto", BOTH),
+    ("default-torch", None, "torch", BOTH),
     ("hog", "hog", "torch", BOTH),
     ("haar", "haar", "torch", BOTH),
     ("cascade", "cascade", "torch", BOTH),
@@ -131,7 +131,7 @@ def measure_pipeline(args) -> dict:
     list(recognizer.predict_many(warm, workers=2))  # the fork server starts here, outside the timing
     result = {
         "detector": recognizer.detector_name,
-        "backend": args.backend,
+        "backend": recognizer.classifier.backend,  # what auto chose
         "load_seconds": round(load_seconds, 2),
         "load_before": load_now(),
         "sets": {},
