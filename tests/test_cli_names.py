@@ -89,3 +89,21 @@ def test_docs_cli_page_is_what_the_program_prints():
     assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == script["render"](), (
         "docs/cli.md is out of date: run python scripts/cli_reference.py"
     )
+
+
+def test_an_explicit_data_option_wins_and_a_separator_is_respected():
+    split = _command("data split")
+    from emotionlab.cli.renamed import rewrite_args
+
+    # --data=DS given: a stray positional is left for the parser to refuse, not taken as the dataset
+    assert rewrite_args("data split", split, ["--data=ds", "extra", "--output", "z.csv"], notes=False) == [
+        "--data=ds", "extra", "--output", "z.csv",
+    ]  # fmt: skip
+    assert rewrite_args("data split", split, ["--output", "z.csv", "--", "ds"], notes=False) == [
+        "--output", "z.csv", "--data", "ds",
+    ]  # fmt: skip
+    train = _command("train")
+    assert rewrite_args("train", train, ["--model", "x", "--", "--model"], notes=False)[-2:] == [
+        "--",
+        "--model",
+    ]

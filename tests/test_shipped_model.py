@@ -59,3 +59,13 @@ def test_a_user_model_file_stays_on_pytorch_and_a_stale_export_is_not_used(tmp_p
     with caplog.at_level("WARNING", logger="emotionlab"):
         assert classifier_module.load_classifier(copy).backend == "torch"
     assert "does not match" in caplog.text
+
+
+def test_short_names_and_forced_onnx_use_the_shipped_files(tmp_path, monkeypatch):
+    from emotionlab.inference import load_classifier, resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()  # a folder of that name is not a model file: the short name still works
+    assert resolve_model_path("default") == DEFAULT_MODEL
+    forced = load_classifier("default", backend="onnx")  # the shipped export, not a new one in the cache
+    assert forced.onnx_path == DEFAULT_MODEL.with_suffix(".onnx")

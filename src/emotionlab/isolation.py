@@ -64,7 +64,23 @@ def worker_context(preload: Sequence[str] = ()):
     context = multiprocessing.get_context("forkserver")
     if preload:
         context.set_forkserver_preload(list(preload))
+    _start_fork_server_deaf_to_ctrl_c()
     return context
+
+
+def _start_fork_server_deaf_to_ctrl_c() -> None:
+    """Start the fork server with Ctrl+C ignored (the setting survives its exec): it imports the preloaded
+    modules (torch: seconds) before it ignores SIGINT itself, and a Ctrl+C meanwhile printed its traceback.
+    The main process ignores Ctrl+C only while the server process is started, not while it imports."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    from multiprocessing import forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _exit_when_gone(main_pid: int) -> None:
@@ -83,6 +99,9 @@ _FUNCTION: Callable | None = None
 
 def _worker_init(main_pid: int, function: Callable, initializer: Callable | None) -> None:
     global _FUNCTION
+    # Ctrl+C reaches the whole process group: the main process says what was kept and stops the workers; a
+    # worker that took it too would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Each worker runs on one core; threads inside a worker would only fight over the cores. Only modules the
     # fork server preloaded are set here: importing torch in a worker that never needs it costs seconds.
     if "cv2" in sys.modules:

@@ -4,6 +4,7 @@ and the command itself. The library part (classify images) is ``emotionlab.infer
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +150,9 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         int8=options.int8,
         max_faces=options.max_faces,
     )
-    progress = options.progress if options.progress is not None else True  # a bar on a terminal, else lines
+    # A bar on a terminal, else lines; none by default when jsonl/csv records stream onto the same terminal.
+    records_on_terminal = options.output is None and options.output_format != "table" and sys.stdout.isatty()
+    progress = options.progress if options.progress is not None else not records_on_terminal
 
     if options.camera is not None:
         window = options.window if options.window is not None else video_module.gui_available()

@@ -53,16 +53,27 @@ def rewrite_args(command_path: str, command, args: list[str], *, notes: bool = T
     renamed = RENAMED.get(command_path, {})
     out: list[str] = []
     takes_value = _takes_value(command)
-    positional_data = command_path in POSITIONAL_DATA and "--data" not in args
-    expect_value = False
+    has_data = any(arg == "--data" or arg.startswith("--data=") for arg in args)
+    positional_data = command_path in POSITIONAL_DATA and not has_data
+    expect_value = after_separator = False
     for arg in args:
         if expect_value:  # the value of the previous option, whatever it looks like
             out.append(arg)
             expect_value = False
             continue
-        if arg == "--":
-            positional_data = False
-            out.append(arg)
+        if arg == "--" and not after_separator:
+            after_separator = True
+            if not positional_data:
+                out.append(arg)
+            continue
+        if after_separator:  # taken as written, except the old positional dataset
+            if positional_data:
+                if notes:
+                    _note(command_path, "DATASET (positional)", "--data DATASET")
+                out += ["--data", arg]
+                positional_data = False
+            else:
+                out.append(arg)
             continue
         name, equals, value = arg.partition("=")
         if name in renamed:

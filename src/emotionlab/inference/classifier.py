@@ -38,7 +38,7 @@ def resolve_model_path(path: str | Path | None) -> Path:
     if path is None:
         return default_model_path()
     name = str(path)
-    if name in SHIPPED_MODELS and not Path(name).exists():
+    if name in SHIPPED_MODELS and not Path(name).is_file():
         shipped = ASSETS / SHIPPED_MODELS[name]
         if not shipped.is_file():
             raise EmotionlabError(f"{name}: this install has no shipped model {shipped.name}")
@@ -173,7 +173,8 @@ def load_classifier(
     if backend == "onnx":
         from emotionlab.inference.onnx import OnnxClassifier, cached_onnx
 
-        classifier = OnnxClassifier.from_file(cached_onnx(path, int8=int8))
+        shipped = None if int8 else shipped_onnx(path)
+        classifier = OnnxClassifier.from_file(shipped or cached_onnx(path, int8=int8))
         classifier.path = path
         return classifier
     if int8:

@@ -11,7 +11,6 @@ bounds the pixels decoded at once over all of them (``PixelBudget``).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
 import threading
 import traceback
@@ -98,6 +97,9 @@ class LocalSlot:
 
 def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
     """A worker process: build the Recognizer, say ready, then answer ``(name, bytes)`` jobs until EOF."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the service, which stops its workers
     import cv2
     import torch
 
@@ -126,11 +128,9 @@ def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
 def _process_context():
     """Workers never start as a plain fork of the server: its threads (uvicorn, OpenCV, torch) may hold locks.
     A fork server that has only imported the inference module starts clean workers fast; else spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["emotionlab.inference"])
-    return context
+    from emotionlab.isolation import worker_context
+
+    return worker_context(["emotionlab.inference"])
 
 
 class ProcessSlot:
