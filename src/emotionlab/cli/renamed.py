@@ -67,13 +67,7 @@ def rewrite_args(command_path: str, command, args: list[str], *, notes: bool = T
                 out.append(arg)
             continue
         if after_separator:  # taken as written, except the old positional dataset
-            if positional_data:
-                if notes:
-                    _note(command_path, "DATASET (positional)", "--data DATASET")
-                out += ["--data", arg]
-                positional_data = False
-            else:
-                out.append(arg)
+            positional_data = _take(out, arg, positional_data, command_path, notes)
             continue
         name, equals, value = arg.partition("=")
         if name in renamed:
@@ -84,14 +78,21 @@ def rewrite_args(command_path: str, command, args: list[str], *, notes: bool = T
         if arg.startswith("-"):
             expect_value = name in takes_value and not equals
             out.append(arg)
-        elif positional_data:
-            if notes:
-                _note(command_path, "DATASET (positional)", "--data DATASET")
-            out += ["--data", arg]
-            positional_data = False
         else:
-            out.append(arg)
+            positional_data = _take(out, arg, positional_data, command_path, notes)
     return out
+
+
+def _take(out: list[str], arg: str, positional_data: bool, command_path: str, notes: bool) -> bool:
+    """Append a positional ``arg``, as ``--data ARG`` when it is the old positional dataset; returns whether a
+    positional dataset is still expected."""
+    if not positional_data:
+        out.append(arg)
+        return False
+    if notes:
+        _note(command_path, "DATASET (positional)", "--data DATASET")
+    out += ["--data", arg]
+    return False
 
 
 class RenamingGroup(TyperGroup):
