@@ -149,7 +149,6 @@ class RecordWriter:
     def write(self, record: dict) -> None:
         import json
 
-        self.count += 1
         if self.format == "jsonl":
             self.stream.write(json.dumps(record) + "\n")
         elif self.format == "csv":
@@ -175,8 +174,10 @@ class RecordWriter:
             self.stream.write(self._name(_summary_line(record)) + "\n")
         else:
             self._rows.append(record)
-            return
-        self.stream.flush()
+        # Counted once written: a Ctrl+C inside this method must not report a record that is not in the file.
+        self.count += 1
+        if self.format != "table" or self.live:
+            self.stream.flush()
 
     def close(self) -> None:
         if self.format == "table" and not self.live and self._rows:
