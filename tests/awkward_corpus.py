@@ -9,6 +9,7 @@ e.g. a valid but degenerate image whose outcome depends on the detector).
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import struct
@@ -38,6 +39,8 @@ def _face(size: int = 160, seed: int = 0) -> Image.Image:
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    if fmt in ("PPM", "ICO"):  # emotionlab never loads these plugins; the corpus writes such files on purpose
+        importlib.import_module(f"PIL.{fmt.capitalize()}ImagePlugin")
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
@@ -130,6 +133,10 @@ def _eps() -> bytes:
     )
 
 
+def _postscript() -> bytes:
+    return b"%!PS\n/Helvetica findfont 12 scalefont setfont 10 10 moveto (photo) show showpage\n"
+
+
 def _pdf() -> bytes:
     return (
         b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Count 0/Kids[]>>endobj\n"
@@ -190,6 +197,7 @@ def file_kinds() -> list[tuple[Kind, bytes]]:
         ),
         (Kind("pdf.jpg", ERROR, "a PDF named .jpg"), _pdf()),
         (Kind("eps.jpg", ERROR, "an EPS named .jpg (must never reach Ghostscript)"), _eps()),
+        (Kind("ps.png", ERROR, "PostScript named .png (must never reach Ghostscript)"), _postscript()),
         (Kind("video.png", ERROR, "an MP4 video named .png"), _video()),
         (Kind("truncated_png_8.png", ERROR, "PNG cut after the signature"), png[:8]),
         (Kind("truncated_png_33.png", ERROR, "PNG cut after IHDR"), png[:33]),
@@ -255,8 +263,8 @@ def file_kinds() -> list[tuple[Kind, bytes]]:
         (Kind("corrupt.tif", ERROR, "TIFF with a scrambled directory"), _corrupt_tiff()),
         (Kind("face.webp", OK, "WebP"), _encode(face, "WEBP")),
         (Kind("face.bmp", OK, "BMP"), _encode(face, "BMP")),
-        (Kind("face.ppm", OK, "PPM"), _encode(face, "PPM")),
-        (Kind("ico_named.png", ANY, "an ICO named .png"), _encode(face, "ICO")),
+        (Kind("face.ppm", ERROR, "PPM (outside the decoder allow-list)"), _encode(face, "PPM")),
+        (Kind("ico_named.png", ERROR, "an ICO named .png (outside the allow-list)"), _encode(face, "ICO")),
         (Kind("all_black.png", OK, "all black"), _encode(_rgb(256, 256, 0), "PNG")),
         (Kind("all_white.jpg", OK, "all white"), _encode(_rgb(256, 256, 255), "JPEG")),
         (

@@ -7,7 +7,6 @@ lie outside the dataset root. Near duplicates are found by perceptual hash (``em
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections import Counter, defaultdict
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from emotionlab.data.duplicates import DEFAULT_THRESHOLD, group_ids, perceptual_hash, popcount
-from emotionlab.data.images import ImageReadError, read_file_bytes, read_image
+from emotionlab.data.images import ImageReadError, open_image, read_file_bytes, read_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import ensure_outside_root
 from emotionlab.isolation import error_reason, printable
@@ -95,7 +94,6 @@ def inspect_file(
     path: Path, relpath: str, split: str | None, label: str | None
 ) -> tuple[FileRecord, int | None]:
     """Read one file (once) and describe it; also return its perceptual hash as an integer (None if unreadable)."""
-    from PIL import Image
 
     extension = path.suffix.lower()
     try:
@@ -107,7 +105,7 @@ def inspect_file(
         return record, None
     fmt = mode = width = height = None
     try:
-        with Image.open(io.BytesIO(data)) as header:
+        with open_image(data) as header:
             fmt, mode = header.format, header.mode
             width, height = header.size
     except Exception as error:  # noqa: BLE001 - read_image below reports the reason to the user

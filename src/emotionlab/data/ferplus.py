@@ -30,6 +30,7 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from emotionlab.data.images import open_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.labels import order_labels
 
@@ -183,7 +184,7 @@ def load_grey_images(paths: list[Path], size: int = 48) -> torch.Tensor:
     array = np.empty((len(paths), size, size), dtype=np.uint8)
     for index, path in enumerate(paths):
         try:
-            with Image.open(path) as image:
+            with open_image(path, ["PNG"]) as image:
                 grey = image.convert("L")
                 if grey.size != (size, size):
                     grey = grey.resize((size, size), Image.Resampling.BILINEAR)

@@ -1,7 +1,14 @@
-"""Safe image reading: the bytes decide the format, EXIF rotation applied, any mode -> RGB, size limits."""
+"""Safe image reading: the bytes decide the format, EXIF rotation applied, any mode -> RGB, size limits.
+
+One decoder policy for every reader (every command, the Python API and the service): Pillow may decode the
+formats in ``ALLOWED_FORMATS`` and no other. Importing this module loads only their plugins and stops
+``PIL.Image.init()`` from loading the rest, so e.g. Ghostscript (EPS/PS) is never reached even when it is
+installed; any other file is refused by its bytes with one line naming its real format (``sniff_format``).
+"""
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 import warnings
@@ -18,8 +25,116 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
 
+# The image formats any emotionlab reader decodes: what photos are (camera MPO files open as JPEG). Never
+# EPS/PS (Ghostscript, a long record of code-execution bugs), PDF, SVG, ICO or the rarer decoders: each is attack
+# surface no photo needs. Pillow's names; the one list for every command, the Python API and the service.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+_ALLOWED_PLUGINS = (
+    "JpegImagePlugin",
+    "PngImagePlugin",
+    "WebPImagePlugin",
+    "BmpImagePlugin",
+    "GifImagePlugin",
+    "TiffImagePlugin",
+)
+
 # Never let Pillow "repair" a truncated file silently: a half-grey face is worse than a skipped one.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def restrict_decoders() -> None:
+    """Load Pillow's allowed plugins only and unregister any other opener (idempotent; runs on import).
+
+    ``Image.init()`` (called by ``open`` and ``save`` when a format is unknown) imports every module named in
+    ``PIL._plugins``: that list is cut to the allowed plugins, then ``init`` runs once, so ``preinit`` (which
+    would load PPM) and later ``init`` calls do nothing. Openers registered before this ran are dropped from
+    ``Image.OPEN``/``Image.ID``; ``read_image`` also passes ``ALLOWED_FORMATS`` to every ``Image.open``, so a
+    plugin some other library imports later is not tried either.
+    """
+    import PIL
+
+    for plugin in _ALLOWED_PLUGINS:
+        importlib.import_module(f"PIL.{plugin}")
+    PIL._plugins[:] = list(_ALLOWED_PLUGINS)
+    Image.init()
+    for name in [name for name in Image.OPEN if name not in ALLOWED_FORMATS]:
+        del Image.OPEN[name]
+    Image.ID[:] = [name for name in Image.ID if name in ALLOWED_FORMATS]
+
+
+restrict_decoders()
+
+# Signatures of formats people have under image names, for the refusal message only (nothing here decodes).
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"%!PS-Adobe-", "PostScript/EPS"),
+    (0, b"%!", "PostScript"),
+    (0, b"\xc5\xd0\xd3\xc6", "EPS (binary)"),
+    (0, b"%PDF-", "PDF"),
+    (0, b"\x00\x00\x01\x00", "ICO"),
+    (0, b"\x00\x00\x02\x00", "CUR"),
+    (0, b"icns", "ICNS"),
+    (0, b"8BPS", "PSD (Photoshop)"),
+    (0, b"gimp xcf", "XCF (GIMP)"),
+    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (4, b"jP  ", "JPEG 2000"),
+    (0, b"DDS ", "DDS"),
+    (0, b"qoif", "QOI"),
+    (0, b"SIMPLE  =", "FITS"),
+    (0, b"\xd7\xcd\xc6\x9a", "WMF"),
+    (0, b"#define", "XBM"),
+    (0, b"/* XPM */", "XPM"),
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM video"),
+    (0, b"RIFF", "RIFF (AVI/WAV)"),
+    (0, b"PK\x03\x04", "ZIP archive"),
+    (0, b"\x1f\x8b", "gzip archive"),
+    (0, b"\x7fELF", "ELF executable"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """A name for the real format of ``data`` when it is a known non-photo format (``"PostScript/EPS"``,
+    ``"PDF"``, ``"SVG"``, ``"HEIF"``...), else None. For messages only: decides nothing about decoding."""
+    for offset, magic, name in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
+            return "HEIF/HEIC"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+        return "MP4/QuickTime video"
+    if len(data) >= 3 and data[:1] == b"P" and data[1:2] in b"1234567" and data[2:3] in b" \t\r\n":
+        return "PPM/PGM"
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
+        return "SVG"
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    return None
+
+
+def format_refusal(data: bytes, formats: Sequence[str] = ALLOWED_FORMATS) -> str:
+    """Why ``data`` is refused when no allowed decoder recognises it: its real format when known."""
+    accepted = ", ".join(formats)
+    real = sniff_format(data)
+    if real is not None:
+        return f"{real} file, not an accepted image format (accepted: {accepted})"
+    return f"not an image (unrecognised format; accepted: {accepted})"
+
+
+def allowed_formats(formats: Sequence[str] | None = None) -> list[str]:
+    """``formats`` within the allow-list (None: all of ``ALLOWED_FORMATS``); a name outside it is dropped."""
+    if formats is None:
+        return list(ALLOWED_FORMATS)
+    return [name for name in formats if name in ALLOWED_FORMATS]
+
+
+def open_image(source, formats: Sequence[str] | None = None) -> Image.Image:
+    """``Image.open`` restricted to the allowed decoders (a file object, path or bytes); the header only."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    return Image.open(source, formats=allowed_formats(formats))
 
 
 class ImageReadError(EmotionlabError):
@@ -109,8 +224,8 @@ def read_image(
 
     Raises ``ImageReadError`` (one line: file and reason) for empty, truncated, corrupt, non-image or
     oversized inputs. The file's extension is ignored: Pillow identifies the format from the bytes.
-    ``formats`` (Pillow format names, e.g. ``("JPEG", "PNG")``) limits the decoders Pillow may try; None tries
-    every one it has (the service passes an allow-list so that no upload ever reaches e.g. Ghostscript).
+    ``formats`` (Pillow format names, e.g. ``("JPEG", "PNG")``) narrows the decoders Pillow may try; None (and
+    any name) stays within ``ALLOWED_FORMATS``: an EPS, PDF or SVG file is refused with its real format named.
     ``min_side``: decode less. A JPEG whose shorter side is at least twice ``min_side`` is decoded at the
     smallest scale (1/2, 1/4 or 1/8, done inside the JPEG decoder) that keeps its shorter side >= ``min_side``;
     the image's ``info["decode_scale"]`` then says how many file pixels one of its pixels spans (1.0 when
@@ -126,7 +241,7 @@ def read_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(formats) if formats is not None else None)
+            image = open_image(data, formats)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageReadError(
@@ -145,10 +260,7 @@ def read_image(
     except ImageReadError:
         raise
     except UnidentifiedImageError as error:
-        if formats is not None:
-            accepted = ", ".join(formats)
-            raise ImageReadError(label, f"not an accepted image format (accepted: {accepted})") from error
-        raise ImageReadError(label, "not an image (unrecognised format)") from error
+        raise ImageReadError(label, format_refusal(data, allowed_formats(formats))) from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageReadError(label, f"image too large (decompression-bomb guard): {error}") from error
     except OSError as error:
@@ -161,9 +273,9 @@ def read_image(
 
 
 def image_format(path: str | Path) -> str | None:
-    """The real format of a file from its bytes (``"PNG"``, ``"JPEG"``, ...), or None if not an image."""
+    """The format of a file from its bytes (``"PNG"``, ``"JPEG"``, ...), or None if not an allowed image."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return image.format
     except (OSError, UnidentifiedImageError, ValueError):
         return None

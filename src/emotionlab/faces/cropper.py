@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from emotionlab.data.images import read_file_bytes, read_image
+from emotionlab.data.images import open_image, read_file_bytes, read_image
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces.boxes import FaceBox, as_rgb_array
 from emotionlab.faces.crop import FaceCropConfig, crop_box, largest_face
@@ -115,7 +115,7 @@ class FaceCropper:
             if box is None:
                 return read_image(data, name=str(path)), None
             try:
-                with Image.open(crop_file) as crop:
+                with open_image(crop_file) as crop:
                     return crop.convert("RGB"), box
             except (OSError, ValueError):
                 pass  # box cached, crop not (yet, or for other settings): crop below without detecting

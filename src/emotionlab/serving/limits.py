@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Pillow decoders an upload may reach: the one allow-list every emotionlab reader uses (data/images.py).
+from emotionlab.data.images import ALLOWED_FORMATS
+
 MB = 1024 * 1024
-# Pillow decoders an upload may reach (the bytes decide, not the file name; camera MPO files open as JPEG).
-# Never EPS/PS/PDF (Ghostscript), SVG, ICO or the rarer decoders: each is attack surface no photo needs.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 @dataclass(frozen=True)

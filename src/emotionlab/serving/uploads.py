@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from emotionlab.data.images import open_image, sniff_format
 from emotionlab.serving.limits import MB, Refused, ServiceLimits
 
 # ---- the body and the queue, before the app reads anything -------------------------------------------------
@@ -174,11 +175,14 @@ def inspect_upload(name: str, upload: UploadFile, limits: ServiceLimits) -> tupl
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file, formats=list(limits.formats)) as image:
+            with open_image(file, limits.formats) as image:
                 image_format, (width, height) = image.format, image.size
     except UnidentifiedImageError:
+        file.seek(0)
+        real = sniff_format(file.read(4096))
+        real = f" ({real})" if real else ""
         raise Refused(
-            415, f"{name}: not an accepted image format (accepted: {', '.join(limits.formats)})"
+            415, f"{name}: not an accepted image format{real}; accepted: {', '.join(limits.formats)}"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise Refused(413, f"{name}: image too large to decode (decompression-bomb guard)") from None

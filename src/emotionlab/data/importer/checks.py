@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 
 from emotionlab.data.duplicates import perceptual_hash
-from emotionlab.data.images import ImageReadError, read_image
+from emotionlab.data.images import ImageReadError, open_image, read_image
 from emotionlab.data.importer.fetch import FetchError, Network, fetch_url
 from emotionlab.data.importer.items import Checked, ImportOptions, Item, utc_now
 from emotionlab.isolation import error_reason
@@ -55,14 +54,13 @@ def check_item(item: Item, options: ImportOptions, network: Network, stop: threa
 
 def inspect_bytes(item: Item, data: bytes, options: ImportOptions) -> Checked:
     """Identify the format from the bytes, decode fully (pixel limit first) and hash."""
-    from PIL import Image
 
     checked = Checked(item, sha256=hashlib.sha256(data).hexdigest())
     try:
         # read_image checks the pixel limit from the header before decoding, then decodes every pixel.
         image = read_image(data, max_pixels=options.max_pixels, name=item.origin, formats=DECODERS)
         checked.phash = perceptual_hash(image)
-        with Image.open(io.BytesIO(data), formats=DECODERS) as header:
+        with open_image(data, DECODERS) as header:
             checked.format = header.format
             checked.width, checked.height = header.size
     except ImageReadError as error:
