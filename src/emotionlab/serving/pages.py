@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from emotionlab.serving.api_docs import render_api_docs
+from emotionlab.serving.local import add_local_page
 
 STATIC = Path(__file__).parent / "static"
 
@@ -26,7 +27,8 @@ PAGE_HEADERS = {"Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options"
 
 
 def add_pages(app: FastAPI) -> None:
-    """Add /, /static/{name} and /docs to ``app`` (outside its OpenAPI schema)."""
+    """Add /, /static/{name}, /docs and the in-browser page /local to ``app`` (outside its OpenAPI schema)."""
+    add_local_page(app)
     page_html = (STATIC / "predict.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
