@@ -22,7 +22,18 @@ def list_models_command() -> None:
 
 @app.command("export")
 def export_command(
-    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (metadata embedded).")],
+    onnx: Annotated[
+        Path | None, typer.Option("--onnx", help="ONNX file to write (metadata embedded).")
+    ] = None,
+    web: Annotated[
+        Path | None,
+        typer.Option(
+            "--web",
+            help="Folder to write the in-browser page into: page, BlazeFace, the model(s) and ONNX Runtime Web, "
+            "for any static host; faces are found and classified on the user's device (default: both shipped "
+            "models, selectable).",
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(help="Model file, or a shipped model: default, ferplus8 (default: default)."),
@@ -34,8 +45,26 @@ def export_command(
         list[str] | None, typer.Option(help="Images/folders for static int8 calibration (not the test set).")
     ] = None,
 ) -> None:
-    """Export a model to ONNX for ONNX Runtime (and any other ONNX tool)."""
+    """Export a model to ONNX (--onnx), or the page that runs it in the browser (--web FOLDER)."""
+    if (onnx is None) == (web is None):
+        raise EmotionlabError("give one of --onnx FILE (an ONNX model) or --web FOLDER (the in-browser page)")
+    if web is not None:
+        if int8 or calibration:
+            raise EmotionlabError("--int8 and --calibration are for --onnx")
+        print(export_web_command(web, model))
+        return
     print(export_onnx_command(model, onnx, int8=int8, calibration=calibration))
+
+
+def export_web_command(folder: Path, model: Path | None) -> str:
+    """`emotionlab export --web`: write the static site, then say how to open it."""
+    from emotionlab.web.site import ORT_WEB_VERSION, export_web
+
+    written, size = export_web(folder, [model] if model is not None else None)
+    return (
+        f"wrote {written} ({size / 1e6:.1f} MB: page, models, ONNX Runtime Web {ORT_WEB_VERSION}); try it with "
+        f"`python -m http.server -d {written}` and open http://localhost:8000"
+    )
 
 
 def export_onnx_command(
