@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from migrate_model_files import MANIFEST, SEED_DATA, manifest_record
 
 from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig
-from emotionlab.inference.onnx import export_onnx
+from emotionlab.inference.export import export_onnx
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata, resave_model_file
 

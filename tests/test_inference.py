@@ -546,7 +546,7 @@ def _evaluation_input(recognizer, path: Path) -> np.ndarray:
     from emotionlab.evaluation.evaluate import _inputs
 
     (image,), _ = _inputs(recognizer, [Sample(path=path, label="happy", relpath=path.name)])
-    return recognizer.classifier.transform(image).numpy()
+    return recognizer.classifier.transform(image)
 
 
 def test_evaluation_and_predict_classify_pixel_identical_crops(face_model, tmp_path, monkeypatch):

@@ -21,6 +21,6 @@ def test_a_file_of_that_name_in_the_current_folder_wins(tmp_path, monkeypatch):
 
 
 def test_a_missing_shipped_model_is_one_line(monkeypatch, tmp_path):
-    monkeypatch.setattr("emotionlab.inference.classifier.ASSETS", tmp_path)
+    monkeypatch.setattr("emotionlab.inference.loading.ASSETS", tmp_path)
     with pytest.raises(EmotionlabError, match="this install has no shipped model ferplus8_model.safetensors"):
         resolve_model_path("ferplus8")

@@ -46,7 +46,7 @@ def test_shipped_models_run_on_onnx_runtime_by_default_with_pytorchs_answers(nam
 
 
 def test_a_user_model_file_stays_on_pytorch_and_a_stale_export_is_not_used(tmp_path, monkeypatch, caplog):
-    from emotionlab.inference import classifier as classifier_module
+    from emotionlab.inference import loading as classifier_module
 
     copy = tmp_path / "default_model.safetensors"
     shutil.copy(DEFAULT_MODEL, copy)

@@ -1,8 +1,7 @@
 """emotionlab: recognise emotions on human faces."""
 
 from emotionlab.errors import EmotionlabError
-
-__version__ = "0.1.0"
+from emotionlab.version import __version__
 
 __all__ = ["EmotionlabError", "Recognizer", "__version__", "load_model", "to_dataframe"]
 

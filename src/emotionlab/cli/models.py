@@ -72,7 +72,7 @@ def export_onnx_command(
 ) -> str:
     """`emotionlab export`: export, then describe what was written in one line."""
     from emotionlab.inference import expand_inputs, resolve_model_path
-    from emotionlab.inference.onnx import calibration_inputs, export_onnx
+    from emotionlab.inference.export import calibration_inputs, export_onnx
 
     model = resolve_model_path(model)
     inputs = None

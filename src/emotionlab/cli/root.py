@@ -13,6 +13,7 @@ from rich.markup import escape
 from emotionlab import __version__
 from emotionlab.cli.renamed import RenamingGroup
 from emotionlab.errors import EmotionlabError
+from emotionlab.extras import missing_message
 
 app = typer.Typer(
     cls=RenamingGroup,
@@ -49,8 +50,15 @@ def main() -> None:
     try:
         app()
     except EmotionlabError as error:
-        # escape: a message may hold brackets ("pip install 'emotionlab[ray]'") that rich would take as markup
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        _say_error(str(error))
+        sys.exit(2)
+    except (
+        ModuleNotFoundError
+    ) as error:  # an extra this command needs is not installed: say which, in one line
+        message = missing_message(f"'emotionlab {_command_name(sys.argv[1:])}'", error.name or "")
+        if message is None:
+            raise
+        _say_error(message)
         sys.exit(2)
     except KeyboardInterrupt as interrupt:
         _say_interrupted(interrupt)
@@ -60,6 +68,23 @@ def main() -> None:
         if interrupt is not None:
             _say_interrupted(interrupt)
         raise
+
+
+def _say_error(message: str) -> None:
+    # escape: a message may hold brackets ("pip install 'emotionlab[ray]'") that rich would take as markup
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _command_name(args: list[str]) -> str:
+    """The command a command line runs, e.g. ``data audit`` for ``emotionlab data audit FOLDER --fix``."""
+    command, names = typer.main.get_command(app), []
+    for arg in args:
+        commands = getattr(command, "commands", {})
+        if arg not in commands:
+            break
+        names.append(arg)
+        command = commands[arg]
+    return " ".join(names) or "emotionlab"
 
 
 def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:

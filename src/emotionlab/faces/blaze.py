@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -78,8 +77,9 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, float, f
     scale = size / max(height, width)
     new_width = min(size, max(1, round(width * scale)))
     new_height = min(size, max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+    # Pillow, not OpenCV (the light install has none): area averaging down (as cv2.INTER_AREA), bilinear up.
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    resized = np.asarray(Image.fromarray(image).resize((new_width, new_height), resample))
     left, top = (size - new_width) // 2, (size - new_height) // 2
     canvas = np.zeros((size, size, 3), np.uint8)
     canvas[top : top + new_height, left : left + new_width] = resized

@@ -7,7 +7,6 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -125,6 +124,8 @@ def _resize_for_detection(array: np.ndarray, short_side: int, max_side: int) -> 
     if abs(scale - 1.0) < 1e-3:
         return array, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    import cv2  # only the dlib and OpenCV detectors come here; both extras install OpenCV
+
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(array, size, interpolation=interpolation), scale
 

@@ -8,11 +8,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.extras import require
 from emotionlab.faces.boxes import FaceBox, FaceDetector, Point, as_rgb_array
 from emotionlab.faces.detectors import PREPARE_DETECTOR, check_detector_name, find_faces
 from emotionlab.faces.dlib import face_landmarks
@@ -29,7 +29,12 @@ def alignment_matrix(center: Point, angle: float, side: int) -> np.ndarray:
 
     Rotating by ``eye_angle`` (counter-clockwise on screen) makes the eyes level.
     """
-    matrix = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), float(angle), 1.0)
+    # OpenCV's getRotationMatrix2D(center, angle, 1), written out: no OpenCV needed for the matrix.
+    cx, cy = float(center[0]), float(center[1])
+    alpha, beta = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    matrix = np.array(
+        [[alpha, beta, (1 - alpha) * cx - beta * cy], [-beta, alpha, beta * cx + (1 - alpha) * cy]]
+    )
     matrix[0, 2] += side / 2 - center[0]
     matrix[1, 2] += side / 2 - center[1]
     return matrix
@@ -74,6 +79,9 @@ def crop_face(
             points = face_landmarks(array, box)
         angle = eye_angle(points)
     if abs(angle) > 1e-3:
+        require("cv2", "face alignment (align: true)")
+        import cv2
+
         crop = cv2.warpAffine(
             array,
             alignment_matrix(center, angle, side),

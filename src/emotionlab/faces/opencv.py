@@ -9,10 +9,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.extras import require
 from emotionlab.faces.boxes import _box_from_scaled, _ScaledDetector
 from emotionlab.fileio import write_atomic
 
@@ -21,6 +21,14 @@ YUNET_URL = "https://github.com/opencv/opencv_zoo/raw/main/models/face_detection
 # Output names OpenCV's FaceDetectorYN reads from the 2023mar model; a file without them is not YuNet.
 YUNET_OUTPUTS = tuple(f"{kind}_{stride}" for kind in ("cls", "obj", "bbox", "kps") for stride in (8, 16, 32))
 DOWNLOAD_YUNET_HINT = "get it with `emotionlab data download-yunet DEST` and pass --detector-model DEST"
+
+
+def _opencv(detector: str):
+    """OpenCV, imported when an OpenCV detector is built (the ``[video]`` extra; the light install has none)."""
+    require("cv2", f"the {detector} face detector")
+    import cv2
+
+    return cv2
 
 
 class HaarDetector(_ScaledDetector):
@@ -35,6 +43,7 @@ class HaarDetector(_ScaledDetector):
 
     def __init__(self, min_neighbors: int = 3, min_size_fraction: float = 0.15):
         super().__init__()
+        cv2 = _opencv("haar")
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         if not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
             raise EmotionlabError(
@@ -46,6 +55,7 @@ class HaarDetector(_ScaledDetector):
         self.min_size_fraction = min_size_fraction
 
     def _detect_scaled(self, small, scale):
+        cv2 = _opencv("haar")
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         min_size = max(20, round(self.min_size_fraction * min(grey.shape)))
         rects, _levels, weights = self._cascade.detectMultiScale3(
@@ -77,12 +87,14 @@ class YunetDetector(_ScaledDetector):
         path = Path(model_file)
         if not path.is_file():
             raise EmotionlabError(f"{path}: YuNet model file not found; {DOWNLOAD_YUNET_HINT}")
+        cv2 = _opencv("yunet")
         try:
             self._detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, 0.3, 5000)
         except cv2.error as error:
             raise EmotionlabError(f"{path}: not a usable YuNet model ({str(error).strip()[:200]})") from error
 
     def _detect_scaled(self, small, scale):
+        cv2 = _opencv("yunet")
         height, width = small.shape[:2]
         self._detector.setInputSize((width, height))
         _, faces = self._detector.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))

@@ -2,10 +2,13 @@
 
 One module per part, in the order data flows:
 
-- ``classifier``: model files as classifiers (PyTorch), ``load_classifier``, the shipped models;
-- ``onnx``: ONNX export and the ONNX Runtime classifier (``--backend onnx``);
+- ``loading``: a model name or path -> classifier -> ``Recognizer`` (``load_classifier``, ``load_recognizer``,
+  the shipped models and their ONNX exports);
+- ``classifier``: what every classifier shares (no PyTorch) and the PyTorch ``Classifier`` (``[train]`` extra);
+- ``onnx``: the ONNX Runtime classifier (the shipped models, ``--backend onnx``, the light install);
+- ``export``: ONNX export, int8 quantisation and the export cache (``[train]`` extra);
 - ``preparation``: decode, find and crop faces (``FacePreparer``; no model, runs in worker processes);
-- ``recognizer``: ``Recognizer`` and ``load_recognizer``: images in, one record per image out;
+- ``recognizer``: ``Recognizer``: images in, one record per image out;
 - ``inputs``: files, folders and globs -> the list of files a run reads;
 - ``workers``: how many cores there are to use;
 - ``video``: video files and cameras -> per-frame records, timelines; ``annotate``: boxes drawn on pictures.
@@ -15,19 +18,19 @@ The `emotionlab predict` job (shards, --resume, output writers) lives beside the
 ``emotionlab.cli.predict``.
 """
 
-from emotionlab.inference.classifier import (
+from emotionlab.inference.classifier import BaseClassifier, Classifier
+from emotionlab.inference.inputs import expand_inputs
+from emotionlab.inference.loading import (
     ASSETS,
     BACKENDS,
     DEFAULT_MODEL,
     MODEL_ENV,
     SHIPPED_MODELS,
-    BaseClassifier,
-    Classifier,
     default_model_path,
     load_classifier,
+    load_recognizer,
     resolve_model_path,
 )
-from emotionlab.inference.inputs import expand_inputs
 from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
 from emotionlab.inference.recognizer import (
     CHANNELS,
@@ -35,7 +38,6 @@ from emotionlab.inference.recognizer import (
     FaceRecord,
     ImageRecord,
     Recognizer,
-    load_recognizer,
     progress_bar,
     to_dataframe,
 )

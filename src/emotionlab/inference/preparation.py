@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from emotionlab.data.images import ImageReadError, read_image
@@ -83,7 +82,7 @@ class FacePreparer:
         return find_faces(array, self.crop_config, detector=self.detector, max_faces=self.max_faces)
 
     def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return torch.stack([self.transform(image) for image in images]).numpy()
+        return np.stack([self.transform(image) for image in images])
 
     def _reduced_side(self) -> int | None:
         """The shorter side a file may be decoded down to (None: decode in full)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
@@ -31,7 +30,7 @@ from PIL import Image
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper, as_rgb_array
-from emotionlab.inference.classifier import BaseClassifier, load_classifier
+from emotionlab.inference.classifier import BaseClassifier
 from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
 from emotionlab.isolation import isolated_map
 from emotionlab.progress import progress as progress_bar  # public as emotionlab.inference.progress_bar
@@ -351,18 +350,3 @@ RECORD_COLUMNS = (
     "no_face",
     "error",
 )
-
-
-def load_recognizer(
-    path: str | Path | None = None,
-    *,
-    detect: bool | None = None,
-    detector: str | None = None,
-    backend: str = "auto",
-    int8: bool = False,
-    device: str = "cpu",
-    max_faces: int | None = None,
-) -> Recognizer:
-    """Load a model file (default: the shipped model) as a ``Recognizer``; see ``Recognizer`` for options."""
-    classifier = load_classifier(path, backend=backend, device=device, int8=int8)
-    return Recognizer(classifier, detect=detect, detector=detector, max_faces=max_faces)

@@ -17,6 +17,7 @@ from torch import nn
 from emotionlab.data.transforms import imagenet_normalization
 from emotionlab.errors import EmotionlabError
 from emotionlab.models.registry import TIMM_CLASSIFIER, ModelSpec, registered_names, registered_spec
+from emotionlab.models.weights import is_model_file, load_backbone_weights
 
 
 def _timm_exists(name: str) -> bool:
@@ -81,15 +82,10 @@ def _timm_builder(name: str):
 
 
 def _is_emotionlab_file(path: Path) -> bool:
-    # Imported here: io builds models through this module (model files -> factory), not the other way.
-    from emotionlab.models.io import is_model_file
-
     return is_model_file(path)
 
 
 def _load_backbone_weights(model: nn.Module, architecture: str, path: Path) -> None:
-    from emotionlab.models.io import load_backbone_weights
-
     load_backbone_weights(model, path, head=_head_path(model, architecture))
 
 
