@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint clean-venv
+.PHONY: demo test test-fast lint clean-venv web-vendor
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
 
-test: $(STAMP)
+# ONNX Runtime Web (pinned, from npm) for `emotionlab export --web` and its tests; a no-op once vendored.
+web-vendor: $(STAMP)
+	$(PYTHON) scripts/vendor_onnxruntime_web.py
+
+test: $(STAMP) web-vendor
 	$(PYTHON) -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) web-vendor
 	$(PYTHON) -m pytest -m "not slow and not browser"
 
 lint: $(STAMP)

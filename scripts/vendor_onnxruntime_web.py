@@ -1,6 +1,6 @@
 """Fetch ONNX Runtime Web (pinned) from npm into the folder `emotionlab export --web` copies it from.
 
-    python scripts/vendor_onnxruntime_web.py        # or: make web-vendor (make test runs it)
+    python scripts/vendor_onnxruntime_web.py [--force]   # or: make web-vendor (make test runs it)
 
 Runs ``npm pack onnxruntime-web@VERSION`` (the npm registry, the ordinary client), checks the tarball against
 the pinned sha512 integrity npm publishes, and keeps only the wasm-only build the page needs: ``ort.wasm.min.js``
@@ -23,6 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from emotionlab.web.site import ORT_WEB_FILES, ORT_WEB_INTEGRITY, ORT_WEB_VERSION, VENDOR
+
+
+def vendored(target: Path = VENDOR) -> bool:
+    """Whether ``target`` already holds the pinned version's files."""
+    version = target / "VERSION"
+    return (
+        all((target / name).is_file() for name in ORT_WEB_FILES)
+        and version.is_file()
+        and ORT_WEB_INTEGRITY in version.read_text(encoding="utf-8")
+    )
 
 
 def vendor(target: Path = VENDOR) -> Path:
@@ -60,6 +70,9 @@ def vendor(target: Path = VENDOR) -> Path:
 
 
 if __name__ == "__main__":
+    if vendored() and "--force" not in sys.argv:
+        print(f"onnxruntime-web {ORT_WEB_VERSION} already vendored in {VENDOR}")
+        sys.exit(0)
     path = vendor()
     size = sum(file.stat().st_size for file in path.iterdir()) / 1e6
     print(f"vendored onnxruntime-web {ORT_WEB_VERSION} into {path} ({size:.1f} MB)")
