@@ -56,3 +56,32 @@ def start_chromium(profile: Path, *, window: str, extra: tuple[str, ...] = (), c
         )  # console messages, CSP violations included
     # A fixed driver path: selenium-manager never tries to download a browser or a driver.
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def write_y4m(image_path: Path, out: Path, *, width: int = 640, height: int = 480, frames: int = 2) -> Path:
+    """A still photo as a Y4M video (4:2:0) for Chromium's fake camera (``--use-file-for-fake-video-capture``):
+    the photo scaled to fit ``width`` x ``height``, centred on grey; the camera loops it."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(image_path) as photo:
+        photo = photo.convert("RGB")
+        photo.thumbnail((width, height))
+        canvas = Image.new("RGB", (width, height), (128, 128, 128))
+        canvas.paste(photo, ((width - photo.width) // 2, (height - photo.height) // 2))
+    rgb = np.asarray(canvas, dtype=np.float64)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # Full-range BT.601 (what "C420jpeg" means), chroma averaged over 2 x 2 pixels.
+    luma = 0.299 * red + 0.587 * green + 0.114 * blue
+    blue_diff = 128 - 0.168736 * red - 0.331264 * green + 0.5 * blue
+    red_diff = 128 + 0.5 * red - 0.418688 * green - 0.081312 * blue
+
+    def half(plane):
+        return plane.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+
+    planes = [luma, half(blue_diff), half(red_diff)]
+    frame = b"".join(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes() for plane in planes)
+    with open(out, "wb") as stream:
+        stream.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        stream.writelines(b"FRAME\n" + frame for _ in range(frames))
+    return out
