@@ -1,8 +1,13 @@
-"""Headless Debian Chromium for the browser tests (labelling page, HTML report): one way to start it."""
+"""Headless Debian Chromium for the browser tests (labelling page, HTML report, in-browser page): one way to
+start it, a plain static server, and a fake-camera video."""
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -85,3 +90,50 @@ def write_y4m(image_path: Path, out: Path, *, width: int = 640, height: int = 48
         stream.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
         stream.writelines(b"FRAME\n" + frame for _ in range(frames))
     return out
+
+
+# ---- the in-browser page (emotionlab.web): a static host, and waiting for the page ----------------------
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    requests: list  # (method, path) of every request, set per server
+
+    def log_message(self, *args):
+        pass
+
+    def log_request(self, *args):
+        self.requests.append((self.command, self.path))
+
+
+def serve_folder(folder: Path):
+    """A plain static server (as any host would be) on a free port; records every request it gets."""
+    requests: list = []
+    handler = type("Handler", (_Handler,), {"requests": requests})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}/", requests
+
+
+def wait_for(driver, script: str, *, timeout: float = WAIT * 4):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def open_page(driver, url: str) -> None:
+    driver.get(url)
+    state = wait_for(
+        driver, "return document.body.dataset.state !== 'loading' && document.body.dataset.state"
+    )
+    assert state == "ready", driver.find_element("id", "model").text
+
+
+def page_records(driver, files: list[Path]) -> list[dict]:
+    before = driver.execute_script("return window.emotionlab.state.records.length")
+    driver.find_element("id", "file").send_keys("\n".join(str(path) for path in files))
+    wait_for(driver, f"return window.emotionlab.state.records.length >= {before + len(files)}")
+    return driver.execute_script("return window.emotionlab.state.records")[before:]

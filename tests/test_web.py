@@ -8,12 +8,8 @@ chromium-driver (they skip without them, unless EMOTIONLAB_REQUIRE_BROWSER=1 as 
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import threading
-import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,7 @@ from helpers import run_cli
 from emotionlab.errors import EmotionlabError
 from emotionlab.web import site
 from emotionlab.web.site import export_web
-from tests.browser import WAIT, start_chromium, write_y4m
+from tests.browser import open_page, page_records, serve_folder, start_chromium, wait_for, write_y4m
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(path for path in (ROOT / "examples").iterdir() if path.suffix in (".jpg", ".png"))
@@ -153,50 +149,6 @@ def test_page_colours_are_the_service_pages():
 
 
 # ---- in headless Chromium -------------------------------------------------------------------------------------
-
-
-class _Handler(SimpleHTTPRequestHandler):
-    requests: list  # (method, path) of every request, set per server
-
-    def log_message(self, *args):
-        pass
-
-    def log_request(self, *args):
-        self.requests.append((self.command, self.path))
-
-
-def serve_folder(folder: Path):
-    """A plain static server (as any host would be) on a free port; records every request it gets."""
-    requests: list = []
-    handler = type("Handler", (_Handler,), {"requests": requests})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}/", requests
-
-
-def wait_for(driver, script: str, *, timeout: float = WAIT * 4):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
-def open_page(driver, url: str) -> None:
-    driver.get(url)
-    state = wait_for(
-        driver, "return document.body.dataset.state !== 'loading' && document.body.dataset.state"
-    )
-    assert state == "ready", driver.find_element("id", "model").text
-
-
-def page_records(driver, files: list[Path]) -> list[dict]:
-    before = driver.execute_script("return window.emotionlab.state.records.length")
-    driver.find_element("id", "file").send_keys("\n".join(str(path) for path in files))
-    wait_for(driver, f"return window.emotionlab.state.records.length >= {before + len(files)}")
-    return driver.execute_script("return window.emotionlab.state.records")[before:]
 
 
 def assert_same_records(path: Path, python: dict, web: dict) -> None:
