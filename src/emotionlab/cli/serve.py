@@ -33,12 +33,61 @@ def serve(
     queue_size: Annotated[
         int, typer.Option(help="Requests that may wait for a worker; one more is answered 503 + Retry-After.")
     ] = 32,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="EMOTIONLAB_TOKEN",
+            show_envvar=True,
+            help="Require 'Authorization: Bearer TOKEN' on /predict and /model (16+ characters); "
+            "the page takes it as http://HOST:PORT/#token=TOKEN.",
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another name clients use for this machine (the Host header is checked; '*' accepts any)."
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds for a request's headers, and the body's grace before --min-upload-rate."),
+    ] = 10.0,
+    min_upload_rate: Annotated[
+        int, typer.Option(help="Bytes per second a body must arrive at after the grace; slower: 408.")
+    ] = 100_000,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a request body may take in all; longer: 408.")
+    ] = 120.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections in all; one more: 503.")] = 256,
+    max_connections_per_client: Annotated[
+        int, typer.Option(help="Open connections from one client address; one more: 503.")
+    ] = 32,
 ) -> None:
     """Serve the model over HTTP: POST /predict with images, a page at / to try it, API docs at /docs."""
     from emotionlab.serving.app import serve as run_server
+    from emotionlab.serving.limits import ServiceLimits
 
     if workers < 0 or queue_size < 0:
         raise EmotionlabError("--workers and --queue-size must be 0 or more")
+    if token is not None and len(token) < 16:
+        raise EmotionlabError(
+            "--token: use at least 16 characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe())'"
+        )
+    if (
+        min(header_timeout, body_timeout) <= 0
+        or min(min_upload_rate, max_connections, max_connections_per_client) < 1
+    ):
+        raise EmotionlabError(
+            "--header-timeout, --body-timeout, --min-upload-rate and the connection caps must be above 0"
+        )
+    limits = ServiceLimits(
+        header_timeout_seconds=header_timeout,
+        body_grace_seconds=header_timeout,
+        body_min_bytes_per_second=min_upload_rate,
+        body_timeout_seconds=body_timeout,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+    )
     run_server(
         str(model) if model else None,
         host=host,
@@ -48,6 +97,9 @@ def serve(
         max_upload_mb=max_upload_mb,
         workers=workers,
         queue_size=queue_size,
+        token=token,
+        allowed_hosts=allowed_host or (),
+        limits=limits,
     )
 
 

@@ -4,8 +4,11 @@ Safe by default: binds 127.0.0.1, never reads a path a client sends (images arri
 model once at start-up through the same loader as ``emotionlab predict``, and bounds what a request may cost
 (``limits.py``). This module assembles the app; each job has its own module:
 
-- ``uploads.py``: the body cap while it arrives, the bounded queue (503), the form, and each image's header
-  checked against the format allow-list and the pixel budgets before any pixel is decoded;
+- ``connections.py``: caps on open connections (per client address and in total; 503) and the deadline for
+  a request's headers (408), in uvicorn's HTTP protocol;
+- ``uploads.py``: the Host check and the optional token, the body cap and its deadlines while it arrives
+  (408), the form, each image's header checked against the format allow-list and the pixel budgets before
+  any pixel is decoded, and only then a place in the bounded queue (503);
 - ``workers.py``: the inference slots (one ``Recognizer`` each, in this process or in worker processes) that
   decode, detect and classify off the event loop, so ``/health`` always answers;
 - ``pages.py`` and ``api_docs.py``: the page at /, its static files, and /docs.
@@ -13,6 +16,7 @@ model once at start-up through the same loader as ``emotionlab predict``, and bo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import anyio
@@ -23,7 +27,14 @@ from emotionlab import __version__
 from emotionlab.serving.api_docs import PREDICT_REQUEST, PREDICT_RESPONSES
 from emotionlab.serving.limits import MB, Refused, ServiceLimits
 from emotionlab.serving.pages import add_pages
-from emotionlab.serving.uploads import RequestGuard, ServiceLoad, inspect_uploads, read_uploads
+from emotionlab.serving.uploads import (
+    LOOPBACK_HOSTS,
+    RequestGuard,
+    ServiceLoad,
+    admitted,
+    inspect_uploads,
+    read_uploads,
+)
 from emotionlab.serving.workers import InferencePool, LocalSlot, WorkerSpec, start_process_pool, warm_up
 
 
@@ -34,11 +45,16 @@ def create_app(
     pool: InferencePool | None = None,
     max_upload_bytes: int | None = None,
     max_pixels: int | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    token: str | None = None,
+    connections=None,
 ) -> FastAPI:
     """A FastAPI app around a loaded ``Recognizer`` (see ``emotionlab.load_model``) or a ``pool`` of them.
 
     ``pool`` runs the images (e.g. ``start_process_pool``); without one, one slot in this process runs them on
     ``recognizer``, one image at a time. ``max_upload_bytes`` and ``max_pixels`` override ``limits``' fields.
+    ``allowed_hosts``: the names a request's Host header may carry (None: any); ``token``: the bearer token
+    the API requires (None: none); ``connections``: the ``ConnectionGuard`` whose counts /health shows.
     """
     limits = limits or ServiceLimits()
     if max_upload_bytes is not None:
@@ -66,9 +82,10 @@ def create_app(
 
     @app.exception_handler(Refused)
     async def refused(_request: Request, error: Refused) -> JSONResponse:
-        return JSONResponse({"detail": error.message}, status_code=error.status)
+        return JSONResponse({"detail": error.message}, status_code=error.status, headers=error.headers)
 
-    app.add_middleware(RequestGuard, limits=limits, load=load, capacity=len(pool.slots) + limits.queue_size)
+    capacity = len(pool.slots) + limits.queue_size
+    app.add_middleware(RequestGuard, limits=limits, load=load, allowed_hosts=allowed_hosts, token=token)
     app.state.pool = pool
     app.state.load = load
     add_pages(app)
@@ -82,6 +99,16 @@ def create_app(
             "workers": len(pool.slots),
             "active": load.active,
             "refused_busy": load.refused_busy,
+            "body_timeouts": load.body_timeouts,
+            **(
+                {
+                    "connections": connections.total,
+                    "refused_connections": connections.refused,
+                    "header_timeouts": connections.header_timeouts,
+                }
+                if connections is not None
+                else {}
+            ),
         }
 
     @app.get("/model", summary="The model and the limits of a request")
@@ -109,7 +136,9 @@ def create_app(
         the largest face's label, no_face. 413/415/422 with one line if any image is refused."""
         form, images = await read_uploads(request, limits)
         try:
-            results = await pool.run(await inspect_uploads(images, limits, inspect_limiter))
+            checked = await inspect_uploads(images, limits, inspect_limiter)
+            with admitted(load, capacity, limits):  # received and checked: only now a place in the queue
+                results = await pool.run(checked)
             for result in results:
                 if result[0] != "ok":
                     raise HTTPException(result[1], result[2])
@@ -118,6 +147,39 @@ def create_app(
             await form.close()
 
     return app
+
+
+def service_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str] | None:
+    """The names the Host header may carry when listening on ``host`` (None: any, for ``extra`` ``*``).
+
+    On 127.0.0.1 only the loopback names: a web page elsewhere cannot reach the service by pointing its own
+    domain at 127.0.0.1 (DNS rebinding). Beyond it: also the address listened on, this machine's name and
+    addresses, and ``extra`` (``--allowed-host``, e.g. the name clients use).
+    """
+    import socket
+
+    extra = [name.strip().lower() for name in extra if name.strip()]
+    if "*" in extra:
+        return None
+    names = set(LOOPBACK_HOSTS) | set(extra)
+    if host in LOOPBACK_HOSTS:
+        return frozenset(names)
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(f"[{host}]" if ":" in host else host)
+    hostname = socket.gethostname()
+    names |= {hostname.lower(), socket.getfqdn().lower()}
+    try:
+        for *_, address in socket.getaddrinfo(hostname, None):
+            names.add(f"[{address[0]}]" if ":" in address[0] else address[0])
+    except OSError:
+        pass
+    try:  # the address other machines reach this one by (no packet is sent: UDP connect only picks a route)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))
+            names.add(probe.getsockname()[0])
+    except OSError:
+        pass
+    return frozenset(names)
 
 
 def serve(
@@ -130,6 +192,9 @@ def serve(
     max_upload_mb: float = 10,
     workers: int = 2,
     queue_size: int = ServiceLimits.queue_size,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    limits: ServiceLimits | None = None,
 ) -> None:
     """Load the model (in each of ``workers`` processes, or once here with 0) and serve it with uvicorn.
 
@@ -137,17 +202,23 @@ def serve(
     with the blaze detector 39.7 requests/s against 44.3 for one in-process slot (the process hop costs ~10%),
     with the dlib cascade 5.3 against 4.9 (dlib holds the GIL: threads would not help). Chosen for isolation: a
     native crash in a decoder or detector costs one request a 422, never the service.
+    ``token``: the bearer token the API requires; ``allowed_hosts``: more names for the Host check
+    (``service_hosts``); ``limits``: the connection and deadline settings (upload size and queue from the
+    arguments above).
     """
     import uvicorn
 
+    from emotionlab.serving.connections import ConnectionGuard, guarded_protocol
+
     max_upload_bytes = int(max_upload_mb * MB)
-    limits = ServiceLimits(
+    limits = replace(
+        limits or ServiceLimits(),
         max_upload_bytes=max_upload_bytes,
         max_request_bytes=max(2 * max_upload_bytes, ServiceLimits.max_request_bytes),
         queue_size=queue_size,
     )
     # Workers or not, the model goes through `load_recognizer`, the loader `emotionlab predict` uses: a model file
-    # predict refuses stops the service before it listens. With workers, this process never loads torch.
+    # predict refuses stops the service before it listens.
     if workers > 0:
         pool = start_process_pool(WorkerSpec(model_path, detector, backend), limits, workers)
     else:
@@ -156,13 +227,21 @@ def serve(
         recognizer = load_recognizer(model_path, detector=detector, backend=backend)
         warm_up(recognizer)
         pool = InferencePool([LocalSlot(recognizer, limits)], pixels_in_flight=limits.max_pixels_in_flight)
-    app = create_app(limits=limits, pool=pool)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    guard = ConnectionGuard(limits)
+    hosts = service_hosts(host, allowed_hosts)
+    app = create_app(limits=limits, pool=pool, allowed_hosts=hosts, token=token, connections=guard)
+    if host not in LOOPBACK_HOSTS and not token:
         print(
-            f"warning: listening on {host}: anyone who can reach this address can use the service (no password)"
+            f"warning: listening on {host}: anyone who can reach this address can use the service; "
+            "set a token with --token or EMOTIONLAB_TOKEN"
         )
-    print(f"emotionlab service on http://{host}:{port}/ (API docs at /docs; Ctrl+C to stop)", flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"emotionlab service on http://{shown}:{port}/ (API docs at /docs; Ctrl+C to stop)", flush=True)
+    # uvicorn's h11 protocol with the connection caps and the header deadline; keep-alive as uvicorn's default.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", http=guarded_protocol(guard), timeout_keep_alive=5
+    )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(config).run()
     finally:
         app.state.pool.close()

@@ -34,6 +34,19 @@ class ServiceLimits:
     # stays small; the disk holds at most (queue_size + workers) x max_request_bytes.
     queue_size: int = 32
     retry_after_seconds: int = 2
+    # Time, counted outside the queue (a request takes a queue slot only once its body is in and checked). A
+    # header must be complete within header_timeout_seconds of the connection opening; a body must keep
+    # arriving at body_min_bytes_per_second after a grace period (the deadline moves on with every byte
+    # received), and never take longer than body_timeout_seconds: 408 past either. A 10 MB photo at the minimum
+    # rate takes ~110 s; a client trickling a byte a second is cut off after the grace (benchmarks/security.py).
+    header_timeout_seconds: float = 10.0
+    body_grace_seconds: float = 10.0
+    body_min_bytes_per_second: int = 100_000
+    body_timeout_seconds: float = 120.0
+    # Open connections (each a file descriptor and a little memory, slow or not): one client address may hold
+    # max_connections_per_client, all together max_connections; one more is answered 503 + Retry-After.
+    max_connections_per_client: int = 32
+    max_connections: int = 256
     image_timeout_seconds: float = 120.0  # a worker still busy after this is stopped (the image gets a 422)
     formats: tuple[str, ...] = ALLOWED_FORMATS
 
@@ -41,7 +54,8 @@ class ServiceLimits:
 class Refused(Exception):
     """A request or an image the service will not process: an HTTP status and one line saying why."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}

@@ -1,21 +1,26 @@
 """What a request to /predict may send, checked before any pixel is decoded.
 
-- the body is capped while it arrives (``RequestGuard``, a pure ASGI middleware): a ``Content-Length`` above
-  the cap is refused before anything is read, a chunked body is counted and stopped at the cap (413);
-- the same guard admits at most ``queue_size`` requests beyond the busy slots; one more gets 503 with
-  ``Retry-After`` at once;
+- who may ask (``RequestGuard``, a pure ASGI middleware): the Host header must name this service (against DNS
+  rebinding; 403), and with a token set every API request must carry ``Authorization: Bearer TOKEN`` (401);
+- the body is capped while it arrives (same guard): a ``Content-Length`` above the cap is refused before
+  anything is read, a chunked body is counted and stopped at the cap (413); it must arrive at a minimum rate
+  and within a total time (408), so a slow client holds only its own connection;
 - the form holds 1 to ``max_files`` files (``read_uploads``); a client's file name is echoed back, never
   opened;
 - every image's format (an allow-list: no EPS/PDF/SVG...) and size are read from its header
-  (``inspect_upload``); one image and the sum over a request have pixel budgets (413/415/422, one line each).
+  (``inspect_upload``); one image and the sum over a request have pixel budgets (413/415/422, one line each);
+- only then does the request take a place in the queue (``admitted``): at most ``queue_size`` beyond the busy
+  slots; one more gets 503 with ``Retry-After`` at once.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,19 +33,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from emotionlab.data.images import open_image, sniff_format
 from emotionlab.serving.limits import MB, Refused, ServiceLimits
 
-# ---- the body and the queue, before the app reads anything -------------------------------------------------
+# ---- who may ask, and the body while it arrives, before the app reads anything -----------------------------
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# With a token, only the API (/predict, /model) needs it: the pages and their files are the same for everyone
+# (the page sends the token it finds in its address's #token=... fragment, which never reaches a server log).
+PUBLIC_PATHS = ("/", "/health", "/docs", "/openapi.json", "/local")
+PUBLIC_PREFIXES = ("/static/", "/local/")
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
 @dataclass
 class ServiceLoad:
-    """Requests admitted to /predict and not yet answered, and those refused as busy (event loop only)."""
+    """Requests admitted to /predict and not yet answered, and those refused as busy or slow (event loop only)."""
 
     active: int = 0
     refused_busy: int = 0
+    body_timeouts: int = 0
 
 
 async def _send_json(send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
@@ -60,22 +76,64 @@ async def _send_json(send, status: int, detail: str, headers: Sequence[tuple[byt
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestGuard:
-    """Pure ASGI middleware: the body cap (declared and counted) and the bounded queue of /predict requests."""
+def host_name(header: str) -> str:
+    """The host of a Host header, lower case, without its port (``[::1]:8000`` -> ``[::1]``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header.split("]", 1)[0] + "]"
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
-    def __init__(self, app, *, limits: ServiceLimits, load: ServiceLoad, capacity: int, paths=("/predict",)):
+
+class RequestGuard:
+    """Pure ASGI middleware: the Host check, the token, the body cap (declared and counted) and its deadlines.
+
+    ``allowed_hosts``: names the Host header may carry (None: any). ``token``: the bearer token every request
+    but ``PUBLIC_PATHS`` must carry (None: no token).
+    """
+
+    def __init__(
+        self,
+        app,
+        *,
+        limits: ServiceLimits,
+        load: ServiceLoad,
+        allowed_hosts: Iterable[str] | None = None,
+        token: str | None = None,
+    ):
         self.app = app
         self.limits = limits
         self.load = load
-        self.capacity = capacity  # slots + queue_size
-        self.paths = set(paths)
+        self.hosts = None if allowed_hosts is None else {host.lower() for host in allowed_hosts}
+        self.token = token.encode() if token else None
+
+    def _authorised(self, scope) -> bool:
+        if self.token is None or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
+            return True
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, credential = given.partition(b" ")
+        # Constant time: the comparison takes as long however many leading bytes of a guess are right.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope["headers"])
+        if self.hosts is not None:
+            host = headers.get(b"host", b"").decode("latin-1")
+            if host_name(host) not in self.hosts:
+                await _send_json(send, 403, f"host {host!r} not allowed")
+                return
+        if not self._authorised(scope):
+            await _send_json(
+                send,
+                401,
+                "this service needs a token: send the header 'Authorization: Bearer TOKEN'",
+                [(b"www-authenticate", b'Bearer realm="emotionlab"')],
+            )
+            return
         cap = self.limits.max_request_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.strip().isdigit():
                 await _send_json(send, 400, "invalid Content-Length header")
@@ -88,30 +146,31 @@ class RequestGuard:
                     f"{cap:,} bytes ({cap / MB:g} MB)",
                 )
                 return
-        guarded = scope["path"] in self.paths
-        if guarded:
-            if self.load.active >= self.capacity:
-                self.load.refused_busy += 1
-                retry = str(self.limits.retry_after_seconds).encode()
-                await _send_json(
-                    send,
-                    503,
-                    f"busy: {self.load.active} requests in progress or waiting; "
-                    f"retry in {self.limits.retry_after_seconds} s",
-                    [(b"retry-after", retry)],
-                )
-                return
-            self.load.active += 1
+        limits = self.limits
+        started_at = anyio.current_time()
         received = 0
+        body_done = scope["method"] in ("GET", "HEAD", "OPTIONS")
         started = False
 
         async def counted_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: e.g. waiting for a disconnect, no deadline
+                return await receive()
+            # The body keeps its deadline only while it keeps arriving: grace + bytes so far / minimum rate.
+            deadline = started_at + min(
+                limits.body_timeout_seconds,
+                limits.body_grace_seconds + received / limits.body_min_bytes_per_second,
+            )
+            message = None
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+            if message is None:
+                raise _BodyTooSlow
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
                     raise _BodyTooLarge
+                body_done = not message.get("more_body", False)
             return message
 
         async def watched_send(message):
@@ -124,9 +183,34 @@ class RequestGuard:
         except _BodyTooLarge:
             if not started:
                 await _send_json(send, 413, f"request body over the limit of {cap:,} bytes ({cap / MB:g} MB)")
-        finally:
-            if guarded:
-                self.load.active -= 1
+        except _BodyTooSlow:
+            self.load.body_timeouts += 1
+            if not started:
+                seconds = anyio.current_time() - started_at
+                await _send_json(
+                    send,
+                    408,
+                    f"request body too slow: {received:,} bytes in {seconds:.0f} s (at least "
+                    f"{limits.body_min_bytes_per_second:,} bytes/s after {limits.body_grace_seconds:g} s, "
+                    f"{limits.body_timeout_seconds:g} s in all)",
+                )
+
+
+@contextmanager
+def admitted(load: ServiceLoad, capacity: int, limits: ServiceLimits):
+    """A place in the queue for a received, checked request, or ``Refused`` 503 + Retry-After when full."""
+    if load.active >= capacity:
+        load.refused_busy += 1
+        raise Refused(
+            503,
+            f"busy: {load.active} requests in progress or waiting; retry in {limits.retry_after_seconds} s",
+            {"Retry-After": str(limits.retry_after_seconds)},
+        )
+    load.active += 1
+    try:
+        yield
+    finally:
+        load.active -= 1
 
 
 # ---- the form and each image's header ----------------------------------------------------------------------

@@ -16,6 +16,10 @@ let uploads = 0;     // the newest upload: answers to older ones are dropped
 let photoUrl = null;
 
 const $ = id => document.getElementById(id);
+// With `emotionlab serve --token`, open the page with #token=TOKEN after its address: a fragment never leaves
+// the browser (no server log holds it); the API calls carry it.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
+const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
 
 function colourOf(label) {
   if (!colours.has(label)) {
@@ -92,7 +96,7 @@ async function send(file) {
   let response;
   try {
     for (let attempt = 0; attempt < 4; attempt++) {  // busy (503): wait as the server asks, then try again
-      response = await fetch("predict", { method: "POST", body: form });
+      response = await fetch("predict", { method: "POST", body: form, headers: AUTH });
       if (response.status !== 503 || attempt === 3) break;
       const seconds = Number(response.headers.get("Retry-After")) || 2;
       if (upload === uploads) $("summary").textContent = `the service is busy; trying again in ${seconds} s…`;
@@ -190,7 +194,7 @@ function showTable(record, faces) {
 function start() {
   const drop = $("drop"), input = $("file");
   $("curl-example").textContent = `curl -F files=@photo.jpg ${new URL("predict", document.baseURI).href}`;
-  fetch("model")
+  fetch("model", { headers: AUTH })
     .then(response => (response.ok ? response.json() : Promise.reject(new Error(response.statusText))))
     .then(model => {
       limits = model;
