@@ -334,3 +334,57 @@ def test_finetune_can_mix_ferplus_faces_into_each_epoch(tiny_dataset, ferplus_mo
         [prepared.train_set[(68, 1)], prepared.train_set[(75, 1)]]
     )  # task + FER+
     assert images.shape == (2, 3, 48, 48) and labels.dtype == torch.int64
+
+
+@pytest.mark.slow  # real training
+def test_finetune_adds_neutral_from_ferplus_and_keeps_the_source_head_rows(tiny_dataset, tmp_path):
+    """An eight-class FER+ model fine-tuned on five-class data + FER+ neutral faces predicts six classes, and
+    starts from the rows of the source head for those six (no new, random head)."""
+    root = write_fake_ferplus(tmp_path / "ferplus", copies=3)
+    source = train(
+        RunConfig(
+            data=DataConfig(root=str(root), image_size=48),
+            train=TrainConfig(
+                model="fer_cnn",
+                recipe="pretrain",
+                epochs=1,
+                batch_size=8,
+                pretrain=PretrainOptions(ferplus_classes=8, ferplus_targets="soft"),
+            ),
+            out=str(tmp_path / "pretrain"),
+        ),
+        progress=False,
+    ).model_path
+    config = RunConfig(
+        data=DataConfig(root=str(tiny_dataset), image_size=48),
+        train=TrainConfig(
+            recipe="finetune",
+            init_from=str(source),
+            epochs=1,
+            batch_size=8,
+            mix=MixOptions(ferplus=str(root), ratio=1.0, add_classes=("neutral",)),
+        ),
+        out=str(tmp_path / "finetune"),
+    )
+    from emotionlab.data.dataset import load_samples
+    from emotionlab.training.train import resolve_splits
+
+    sample_set = load_samples(str(tiny_dataset))
+    prepared = create_recipe("finetune")(config, sample_set, *resolve_splits(config, sample_set))
+    source_net, source_meta = load_model_file(source)
+    six = [*sample_set.labels, "neutral"]
+    assert prepared.metadata["labels"] == six
+    rows = [source_meta["labels"].index(label) for label in six]
+    assert torch.equal(prepared.net.classifier.weight, source_net.classifier.weight[rows])
+    # validation holds FER+ neutral faces too, so model selection sees the added class
+    val_targets = {int(prepared.val_set[index][1]) for index in range(len(prepared.val_set))}
+    assert six.index("neutral") in val_targets
+
+    meta = read_metadata(train(config, progress=False).model_path)
+    assert meta["labels"] == six
+    assert meta["finetuned_from"]["added_classes"] == ["neutral"]
+
+
+def test_added_classes_need_a_ferplus_folder():
+    with pytest.raises(EmotionlabError, match="--mix-ferplus"):
+        MixOptions(add_classes=("neutral",))

@@ -105,9 +105,15 @@ class MixOptions:
 
     ferplus: str | None = None  # a FER+ folder; None = no mixing
     ratio: float = 1.0  # FER+ faces per task image, per epoch
+    # FER+ classes the task's data lacks, added as outputs and learnt from FER+ faces alone: ("neutral",) gives
+    # the default model its calm-face class although no seed photo is labelled neutral.
+    add_classes: tuple[str, ...] = ()
 
     def __post_init__(self):
         _at_least("mix ratio", self.ratio, 0, strict=True)
+        object.__setattr__(self, "add_classes", tuple(self.add_classes or ()))
+        if self.add_classes and not self.ferplus:
+            raise ConfigError("add_classes needs a FER+ folder to learn them from (--mix-ferplus)")
 
 
 @dataclass(frozen=True)

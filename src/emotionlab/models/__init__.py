@@ -4,7 +4,7 @@ Importing this package registers every architecture of ours (each file registers
 ``@register_model``), so which function runs first never changes what the registry holds.
 """
 
-from emotionlab.models import ensemble, fer_cnn, seed_cnn  # noqa: F401  (they register themselves)
+from emotionlab.models import efficientnet_lite, ensemble, fer_cnn, seed_cnn  # noqa: F401  (they register themselves)
 from emotionlab.models.factory import create_model, model_spec
 from emotionlab.models.registry import ModelSpec, list_models, register_model
 

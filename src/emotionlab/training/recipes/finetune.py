@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from emotionlab.config import RunConfig
 from emotionlab.data.dataset import SampleSet
 from emotionlab.errors import EmotionlabError
-from emotionlab.models.factory import attach_mlp_head
+from emotionlab.labels import order_labels
+from emotionlab.models.factory import attach_mlp_head, classifier_of, replace_classifier
 from emotionlab.models.io import load_model_file
 from emotionlab.training.recipes.images import build_image_datasets
 from emotionlab.training.recipes.registry import Prepared, register_recipe
@@ -53,9 +54,16 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         )
     source = resolve_model_source(config.train.init_from)
     net, source_meta = load_model_file(source)
-    labels = list(sample_set.labels)
+    added = [label for label in config.train.mix.add_classes if label not in sample_set.labels]
+    labels = order_labels([*sample_set.labels, *added])
     kwargs = dict(source_meta.get("architecture_kwargs") or {})
-    if list(source_meta["labels"]) != labels:
+    source_labels = list(source_meta["labels"])
+    if source_labels != labels and set(labels) <= set(source_labels) and not kwargs.get("head_hidden"):
+        # Every class is one the source model already knows (FER+ 8 -> five + neutral): keep those rows of its
+        # head, so fine-tuning starts from a classifier that already separates them.
+        _select_head_rows(net, source_meta["architecture"], [source_labels.index(label) for label in labels])
+        log.info("finetune: kept the rows of %s of the source head", ", ".join(labels))
+    elif source_labels != labels:
         log.warning(
             "finetune: %s predicts %s, the data has %s: starting with a new head",
             source,
@@ -73,6 +81,7 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         "architecture": source_meta["architecture"],
         "architecture_kwargs": kwargs,
         "input_size": config.data.image_size,
+        "labels": labels,
         "normalization": source_meta["normalization"],
         "grayscale": bool(source_meta.get("grayscale", False)),
         "faces": config.data.faces,
@@ -83,9 +92,12 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
     if mix:
         train_set = _mix_ferplus(config, train_set, labels, metadata, mix)
         metadata["finetuned_from"]["mixed_with"] = {
-            "dataset": "FER+ train (majority, five classes)",
+            "dataset": f"FER+ train (majority vote; classes {', '.join(labels)})",
             "ratio": config.train.mix.ratio,
         }
+        if added:
+            val_set = _add_ferplus_validation(config, val_set, labels, added, metadata, mix)
+            metadata["finetuned_from"]["added_classes"] = added
     return Prepared(
         net=net,
         train_set=train_set,
@@ -94,6 +106,18 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         backbone_lr_scale=config.train.backbone_lr_scale,
         head_parameters=_head_parameters(net, source_meta["architecture"]),
     )
+
+
+def _select_head_rows(net: torch.nn.Module, architecture: str, rows: list[int]) -> None:
+    path, head = classifier_of(net, architecture)
+    new = torch.nn.Linear(head.in_features, len(rows), bias=head.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(head.weight[rows])
+        if head.bias is not None:
+            new.bias.copy_(head.bias[rows])
+    replace_classifier(net, path, new)
+    if hasattr(net, "num_classes"):
+        net.num_classes = len(rows)
 
 
 def _head_parameters(net: torch.nn.Module, architecture: str) -> frozenset[str]:
@@ -130,19 +154,64 @@ def _mix_ferplus(
 ) -> Dataset:
     from emotionlab.data import ferplus
 
+    _check_ferplus_mix(root, metadata)
+    # Five-class votes unless the model adds a class only the eight-class reading has (neutral).
+    classes = 5 if set(labels) <= set(ferplus.class_names(5)) else 8
+    names = ferplus.class_names(classes)
+    items = [item for item in ferplus.read_split(root, "train", classes=classes) if item.label in labels]
+    faces = ferplus.FerPlusTensors.from_items(
+        items, image_size=metadata["input_size"], augment=ferplus.TensorAugment(), seed=config.train.seed
+    )
+    # FER+ class indices follow FER+'s own label order; remap them to this model's label order.
+    faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
+    ratio = config.train.mix.ratio
+    log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
+    return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)
+
+
+class KeyedConcat(Dataset):
+    """Two ``(index, epoch)``-keyed datasets one after the other (validation: task images, then FER+ faces)."""
+
+    def __init__(self, first: Dataset, second: Dataset):
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if index < len(self.first):
+            return self.first[(index, epoch)]
+        return self.second[(index - len(self.first), epoch)]
+
+
+def _add_ferplus_validation(config, val_set, labels, added, metadata, root) -> Dataset:
+    """Validation also holds FER+ validation faces of the added classes: as many per class as the task's mean,
+    so model selection (the lowest validation loss) sees the new class without it dominating."""
+    from emotionlab.data import ferplus
+
+    names = ferplus.class_names(8)
+    per_class = max(1, len(val_set) // max(1, len(labels) - len(added)))
+    chosen = []
+    for label in added:
+        items = [item for item in ferplus.read_split(root, "validation", classes=8) if item.label == label]
+        generator = torch.Generator().manual_seed(config.train.seed)
+        order = torch.randperm(len(items), generator=generator)[:per_class].tolist()
+        chosen += [items[index] for index in sorted(order)]
+    faces = ferplus.FerPlusTensors.from_items(
+        chosen, image_size=metadata["input_size"], seed=config.train.seed
+    )
+    faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
+    log.info("finetune: validation adds %d FER+ faces of %s", len(faces), ", ".join(added))
+    return KeyedConcat(val_set, faces)
+
+
+def _check_ferplus_mix(root: str, metadata: dict) -> None:
+    from emotionlab.data import ferplus
+
     if not ferplus.is_ferplus_root(root):
         raise EmotionlabError(f"{root}: not a FER+ folder (FER2013Train/label.csv missing) for mix_ferplus")
     if not metadata["grayscale"] or metadata["normalization"].get("type") != "per_image":
         raise EmotionlabError(
             "mix_ferplus needs a grey, per-image standardised model (fer_cnn), as FER+ faces are"
         )
-    names = ferplus.class_names(5)
-    items = [item for item in ferplus.read_split(root, "train") if item.label in labels]
-    faces = ferplus.FerPlusTensors.from_items(
-        items, image_size=metadata["input_size"], augment=ferplus.TensorAugment(), seed=config.train.seed
-    )
-    # FER+ class indices follow FER+'s five-class order; remap them to this dataset's label order.
-    faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
-    ratio = config.train.mix.ratio
-    log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
-    return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)
