@@ -38,6 +38,8 @@ def missing_message(subject: str, module: str) -> str | None:
     if known is None:
         return None
     what, extra = known
+    if extra == "train" and importlib.util.find_spec("torch") is None:
+        what = "PyTorch"  # the extra's headline: a light install lacks all of it, not just this one package
     return f"{subject} needs {what}: pip install 'emotionlab[{extra}]'"
 
 

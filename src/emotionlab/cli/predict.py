@@ -19,6 +19,7 @@ from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError, Interrupted
 from emotionlab.fileio import is_inside
 from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
+from emotionlab.inference.inputs import is_video_name
 from emotionlab.isolation import error_reason, printable
 
 log = logging.getLogger("emotionlab")
@@ -127,8 +128,6 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
     """Run `emotionlab predict`; returns the number of records written."""
     from contextlib import closing
 
-    from emotionlab.inference import video as video_module
-
     if options.camera is None and not options.inputs:
         raise EmotionlabError("give images, folders, globs or videos to predict, or --camera INDEX")
     if options.resume and options.output is None:
@@ -155,6 +154,8 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
     progress = options.progress if options.progress is not None else not records_on_terminal
 
     if options.camera is not None:
+        from emotionlab.inference import video as video_module  # OpenCV: the [video] extra
+
         window = options.window if options.window is not None else video_module.gui_available()
         if options.window and not video_module.gui_available():
             raise EmotionlabError(
@@ -193,8 +194,8 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
             + (f" (shard {options.shard})" if options.shard else "")
         )
     done = read_done(options.output, options.output_format) if options.resume else {}
-    videos = [f for f in files if video_module.is_video_name(f) and done.get(str(f), -1) != VIDEO_FAILED]
-    images = [f for f in files if not video_module.is_video_name(f) and str(f) not in done]
+    videos = [f for f in files if is_video_name(f) and done.get(str(f), -1) != VIDEO_FAILED]
+    images = [f for f in files if not is_video_name(f) and str(f) not in done]
     note = PreparingNote(options.output) if options.output is not None else None
     # An image this process was preparing when it died (native code can kill it: a crash, not an exception):
     # on --resume it goes first, alone, in a worker process, so it cannot take this run down again.

@@ -19,7 +19,7 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
     import csv
     import json
 
-    from emotionlab.inference.video import is_video_name
+    from emotionlab.inference.inputs import is_video_name
 
     if output_format not in ("jsonl", "csv"):
         raise EmotionlabError("--resume needs --format jsonl or csv")

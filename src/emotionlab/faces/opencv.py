@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +126,10 @@ def download_yunet(
 ) -> Path:
     """Fetch the OpenCV-zoo YuNet model (or copy ``source_file``) to ``dest`` (a file, or a folder for the
     standard file name), check it is YuNet, and return the written path."""
+    # Here, not at the top: urllib.request (http, ssl, email) costs every `emotionlab predict` ~20 ms to load.
+    import urllib.error
+    import urllib.request
+
     dest = Path(dest)
     target = dest / YUNET_FILE_NAME if dest.is_dir() or str(dest).endswith(("/", os.sep)) else dest
     target.parent.mkdir(parents=True, exist_ok=True)

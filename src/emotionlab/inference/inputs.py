@@ -6,7 +6,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from emotionlab.data.images import is_image_name
 from emotionlab.errors import EmotionlabError
+
+# Video files predict reads frame by frame (emotionlab.inference.video, the [video] extra).
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+
+
+def is_video_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
@@ -14,9 +22,6 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     within each argument, arguments in the order given. Entries with an image or video name that are not
     regular files (a broken link, a link loop, a FIFO) are listed too: each gets its error record."""
     import glob
-
-    from emotionlab.data.images import is_image_name
-    from emotionlab.inference.video import is_video_name
 
     def wanted(entry: Path) -> bool:
         return (is_image_name(entry) or is_video_name(entry)) and not entry.is_dir()

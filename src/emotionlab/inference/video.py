@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.inference.inputs import VIDEO_SUFFIXES, is_video_name  # noqa: F401  (public here too)
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 WINDOW_TITLE = "emotionlab (q to quit)"
 
 
@@ -33,10 +33,6 @@ class Frame:
     index: int
     time: float
     image: np.ndarray
-
-
-def is_video_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def _open(path: Path) -> cv2.VideoCapture:

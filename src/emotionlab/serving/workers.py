@@ -100,16 +100,18 @@ def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the service, which stops its workers
-    import cv2
-    import torch
+    import sys
 
     from emotionlab.inference import load_recognizer
 
-    # One core per worker: the slots are the parallelism; threads inside a worker would fight over the cores.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     try:
         recognizer = load_recognizer(spec.model_path, detector=spec.detector, backend=spec.backend)
+        # One core per worker: the slots are the parallelism; threads inside a worker would fight over the cores.
+        # Only libraries the model needed are loaded (the shipped models: neither torch nor OpenCV).
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+        if "cv2" in sys.modules:
+            sys.modules["cv2"].setNumThreads(1)
         warm_up(recognizer)
     except Exception as error:  # noqa: BLE001 - reported to the parent, which refuses to start
         connection.send(("failed", str(error) or type(error).__name__))
