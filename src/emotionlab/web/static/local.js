@@ -23,6 +23,13 @@ const classifiers = new Map();        // model name -> ONNX Runtime session (loa
 let model = null;                     // the chosen entry of config.models
 let queue = Promise.resolve();        // one model run at a time: one WebAssembly thread
 let camera = null;                    // {stream, frames, started, times}
+const timings = {};                   // stage -> [calls, milliseconds]: where a frame's time goes
+
+function timed(stage, started) {
+  const entry = timings[stage] || (timings[stage] = [0, 0]);
+  entry[0] += 1;
+  entry[1] += performance.now() - started;
+}
 
 const $ = id => document.getElementById(id);
 
@@ -42,11 +49,15 @@ async function blazeBoxes(name, picture) {
   const settings = config.detector, spec = settings.models[name];
   if (!blaze[name]) blaze[name] = { session: await session(spec.file), anchors: V.anchors(spec) };
   const { session: detector, anchors } = blaze[name];
+  let started = performance.now();
   const letter = V.letterbox(picture, spec.input_size);
+  timed(`letterbox ${name}`, started);
   const size = spec.input_size;
+  started = performance.now();
   const outputs = await detector.run({
     [detector.inputNames[0]]: new ort.Tensor("float32", letter.tensor, [1, 3, size, size]),
   });
+  timed(`blazeface ${name}`, started);
   const regressors = outputs[detector.outputNames[0]].data, logits = outputs[detector.outputNames[1]].data;
   const label = name === "short" ? "blaze" : "blaze-full";
   return V.decodeDetections(regressors, logits, anchors, spec, settings).map(found => V.toBox(found, letter, label));
@@ -96,14 +107,18 @@ async function classifier(entry) {
 async function recognise(picture, name, entry = model) {
   let boxes = entry.faces ? await findFaces(picture, entry.faces.detector) : [];
   boxes = boxes.filter(box => V.canCrop(box, picture.width, picture.height));
+  let started = performance.now();
   const crops = boxes.length ? boxes.map(box => V.cropFace(picture, box, entry.faces.margin)) : [picture];
   const size = entry.input_size, length = 3 * size * size;
   const inputs = new Float32Array(crops.length * length);
   crops.forEach((crop, index) => V.modelInput(crop, entry, inputs, index * length));
+  timed("crop and preprocess", started);
   const network = await classifier(entry);
+  started = performance.now();
   const outputs = await network.run({
     [network.inputNames[0]]: new ort.Tensor("float32", inputs, [crops.length, 3, size, size]),
   });
+  timed("classifier", started);
   const rows = outputs[network.outputNames[0]].data, classes = entry.labels.length;
   const readings = crops.map((_, index) => reading(rows.subarray(index * classes, (index + 1) * classes), entry));
   const faces = boxes.map((box, index) => ({ box: [box.x, box.y, box.w, box.h], ...readings[index] }));
@@ -281,7 +296,12 @@ async function cameraFrame() {
   const video = $("video");
   const width = video.videoWidth, height = video.videoHeight;
   if (width && height) {
-    const record = await run(async () => recognise(fromDrawable(video, width, height), "camera"));
+    const record = await run(async () => {
+      const started = performance.now();
+      const picture = fromDrawable(video, width, height);
+      timed("camera frame pixels", started);
+      return recognise(picture, "camera");
+    });
     if (!camera) return;
     camera.frames += 1;
     const now = performance.now();
@@ -374,6 +394,7 @@ async function start() {
 // For tests and the curious: the records shown, the camera's counters, one call per image.
 window.emotionlab = {
   state,
+  timings,
   camera: () => (camera ? { frames: camera.frames, fps: camera.fps, seconds: (performance.now() - camera.started) / 1000, last: camera.last } : null),
   predict: (blob, name) => predictFile(blob, name),
   chooseModel: name => chooseModel(name),

@@ -29,48 +29,80 @@
     bilinear: { support: 1, weight: x => (Math.abs(x) < 1 ? 1 - Math.abs(x) : 0) },
   };
 
-  function resampleTable(sourceSize, targetSize, filter) {  // Pillow's precompute_coeffs + normalize_coeffs_8bpc
+  const tables = new Map();  // camera frames all have one size: their tables are computed once
+
+  // Pillow's precompute_coeffs + normalize_coeffs_8bpc: for each output pixel the first source pixel, the
+  // number of source pixels and their weights in 22-bit fixed point (rounded away from zero).
+  function resampleTable(sourceSize, targetSize, filterName) {
+    const key = `${sourceSize} ${targetSize} ${filterName}`;
+    if (tables.has(key)) return tables.get(key);
+    const filter = FILTERS[filterName];
     const scale = sourceSize / targetSize;
     const filterScale = Math.max(scale, 1);
     const support = filter.support * filterScale, inverse = 1 / filterScale;
-    const rows = [];
+    const span = Math.ceil(support) * 2 + 1;
+    const starts = new Int32Array(targetSize), counts = new Int32Array(targetSize);
+    const weights = new Float64Array(targetSize * span);
     for (let d = 0; d < targetSize; d++) {
       const centre = (d + 0.5) * scale;
       const start = Math.max(Math.trunc(centre - support + 0.5), 0);
       const count = Math.min(Math.trunc(centre + support + 0.5), sourceSize) - start;
-      const weights = [];
       let total = 0;
       for (let j = 0; j < count; j++) {
         const weight = filter.weight((j + start - centre + 0.5) * inverse);
-        weights.push(weight);
+        weights[d * span + j] = weight;
         total += weight;
       }
-      // 22 fraction bits, rounded away from zero (Pillow's PRECISION_BITS for 8-bit images).
-      const fixed = weights.map(w => {
-        const value = (total !== 0 ? w / total : w) * 2 ** 22;
-        return value < 0 ? Math.trunc(-0.5 + value) : Math.trunc(0.5 + value);
-      });
-      rows.push([start, fixed]);
+      for (let j = 0; j < count; j++) {
+        const value = (total !== 0 ? weights[d * span + j] / total : weights[d * span + j]) * 2 ** 22;
+        weights[d * span + j] = value < 0 ? Math.trunc(-0.5 + value) : Math.trunc(0.5 + value);
+      }
+      starts[d] = start;
+      counts[d] = count;
     }
-    return rows;
+    if (tables.size > 64) tables.clear();
+    const table = { starts, counts, weights, span };
+    tables.set(key, table);
+    return table;
   }
 
-  function resamplePass(source, width, height, horizontal, filter) {
-    const target = image(width, height);
-    const rows = resampleTable(horizontal ? source.width : source.height, horizontal ? width : height, filter);
-    const half = 2 ** 21, unit = 2 ** 22;
-    for (let y = 0; y < height; y++) {
+  const HALF = 2 ** 21, UNIT = 2 ** 22;
+  const toByte = total => Math.min(255, Math.max(0, Math.floor(total / UNIT)));
+
+  function resampleHorizontal(source, width) {
+    const target = image(width, source.height);
+    const { starts, counts, weights, span } = resampleTable(source.width, width, source.filter);
+    const from = source.data, to = target.data;
+    for (let y = 0; y < source.height; y++) {
+      const row = y * source.width * 3;
       for (let x = 0; x < width; x++) {
-        const [start, weights] = rows[horizontal ? x : y];
-        for (let c = 0; c < 3; c++) {
-          let total = half;
-          for (let j = 0; j < weights.length; j++) {
-            const index = horizontal ? (y * source.width + start + j) : ((start + j) * source.width + x);
-            total += source.data[index * 3 + c] * weights[j];
-          }
-          target.data[(y * width + x) * 3 + c] = Math.min(255, Math.max(0, Math.floor(total / unit)));
+        let r = HALF, g = HALF, b = HALF;
+        let p = row + starts[x] * 3;
+        const first = x * span, last = first + counts[x];
+        for (let k = first; k < last; k++, p += 3) {
+          const weight = weights[k];
+          r += from[p] * weight; g += from[p + 1] * weight; b += from[p + 2] * weight;
         }
+        const o = (y * width + x) * 3;
+        to[o] = toByte(r); to[o + 1] = toByte(g); to[o + 2] = toByte(b);
       }
+    }
+    return target;
+  }
+
+  function resampleVertical(source, height) {
+    const target = image(source.width, height);
+    const { starts, counts, weights, span } = resampleTable(source.height, height, source.filter);
+    const from = source.data, to = target.data, length = source.width * 3;
+    const sums = new Float64Array(length);
+    for (let y = 0; y < height; y++) {
+      sums.fill(HALF);
+      for (let j = 0; j < counts[y]; j++) {
+        const weight = weights[y * span + j], row = (starts[y] + j) * length;
+        for (let i = 0; i < length; i++) sums[i] += from[row + i] * weight;
+      }
+      const out = y * length;
+      for (let i = 0; i < length; i++) to[out + i] = toByte(sums[i]);
     }
     return target;
   }
@@ -78,10 +110,9 @@
   // Image.resize((width, height), BOX or BILINEAR): the horizontal pass, then the vertical one.
   function resize(source, width, height, filterName) {
     if (width === source.width && height === source.height) return source;
-    const filter = FILTERS[filterName];
-    let result = source;
-    if (width !== source.width) result = resamplePass(result, width, result.height, true, filter);
-    if (height !== source.height) result = resamplePass(result, width, height, false, filter);
+    let result = { ...source, filter: filterName };
+    if (width !== source.width) result = { ...resampleHorizontal(result, width), filter: filterName };
+    if (height !== source.height) result = resampleVertical(result, height);
     return result;
   }
 
