@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from emotionlab.data.preprocess import EvalTransform
+from emotionlab.errors import EmotionlabError
 from emotionlab.extras import require
 
 
@@ -99,3 +100,46 @@ class Classifier(BaseClassifier):
         if isinstance(batch, np.ndarray):
             batch = torch.from_numpy(batch)
         return torch.softmax(self.logits(batch), dim=1).numpy()
+
+
+class LabelSubset(BaseClassifier):
+    """A classifier answering among some of its labels only: the others' probability is dropped and the rest
+    renormalised. ``five`` on a six-class model (five emotions + neutral) answers as the study's five-class
+    models did: for photos known to show one of the five, where a calm reading is not an answer."""
+
+    def __init__(self, classifier: BaseClassifier, labels: Iterable[str]):
+        wanted = list(dict.fromkeys(labels))
+        unknown = [label for label in wanted if label not in classifier.labels]
+        if unknown or not wanted:
+            raise EmotionlabError(
+                f"the model has no class {', '.join(unknown) or '(none given)'}: "
+                f"its classes are {', '.join(classifier.labels)}"
+            )
+        self.inner = classifier
+        self.columns = np.array([classifier.labels.index(label) for label in wanted])
+        self.metadata = {**classifier.metadata, "labels": wanted, "restricted_from": list(classifier.labels)}
+        self.labels = wanted
+        self.input_size = classifier.input_size
+        self.transform = classifier.transform
+        self.path = classifier.path
+        self.backend = classifier.backend
+
+    def __getattr__(self, name):  # model, logits, ... of the wrapped classifier (Grad-CAM, reports)
+        return getattr(self.__dict__["inner"], name)
+
+    def preprocess(self, images: Iterable[Image.Image]):
+        return self.inner.preprocess(images)
+
+    def probabilities(self, batch) -> np.ndarray:
+        kept = np.asarray(self.inner.probabilities(batch))[:, self.columns]
+        return (kept / np.clip(kept.sum(axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
+
+
+def restrict_labels(classifier: BaseClassifier, labels: Iterable[str] | None) -> BaseClassifier:
+    """``classifier`` answering among ``labels`` only (None, or all of its labels: unchanged)."""
+    if labels is None:
+        return classifier
+    labels = list(labels)
+    if labels == classifier.labels:
+        return classifier
+    return LabelSubset(classifier, labels)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.extras import require
-from emotionlab.inference.classifier import BaseClassifier, Classifier
+from emotionlab.inference.classifier import BaseClassifier, Classifier, restrict_labels
 from emotionlab.inference.onnx import OnnxClassifier
 from emotionlab.inference.recognizer import Recognizer
 from emotionlab.model_file import read_header
@@ -121,7 +121,11 @@ def load_recognizer(
     int8: bool = False,
     device: str = "cpu",
     max_faces: int | None = None,
+    classes: list[str] | None = None,
 ) -> Recognizer:
-    """Load a model file (default: the shipped model) as a ``Recognizer``; see ``Recognizer`` for options."""
-    classifier = load_classifier(path, backend=backend, device=device, int8=int8)
+    """Load a model file (default: the shipped model) as a ``Recognizer``; see ``Recognizer`` for options.
+
+    ``classes``: answer among these of the model's classes only (``labels.EMOTIONS``: the study's five, no
+    neutral); their probabilities are renormalised."""
+    classifier = restrict_labels(load_classifier(path, backend=backend, device=device, int8=int8), classes)
     return Recognizer(classifier, detect=detect, detector=detector, max_faces=max_faces)
