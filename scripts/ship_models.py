@@ -20,19 +20,56 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-from migrate_model_files import MANIFEST, SEED_DATA, manifest_record
-
+from emotionlab.data.manifest import read_manifest_rows
 from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig
+from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest
 from emotionlab.inference.export import export_onnx
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata, resave_model_file
 
+REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "src/emotionlab/assets"
+MANIFEST = REPO / "benchmarks/splits/seed-emotions.csv"
+SEED_DATA = Path(os.environ.get("EMOTIONLAB_DATA", REPO.parent / "shared/datasets/seed-emotions"))
+
+
+def manifest_record(manifest: Path, data_root: Path | None) -> dict:
+    """The ``dataset`` metadata of a model trained on ``manifest``'s train and validation rows (the files under
+    ``data_root``, when given, are hashed again so a manifest that no longer describes them is caught)."""
+    rows = read_manifest_rows(manifest)
+    if data_root is not None and data_root.is_dir():
+        stale = [
+            row["path"]
+            for row in rows
+            if content_digest(data_root / row["path"]) != row["sha256"][:CONTENT_DIGEST_HEX]
+        ]
+        if stale:
+            sys.exit(
+                f"{manifest}: {len(stale)} row(s) do not match the files under {data_root} (first: {stale[0]})"
+            )
+        print(f"checked {len(rows)} manifest digests against {data_root}")
+    digests = {
+        split: sorted({row["sha256"][:CONTENT_DIGEST_HEX] for row in rows if row["split"] == split})
+        for split in ("train", "validation")
+    }
+    test = [
+        [row["path"], row["label"], row["sha256"][:CONTENT_DIGEST_HEX]]
+        for row in rows
+        if row["split"] == "test"
+    ]
+    leaked = {digest for _, _, digest in test} & (set(digests["train"]) | set(digests["validation"]))
+    if leaked:
+        sys.exit(f"{manifest}: {len(leaked)} test image(s) are also train/validation images")
+    return {
+        "digest": f"sha256 of the file bytes, first {CONTENT_DIGEST_HEX} hex digits",
+        "source": f"manifest:{manifest.name}",
+        **digests,
+        "test": test,
+    }
 
 
 def ship_default(cv: Path, recipe: str, tta: str) -> Path:

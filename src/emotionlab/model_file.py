@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from emotionlab.errors import EmotionlabError
 
 FORMAT = "emotionlab-model/2"
-LEGACY_FORMAT = "emotionlab-model/1"  # weights checksum only: refused, upgrade with `upgrade_model_file`
+LEGACY_FORMAT = "emotionlab-model/1"  # weights checksum only: refused (see LEGACY_UPGRADE)
 METADATA_KEY = "emotionlab"
 CHECKSUM_KEY = "sha256"
 REQUIRED_KEYS = ("format", "architecture", "labels", "input_size", "normalization")
@@ -42,7 +42,9 @@ ARCHITECTURE_KWARGS = {
 MAX_MEMBERS = (
     64  # an ensemble's networks ("members": [{"architecture": ..., "architecture_kwargs": ...}, ...])
 )
-UPGRADE_HINT = "python -m emotionlab.models.io upgrade FILE"
+# The last emotionlab that can re-save a format-1 file in this format (`python -m emotionlab.models.io upgrade
+# FILE`); the upgrader was removed after it, since no format-1 file was ever released.
+LEGACY_UPGRADE = "emotionlab 0.1.0 at commit 609b560"
 
 
 class ModelFileError(EmotionlabError):
@@ -218,7 +220,7 @@ def check_format(path: Path, meta: dict) -> None:
         raise ModelFileError(
             path,
             f"written by an older emotionlab ({LEGACY_FORMAT}) whose checksum does not cover the labels and settings; "
-            f"if you trust this file, upgrade it once: {UPGRADE_HINT}",
+            f"refused. If you trust it, upgrade it with {LEGACY_UPGRADE} (python -m emotionlab.models.io upgrade FILE)",
         )
     if found != FORMAT:
         raise ModelFileError(

@@ -6,14 +6,12 @@ input size, normalisation, architecture and its arguments) and the tensor shapes
 with the network the metadata describes, built on PyTorch's ``meta`` device (no memory allocated).
 
 Files of the previous format (``emotionlab-model/1``, checksum over the weights only) are refused too: their labels
-and settings could have been edited unnoticed. ``python -m emotionlab.models.io upgrade FILE`` re-saves a trusted
-one in the current format after checking its old weight checksum and its metadata.
+and settings could have been edited unnoticed (``model_file.LEGACY_UPGRADE`` names the version that can upgrade one).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,12 +23,9 @@ from emotionlab.errors import EmotionlabError
 from emotionlab.model_file import (  # noqa: F401  (FORMAT ... metadata_checksum: public here too)
     CHECKSUM_KEY,
     FORMAT,
-    LEGACY_FORMAT,
     METADATA_KEY,
     REQUIRED_KEYS,
-    UPGRADE_HINT,
     ModelFileError,
-    check_format,
     check_values,
     metadata_checksum,
     read_header,
@@ -187,42 +182,3 @@ def resave_model_file(path: str | Path, out: str | Path, change=None) -> Path:
     if change is not None:
         change(meta)
     return _write(Path(out), state, meta)
-
-
-def upgrade_model_file(path: str | Path, out: str | Path | None = None) -> Path:
-    """Re-save an ``emotionlab-model/1`` file in the current format, once its weights match their old checksum
-    and its metadata is valid. Only for files you trust: the old format could not tell whether the labels or
-    settings were edited."""
-    path = Path(path)
-    out = Path(out) if out is not None else path
-    meta, shapes = read_raw(path)
-    if meta.get("format") != LEGACY_FORMAT:
-        check_format(path, meta)
-        raise ModelFileError(path, f"already in the current format {FORMAT}; nothing to upgrade")
-    reason = validate_metadata(meta)
-    if reason:
-        raise ModelFileError(path, reason)
-    _check_shapes(path, meta, shapes)
-    state = load_tensors(path)
-    if not isinstance(meta.get("weights_sha256"), str) or _digest(state) != meta["weights_sha256"]:
-        raise ModelFileError(path, "weights do not match the old checksum (or it is missing); not upgraded")
-    meta["upgraded"] = {"from": LEGACY_FORMAT, "package_version": __version__}
-    return _write(out, state, meta)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m emotionlab.models.io upgrade FILE [OUT]``: upgrade a trusted model file of the old format."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 3) or args[0] != "upgrade":
-        print(f"usage: {UPGRADE_HINT} [OUT]", file=sys.stderr)
-        sys.exit(2)
-    try:
-        written = upgrade_model_file(args[1], args[2] if len(args) == 3 else None)
-    except EmotionlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(f"upgraded: {written} ({FORMAT})")
-
-
-if __name__ == "__main__":
-    main()
