@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from emotionlab.cli import app
-from emotionlab.cli.renamed import POSITIONAL_DATA, RENAMED
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
@@ -41,22 +40,7 @@ Top level: `emotionlab --version` prints the version; `emotionlab --help` lists 
 | `--patience` | early stopping: epochs without a new lowest validation loss |
 | `--workers` | processes (or, for `data import`, concurrent downloads) working beside the main one |
 | `--resume` | `train`: the run folder to continue; `predict`: a flag, continue `--output` |
-
-## Old spellings (work until the next release, with a one-line note)
-
-| command | old | now |
-|---|---|---|
 """
-
-
-def _rows_renamed() -> list[str]:
-    rows = []
-    for command, renames in RENAMED.items():
-        for old, new in renames.items():
-            rows.append(f"| `{command}` | `{old}` | `{new}` |")
-    for command in sorted(POSITIONAL_DATA):
-        rows.append(f"| `{command}` | the dataset as an argument | `--data DATASET` |")
-    return rows
 
 
 def _cell(text: str | None) -> str:
@@ -99,7 +83,7 @@ def _commands(group, path: list[str]):
 def render() -> str:
     root = typer.main.get_command(app)
     root_context = root.make_context("emotionlab", ["--help"], resilient_parsing=True)
-    lines = [HEADER.rstrip("\n"), *_rows_renamed(), "", "## Commands", ""]
+    lines = [HEADER.rstrip("\n"), "", "## Commands", ""]
     for path, command in _commands(root, []):
         context = command.make_context(" ".join(path), [], parent=root_context, resilient_parsing=True)
         lines += [f"### `emotionlab {' '.join(path)}`", "", _cell((command.help or "").split("\n\n")[0]), ""]

@@ -1,9 +1,8 @@
-"""One meaning per option name: the new spellings work, the old ones still work for one release with a
-one-line note, `--help` shows only the new ones, and docs/cli.md is what the program prints."""
+"""One meaning per option name (`--model` is a model file, `--arch` an architecture, `--output` a file), and
+docs/cli.md is what the program prints."""
 
 from __future__ import annotations
 
-import json
 import runpy
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import typer
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.cli.renamed import POSITIONAL_DATA, RENAMED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,44 +30,21 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("path", sorted(set(RENAMED) | POSITIONAL_DATA))
-def test_help_lists_only_the_new_spellings(path):
+def test_train_refuses_model_since_model_means_a_model_file(tmp_path):
+    # --model names a model file in every command; train builds an architecture (--arch) and starts from a model
+    # file with --init-from, so `train --model` is refused rather than silently read as one or the other.
+    names = {name for param in _command("train").params for name in param.opts}
+    assert "--model" not in names and {"--arch", "--init-from"} <= names
+    result = CliRunner().invoke(app, ["train", "--model", "seed_cnn", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--model" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("path", ["data split", "data faces", "data audit", "augment-preview"])
+def test_dataset_commands_take_the_dataset_as_data_not_as_an_argument(path):
     command = _command(path)
-    names = {name for param in command.params for name in [*param.opts, *param.secondary_opts]}
-    for old, new in RENAMED.get(path, {}).items():
-        assert old not in names and new in names, (path, old, new)
-    if path in POSITIONAL_DATA:
-        assert "--data" in names
-        assert not [p for p in command.params if p.param_type_name == "argument"]
-
-
-@pytest.mark.slow  # `emotionlab` processes
-def test_old_split_spelling_writes_the_same_manifest_as_the_new_one_and_says_what_changed(
-    tiny_dataset, tmp_path
-):
-    new = _run("data", "split", "--data", str(tiny_dataset), "--output", str(tmp_path / "new.csv"))
-    old = _run("data", "split", str(tiny_dataset), "--out", str(tmp_path / "old.csv"))
-    assert new.returncode == 0 and old.returncode == 0, old.stderr
-    assert (tmp_path / "new.csv").read_text() == (tmp_path / "old.csv").read_text()
-    assert "note:" not in new.stderr
-    notes = [line for line in old.stderr.splitlines() if line.startswith("note:")]
-    assert len(notes) == 2 and "--output" in notes[1] and "--data" in notes[0]
-
-
-@pytest.mark.slow  # `emotionlab` processes
-def test_the_dataset_can_follow_other_options_in_the_old_positional_form(tiny_dataset, tmp_path):
-    result = _run("data", "audit", "--out", str(tmp_path / "audit"), str(tiny_dataset))
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())["summary"]
-    assert summary["root"] == str(tiny_dataset) and summary["num_files"] == 100
-
-
-def test_train_model_option_still_names_the_architecture(tmp_path):
-    # Both spellings reach the architecture check (before any data is read): same one-line error.
-    new = CliRunner().invoke(app, ["train", "--arch", "no_such_net", "--out", str(tmp_path / "a")])
-    old = CliRunner().invoke(app, ["train", "--model", "no_such_net", "--out", str(tmp_path / "b")])
-    assert new.exit_code != 0 and old.exit_code != 0
-    assert "no_such_net" in str(new.exception) and str(new.exception) == str(old.exception)
+    assert "--data" in {name for param in command.params for name in param.opts}
+    assert not [param for param in command.params if param.param_type_name == "argument"]
 
 
 @pytest.mark.slow  # `emotionlab` processes
@@ -89,21 +64,3 @@ def test_docs_cli_page_is_what_the_program_prints():
     assert (ROOT / "docs" / "cli.md").read_text(encoding="utf-8") == script["render"](), (
         "docs/cli.md is out of date: run python scripts/cli_reference.py"
     )
-
-
-def test_an_explicit_data_option_wins_and_a_separator_is_respected():
-    split = _command("data split")
-    from emotionlab.cli.renamed import rewrite_args
-
-    # --data=DS given: a stray positional is left for the parser to refuse, not taken as the dataset
-    assert rewrite_args("data split", split, ["--data=ds", "extra", "--output", "z.csv"], notes=False) == [
-        "--data=ds", "extra", "--output", "z.csv",
-    ]  # fmt: skip
-    assert rewrite_args("data split", split, ["--output", "z.csv", "--", "ds"], notes=False) == [
-        "--output", "z.csv", "--data", "ds",
-    ]  # fmt: skip
-    train = _command("train")
-    assert rewrite_args("train", train, ["--model", "x", "--", "--model"], notes=False)[-2:] == [
-        "--",
-        "--model",
-    ]

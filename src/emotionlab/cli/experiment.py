@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from emotionlab.cli.renamed import RenamingGroup, rewrite_args
 from emotionlab.cli.root import app
 from emotionlab.cli.train import _faces_option, train_run_config
 from emotionlab.errors import EmotionlabError, Interrupted
@@ -16,7 +15,6 @@ from emotionlab.errors import EmotionlabError, Interrupted
 # ---- experiments: the study's ablation, augmentation preview ----------------------------------------------
 
 experiment_app = typer.Typer(
-    cls=RenamingGroup,
     help="Experiments: the study's ablation with seeds and confidence intervals.",
     no_args_is_help=True,
 )
@@ -107,8 +105,7 @@ def _cv_recipe(text: str):
         )
     command = typer.main.get_command(app).commands["train"]
     try:
-        args = rewrite_args("train", command, shlex.split(options))
-        context = command.make_context("train", args, resilient_parsing=False)
+        context = command.make_context("train", shlex.split(options), resilient_parsing=False)
     except Exception as error:  # Typer's (vendored) click usage errors all have format_message()
         if not hasattr(error, "format_message"):
             raise

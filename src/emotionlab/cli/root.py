@@ -11,20 +11,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from emotionlab import __version__
-from emotionlab.cli.renamed import RenamingGroup
 from emotionlab.errors import EmotionlabError
 from emotionlab.extras import missing_message
 
 app = typer.Typer(
-    cls=RenamingGroup,
     help="Recognise emotions on faces: label, audit, train, evaluate, predict.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(
-    cls=RenamingGroup, help="Datasets: download, audit, split, face crops.", no_args_is_help=True
-)
+data_app = typer.Typer(help="Datasets: download, audit, split, face crops.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 console = Console(stderr=True)
