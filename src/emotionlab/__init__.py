@@ -12,6 +12,8 @@ def load_model(path=None, **kwargs):
     Returns an ``emotionlab.Recognizer``: ``predict(image_or_path)`` gives ``{"path", "label", "probabilities",
     "no_face", "faces": [{"box", "label", "probabilities", ...}, ...]}``; keyword arguments go to
     ``emotionlab.inference.load_recognizer`` (``detect``, ``detector``, ``backend="onnx"``, ...).
+    ``classes=emotionlab.labels.EMOTIONS`` answers among the study's five only (`--five`): a model that also
+    knows ``neutral`` leaves it out and renormalises the five.
     """
     from emotionlab.inference import load_recognizer
 

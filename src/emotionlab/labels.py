@@ -5,6 +5,10 @@ from collections.abc import Iterable
 # The study's five emotions, in the order every model shipped by this project uses.
 EMOTIONS: tuple[str, ...] = ("angry", "fearful", "happy", "sad", "surprised")
 
+# A calm face: the sixth class of the default model (after the five), absent from the study's photos. `--five`
+# answers among EMOTIONS only.
+NEUTRAL = "neutral"
+
 # Spellings found in other datasets and tools, mapped to ours.
 ALIASES: dict[str, str] = {
     "anger": "angry",

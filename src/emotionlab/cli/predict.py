@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from emotionlab.cli.options import Backend, DetectorOverride, DetectOverride
+from emotionlab.cli.options import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes
 from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
@@ -74,6 +74,8 @@ class PredictOptions:
         None  # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
     )
     actors: int = 1  # --engine ray: model copies classifying at once
+    # --five / --classes: answer among these of the model's classes (None: all of them)
+    classes: list[str] | None = None
 
 
 def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
@@ -148,6 +150,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         backend=options.backend,
         int8=options.int8,
         max_faces=options.max_faces,
+        classes=options.classes,
     )
     # A bar on a terminal, else lines; none by default when jsonl/csv records stream onto the same terminal.
     records_on_terminal = options.output is None and options.output_format != "table" and sys.stdout.isatty()
@@ -386,6 +389,8 @@ def predict(
     actors: Annotated[
         int, typer.Option(help="--engine ray: model copies classifying at once (one CPU each).")
     ] = 1,
+    five: Five = False,
+    classes: Classes = None,
 ) -> None:
     """Predict the emotion of every face in images, videos or a camera; jsonl/csv give one record per image or frame.
 
@@ -425,5 +430,6 @@ def predict(
             engine=engine,
             address=address,
             actors=actors,
+            classes=answer_classes(five, classes),
         )
     )

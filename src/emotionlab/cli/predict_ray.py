@@ -83,6 +83,7 @@ def ray_results(
             max_faces=options.max_faces,
             batch_size=options.batch_size,
             actors=actors,
+            classes=options.classes,
         )
         rows = dataset.iter_rows()
         for row in progress_bar(rows, total=len(images), description="predicting (ray)", enabled=progress):

@@ -11,6 +11,12 @@ the chosen ratio once (``benchmarks/compound.py`` -> ``benchmarks/results/compou
 
 A model file may carry its own ``{"compound": {"ratio": r}}`` in its metadata; otherwise ``COMPOUND_RATIO``
 (chosen for the shipped model) is used.
+
+Neutral is the absence of an emotion, not one of two emotions shown at once: a face read as neutral has no
+compound reading, and neutral is never half of one ("sad + neutral" would only say the emotion is mild, which
+the confidence says already). When an emotion wins, the second is the next *emotion*, and the ratio is taken
+between the two emotions' probabilities: the same reading the model gives restricted to the five (`--five`),
+since dropping neutral and renormalising keeps that ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from emotionlab.labels import NEUTRAL
 
 # The shipped model on FER+ validation (2,098 faces): compound on 10.1% of faces at 0.55, where the crowd splits 9.2%.
 # benchmarks/results/compound.json has the sweep, and the figures on FER+ test.
@@ -39,8 +47,8 @@ def compound_reading(
     ratio: float = COMPOUND_RATIO,
 ) -> dict | None:
     """``{"labels": [first, second], "text": "first + second", "ratio": p2 / p1}`` when the second emotion is
-    within ``ratio`` of the first, else None. ``probabilities``: a label -> probability mapping, or a row in
-    the order of ``labels``."""
+    within ``ratio`` of the first, else None (also when neutral wins: neutral is never part of a compound).
+    ``probabilities``: a label -> probability mapping, or a row in the order of ``labels``."""
     if isinstance(probabilities, Mapping):
         labels, values = list(probabilities), np.array([float(v) for v in probabilities.values()])
     else:
@@ -48,9 +56,13 @@ def compound_reading(
         labels = list(labels or [])
         if len(labels) != len(values):
             raise ValueError("compound_reading: give one label per probability")
-    if len(values) < 2:
+    order = [int(index) for index in np.argsort(-values, kind="stable")]
+    if len(order) < 2 or labels[order[0]] == NEUTRAL:
         return None
-    first, second = np.argsort(-values, kind="stable")[:2]
+    emotions = [index for index in order if labels[index] != NEUTRAL]
+    if len(emotions) < 2:
+        return None
+    first, second = emotions[:2]
     if values[first] <= 0 or values[second] < ratio * values[first]:
         return None
     return {

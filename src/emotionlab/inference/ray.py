@@ -134,11 +134,21 @@ def _prepare_batch(batch: dict, *, preparer, started) -> dict:
 class _Classify:
     """Ray actor: one model, loaded once; prepared images in, one jsonl record line each out."""
 
-    def __init__(self, model: str | None, *, backend: str, int8: bool, batch_size: int):
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        backend: str,
+        int8: bool,
+        batch_size: int,
+        classes: list[str] | None = None,
+    ):
         from emotionlab.inference import Recognizer, load_classifier
+        from emotionlab.inference.classifier import restrict_labels
 
         # detect=False: this Recognizer only turns probabilities into records; faces were found upstream.
-        self.recognizer = Recognizer(load_classifier(model, backend=backend, int8=int8), detect=False)
+        classifier = restrict_labels(load_classifier(model, backend=backend, int8=int8), classes)
+        self.recognizer = Recognizer(classifier, detect=False)
         self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -172,13 +182,15 @@ def predict_dataset(
     max_faces: int | None = None,
     batch_size: int = 32,
     actors: int = 1,
+    classes: list[str] | None = None,
     prepare_batch: int = PREPARE_BATCH,
     max_retries: int = MAX_RETRIES,
 ):
     """A lazy ``ray.data.Dataset`` of the records of ``paths``: columns ``index`` (the position in ``paths``)
     and ``record`` (one jsonl line, exactly as ``emotionlab predict --format jsonl`` writes it), in the order
     of ``paths``. ``detector`` is a name or a picklable object with ``detect(image)``; ``actors`` models
-    classify at once. Starts a local Ray instance unless this process is connected to one (``connect``)."""
+    classify at once; ``classes``: answer among these of the model's classes only (``load_recognizer``).
+    Starts a local Ray instance unless this process is connected to one (``connect``)."""
     from emotionlab.inference import load_recognizer
 
     ray = import_ray()
@@ -187,7 +199,13 @@ def predict_dataset(
     # Loaded here once: a bad model file or option is one line before Ray starts anything, and the preparer
     # (crop settings, transform, detector) is the recognizer's own.
     recognizer = load_recognizer(
-        model, detect=detect, detector=detector, backend=backend, int8=int8, max_faces=max_faces
+        model,
+        detect=detect,
+        detector=detector,
+        backend=backend,
+        int8=int8,
+        max_faces=max_faces,
+        classes=classes,
     )
     preparer = recognizer.preparer()
     items = [{"index": index, "path": os.fsencode(str(path))} for index, path in enumerate(paths)]
@@ -214,7 +232,12 @@ def predict_dataset(
             # The model by name or path, loaded on the actor's node: the shipped models are in every
             # installation; a model file must be at the same path there (a shared file system), as the images.
             fn_constructor_args=(_model_for_actors(model),),
-            fn_constructor_kwargs={"backend": backend, "int8": int8, "batch_size": batch_size},
+            fn_constructor_kwargs={
+                "backend": backend,
+                "int8": int8,
+                "batch_size": batch_size,
+                "classes": classes,
+            },
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=1,

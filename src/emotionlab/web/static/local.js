@@ -78,9 +78,12 @@ async function findFaces(picture, detectorName) {
 }
 
 function compoundReading(row, labels, ratio) {  // inference/compound.py compound_reading()
-  if (row.length < 2) return null;
+  // Neutral is no emotion: a face read as neutral has no compound, and neutral is never half of one.
   const order = row.map((value, index) => [value, index]).sort((p, q) => q[0] - p[0] || p[1] - q[1]);
-  const [[first, i], [second, j]] = order;
+  if (order.length < 2 || labels[order[0][1]] === "neutral") return null;
+  const emotions = order.filter(([, index]) => labels[index] !== "neutral");
+  if (emotions.length < 2) return null;
+  const [[first, i], [second, j]] = emotions;
   if (first <= 0 || second < ratio * first) return null;
   return { labels: [labels[i], labels[j]], text: `${labels[i]} + ${labels[j]}`, ratio: Math.round((second / first) * 1e4) / 1e4 };
 }

@@ -1,0 +1,120 @@
+"""The sixth class: a model that also knows a calm face (`neutral`) says so, and `--five` answers among the study's
+five as its models did: predict, the Python API, evaluate (metrics, confusion, report), serve, compound readings
+and the labeller's suggestions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import model_metadata, run_cli, synthetic_faces
+from typer.testing import CliRunner
+
+import emotionlab
+from emotionlab.cli import app
+from emotionlab.errors import EmotionlabError
+from emotionlab.inference.compound import compound_reading
+from emotionlab.labels import EMOTIONS, NEUTRAL
+from emotionlab.models.factory import create_model
+from emotionlab.models.io import save_model_file
+
+SIX = [*EMOTIONS, NEUTRAL]
+# What the tiny models below answer whatever the face: neutral first, happy second, sad third.
+CALM_BIAS = {"happy": 2.0, "sad": 1.0, NEUTRAL: 3.0}
+runner = CliRunner()
+
+
+def save_fixed_model(path: Path, labels=SIX, bias: dict[str, float] | None = None) -> Path:
+    """A fer_cnn (whole images, 64 px) whose answer is its output bias alone: the same probabilities for
+    every face, so what a test expects follows from ``bias``."""
+    torch.manual_seed(0)
+    net = create_model("fer_cnn", len(labels), image_size=64)
+    with torch.no_grad():
+        net.classifier.weight.zero_()
+        net.classifier.bias.copy_(torch.tensor([(bias or CALM_BIAS).get(label, 0.0) for label in labels]))
+    metadata = {**model_metadata("fer_cnn", faces=None, grayscale=True), "labels": list(labels)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_model_file(path, net, metadata)
+
+
+@pytest.fixture(scope="module")
+def six_model(tmp_path_factory) -> Path:
+    return save_fixed_model(tmp_path_factory.mktemp("six") / "six.safetensors")
+
+
+@pytest.fixture(scope="module")
+def face_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("face") / "face.png"
+    synthetic_faces(1)[0].save(path)
+    return path
+
+
+# ---- compound readings ------------------------------------------------------------------------------------
+
+
+def test_a_calm_face_has_no_compound_reading_and_neutral_is_never_half_of_one():
+    calm = dict(zip(SIX, [0.02, 0.02, 0.3, 0.2, 0.02, 0.44], strict=True))
+    assert compound_reading(calm, ratio=0.5) is None  # happy is 0.68 of neutral: still no "neutral + happy"
+    mild = dict(zip(SIX, [0.02, 0.02, 0.5, 0.03, 0.03, 0.4], strict=True))
+    assert compound_reading(mild, ratio=0.5) is None  # not "happy + neutral": a mild happy is happy
+    # happy wins, neutral is second, surprised is 0.55 of happy
+    blend = dict(zip(SIX, [0.01, 0.01, 0.4, 0.02, 0.22, 0.34], strict=True))
+    reading = compound_reading(blend, ratio=0.5)
+    assert reading["text"] == "happy + surprised" and reading["ratio"] == pytest.approx(0.55)
+    # the same reading as the model restricted to the five (dropping neutral keeps the ratio)
+    five = {label: blend[label] for label in EMOTIONS}
+    assert compound_reading(five, ratio=0.5) == reading
+
+
+# ---- predict and the Python API ---------------------------------------------------------------------------
+
+
+def test_a_six_class_model_says_neutral_and_five_answers_among_the_five(six_model, face_file):
+    full = json.loads(
+        run_cli("predict", face_file, "--model", six_model, "--format", "jsonl").splitlines()[0]
+    )
+    assert full["label"] == NEUTRAL and list(full["probabilities"]) == SIX
+    assert full["compound"] is None
+    five = json.loads(
+        run_cli("predict", face_file, "--model", six_model, "--format", "jsonl", "--five").splitlines()[0]
+    )
+    assert five["label"] == "happy" and list(five["probabilities"]) == list(EMOTIONS)
+    assert sum(five["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    # the five keep their proportions: happy / sad as in the full answer
+    assert five["probabilities"]["happy"] / five["probabilities"]["sad"] == pytest.approx(
+        full["probabilities"]["happy"] / full["probabilities"]["sad"], rel=1e-3
+    )
+    chosen = json.loads(
+        run_cli(
+            "predict", face_file, "--model", six_model, "--format", "jsonl", "--classes", "sad,neutral"
+        ).splitlines()[0]
+    )
+    assert chosen["label"] == NEUTRAL and list(chosen["probabilities"]) == ["sad", NEUTRAL]
+    table = run_cli("predict", face_file, "--model", six_model, "--five")
+    assert "happy" in table and NEUTRAL not in table
+
+
+def test_five_on_a_five_class_model_changes_nothing_and_a_missing_class_is_one_line(tmp_path, face_file):
+    five_class = save_fixed_model(tmp_path / "five.safetensors", labels=EMOTIONS)
+    plain = run_cli("predict", face_file, "--model", five_class, "--format", "jsonl")
+    assert run_cli("predict", face_file, "--model", five_class, "--format", "jsonl", "--five") == plain
+    result = runner.invoke(
+        app, ["predict", str(face_file), "--model", str(five_class), "--classes", "sad,neutral"]
+    )
+    assert isinstance(result.exception, EmotionlabError)  # the console entry point prints it as one line
+    message = str(result.exception)
+    assert "no class neutral" in message and "\n" not in message
+    both = runner.invoke(
+        app, ["predict", str(face_file), "--model", str(five_class), "--five", "--classes", "a,b"]
+    )
+    assert isinstance(both.exception, EmotionlabError) and "one of them" in str(both.exception)
+
+
+def test_the_python_api_takes_the_classes(six_model, face_file):
+    assert emotionlab.load_model(six_model).predict(face_file)["label"] == NEUTRAL
+    five = emotionlab.load_model(six_model, classes=EMOTIONS)
+    assert five.labels == list(EMOTIONS) and five.predict(face_file)["label"] == "happy"
+    with pytest.raises(EmotionlabError, match="no class contempt"):
+        emotionlab.load_model(six_model, classes=["happy", "contempt"])
