@@ -175,3 +175,22 @@ def test_connections_over_the_per_client_cap_get_503_with_retry_after():
         assert server.post([("face.png", _png(), "image/png")])[0] == 200  # the places are free again
     finally:
         stop_server(server)
+
+
+@pytest.mark.slow  # three short-lived servers
+def test_a_missing_model_stops_serve_with_one_line_and_no_worker_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    for _ in range(3):  # the traceback came in about one start in three
+        result = subprocess.run(
+            [sys.executable, "-m", "emotionlab", "serve", "--model", "missing.safetensors", "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            check=False,
+        )
+        output = (result.stdout + result.stderr).strip().splitlines()
+        assert result.returncode != 0 and len(output) == 1, output
+        assert "missing.safetensors" in output[0] and "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 
@@ -73,6 +74,17 @@ def create_label_app(
     this server through DNS rebinding; pass None to accept any host (when serving on a network address).
     """
     app = FastAPI(title="emotionlab label", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, and JSON cannot carry the NaN or Infinity Python's parser
+        # accepts (a 500): say what is wrong without it.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'][1:]) or 'body'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
+
     # Image URLs carry this token: ids are stable for one server run, so the browser may cache them that long.
     token = secrets.token_hex(4)
     images = _LRU(CACHE_SIZE)

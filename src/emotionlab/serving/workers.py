@@ -114,17 +114,28 @@ def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
             sys.modules["cv2"].setNumThreads(1)
         warm_up(recognizer)
     except Exception as error:  # noqa: BLE001 - reported to the parent, which refuses to start
-        connection.send(("failed", str(error) or type(error).__name__))
+        _answer(connection, ("failed", str(error) or type(error).__name__))
         return
-    connection.send(("ready", describe_model(recognizer)))
+    if not _answer(connection, ("ready", describe_model(recognizer))):
+        return
     while True:
         try:
             job = connection.recv()
         except (EOFError, OSError):  # the server has gone: so do we
             return
-        if job is None:
+        if job is None or not _answer(connection, predict_image(recognizer, job[0], job[1], limits)):
             return
-        connection.send(predict_image(recognizer, job[0], job[1], limits))
+
+
+def _answer(connection, message) -> bool:
+    """Send ``message`` to the server; False if it has gone. When one worker fails to start, the server stops
+    and closes every pipe while the others may still be loading: their answer then has no reader, and a
+    traceback about it would bury the one line that says what went wrong."""
+    try:
+        connection.send(message)
+        return True
+    except OSError:  # BrokenPipeError, ConnectionResetError: nobody to tell
+        return False
 
 
 def _process_context():
