@@ -239,3 +239,44 @@ def test_camera_frames_are_classified_with_chromiums_fake_camera(exported, tmp_p
         driver.quit()
         server.shutdown()
     assert {method for method, _ in requests} == {"GET"}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_model_with_other_classes_size_and_colour_gives_the_python_records(tmp_path):
+    """Nothing about the shipped model is written into the page: six classes, 64 px colour input with a mean and
+    std per channel and a wider crop margin come from the ONNX file's metadata."""
+    import torch
+    from helpers import model_metadata
+
+    import emotionlab
+    from emotionlab.models.factory import create_model
+    from emotionlab.models.io import save_model_file
+
+    torch.manual_seed(3)
+    net = create_model("seed_cnn", 6, image_size=64)
+    for module in net.modules():  # trained-looking statistics, so that the probabilities differ between faces
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    metadata = model_metadata(
+        faces={"detector": "blaze", "margin": 0.2, "align": False, "detector_model": None}
+    )
+    metadata["labels"] = [*metadata["labels"], "neutral"]
+    metadata["normalization"] = {"type": "mean_std", "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.24, 0.26]}
+    model = save_model_file(tmp_path / "six.safetensors", net.eval(), metadata)
+    run_cli("export", "--onnx", tmp_path / "six.onnx", "--model", model)
+    folder, _ = export_web(tmp_path / "site", [tmp_path / "six.onnx"])
+    config = json.loads((folder / "config.json").read_text())
+    assert config["models"][0]["input_size"] == 64 and len(config["models"][0]["labels"]) == 6
+
+    recognizer = emotionlab.load_model(tmp_path / "six.onnx")
+    server, url, _ = serve_folder(folder)
+    driver = start_chromium(tmp_path / "profile", window="1200,1000")
+    try:
+        open_page(driver, url)
+        for path, web in zip(EXAMPLES, page_records(driver, EXAMPLES), strict=True):
+            assert_same_records(path, recognizer.predict(path), web)
+    finally:
+        driver.quit()
+        server.shutdown()

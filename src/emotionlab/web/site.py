@@ -30,7 +30,7 @@ ORT_WEB_INTEGRITY = (
 ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 VENDOR = PACKAGE / "vendor" / "onnxruntime-web"
 
-PAGE_FILES = ("index.html", "local.js", "vision.js", "local.css")
+PAGE_FILES = ("index.html", "local.js", "vision.js", "classify.js", "local.css")
 SHIPPED = {"default": "default_model.onnx", "ferplus8": "ferplus8_model.onnx"}
 MARKER = "config.json"  # every export has one; a folder holding it may be overwritten by a new export
 

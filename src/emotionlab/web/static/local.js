@@ -19,7 +19,6 @@ const MAX_PIXELS = 50_000_000;        // the Python image reader's limit too
 
 let config = null;
 const blaze = {};                     // "short" / "full" -> {session, anchors}
-const classifiers = new Map();        // model name -> ONNX Runtime session (loaded on first use)
 let model = null;                     // the chosen entry of config.models
 let queue = Promise.resolve();        // one model run at a time: one WebAssembly thread
 let camera = null;                    // {stream, frames, started, times}
@@ -100,32 +99,48 @@ function reading(row, entry) {
   };
 }
 
-async function classifier(entry) {
-  if (!classifiers.has(entry.name)) classifiers.set(entry.name, await session(entry.file));
-  return classifiers.get(entry.name);
+// The classifier runs in its own worker (classify.js): ask it, get the probability rows back.
+const worker = { thread: null, waiting: new Map(), next: 0 };
+
+function classify(entry, inputs, count) {
+  if (!worker.thread) {
+    worker.thread = new Worker("classify.js");
+    worker.thread.onmessage = ({ data }) => {
+      const { resolve, reject, started } = worker.waiting.get(data.id);
+      worker.waiting.delete(data.id);
+      timed("classifier", started);
+      if (data.error) reject(new Error(data.error));
+      else resolve(data.rows);
+    };
+  }
+  return new Promise((resolve, reject) => {
+    const id = worker.next++;
+    worker.waiting.set(id, { resolve, reject, started: performance.now() });
+    worker.thread.postMessage({ id, file: entry.file, inputs, count, size: entry.input_size }, [inputs.buffer]);
+  });
 }
 
-// Recognizer.predict(): every face cropped as the model was trained and classified in one call; no face: the
-// whole image. The record has the fields of a jsonl record of `emotionlab predict`.
-async function recognise(picture, name, entry = model) {
+// Recognizer.predict() in two stages. prepare(): every face found and cropped as the model was trained (the
+// whole image when there is none), as one batch of model inputs; on the page's thread, one image at a time.
+async function prepare(picture, name, entry = model) {
   let boxes = entry.faces ? await findFaces(picture, entry.faces.detector) : [];
   boxes = boxes.filter(box => V.canCrop(box, picture.width, picture.height));
-  let started = performance.now();
+  const started = performance.now();
   const crops = boxes.length ? boxes.map(box => V.cropFace(picture, box, entry.faces.margin)) : [picture];
   const size = entry.input_size, length = 3 * size * size;
   const inputs = new Float32Array(crops.length * length);
   crops.forEach((crop, index) => V.modelInput(crop, entry, inputs, index * length));
   timed("crop and preprocess", started);
-  const network = await classifier(entry);
-  started = performance.now();
-  const outputs = await network.run({
-    [network.inputNames[0]]: new ort.Tensor("float32", inputs, [crops.length, 3, size, size]),
-  });
-  timed("classifier", started);
-  const rows = outputs[network.outputNames[0]].data, classes = entry.labels.length;
-  const readings = crops.map((_, index) => reading(rows.subarray(index * classes, (index + 1) * classes), entry));
+  return { name, entry, boxes, inputs, count: crops.length, size: [picture.width, picture.height] };
+}
+
+// ... then classified in one call (the worker), giving the fields of a jsonl record of `emotionlab predict`.
+async function finish(prepared) {
+  const { entry, boxes, count } = prepared;
+  const rows = await classify(entry, prepared.inputs, count), classes = entry.labels.length;
+  const readings = Array.from({ length: count }, (_, index) => reading(rows.subarray(index * classes, (index + 1) * classes), entry));
   const faces = boxes.map((box, index) => ({ box: [box.x, box.y, box.w, box.h], ...readings[index] }));
-  return { path: name, size: [picture.width, picture.height], ...readings[0], no_face: !boxes.length, faces };
+  return { path: prepared.name, size: prepared.size, ...readings[0], no_face: !boxes.length, faces };
 }
 
 // Pixels as the Python reader gives them: EXIF orientation applied, no colour management, transparency on white.
@@ -163,7 +178,7 @@ function fromDrawable(source, width, height) {
 
 async function predictFile(file, name = file.name) {
   try {
-    return await run(async () => recognise(await decode(file), name));
+    return await finish(await run(async () => prepare(await decode(file), name)));
   } catch (error) {
     return { path: name, error: error.message || String(error) };
   }
@@ -294,30 +309,45 @@ async function predictFiles(files) {
   document.body.dataset.state = state.pending ? "busy" : "done";
 }
 
+// Each new frame is analysed once. Two frames at most are in flight: while the worker classifies one, this
+// thread finds the faces of the next; a frame that comes while both stages are busy is skipped.
 async function cameraFrame() {
   if (!camera) return;
   const video = $("video");
   const width = video.videoWidth, height = video.videoHeight;
-  if (width && height) {
-    const record = await run(async () => {
-      const started = performance.now();
-      const picture = fromDrawable(video, width, height);
-      timed("camera frame pixels", started);
-      return recognise(picture, "camera");
-    });
-    if (!camera) return;
-    camera.frames += 1;
-    const now = performance.now();
-    camera.times.push(now);
-    while (camera.times.length > 1 && now - camera.times[0] > 2000) camera.times.shift();
-    const span = (camera.times[camera.times.length - 1] - camera.times[0]) / 1000;
-    camera.fps = span > 0 ? (camera.times.length - 1) / span : 0;
-    camera.last = record;
-    drawBoxes(document.querySelector("#live .boxes"), record.no_face ? [] : record.faces, width, height);
-    fillTable(document.querySelector("#live .faces"), record);
-    $("live-summary").textContent = `${summaryOf(record)} ${camera.fps.toFixed(1)} frames/s`;
+  const current = camera;
+  if (!width || !height || current.inFlight >= 2 || current.detecting) {
+    nextFrame();
+    return;
   }
-  nextFrame();
+  current.inFlight += 1;
+  current.detecting = true;
+  const started = performance.now();
+  const picture = fromDrawable(video, width, height);
+  timed("camera frame pixels", started);
+  let prepared;
+  try {
+    prepared = await run(async () => prepare(picture, "camera"));
+  } finally {
+    current.detecting = false;
+  }
+  nextFrame();  // this thread is free: look at the next frame while the worker classifies this one
+  const record = await finish(prepared).finally(() => { current.inFlight -= 1; });
+  if (camera !== current) return;
+  showFrame(record, width, height);
+}
+
+function showFrame(record, width, height) {
+  camera.frames += 1;
+  const now = performance.now();
+  camera.times.push(now);
+  while (camera.times.length > 1 && now - camera.times[0] > 2000) camera.times.shift();
+  const span = (camera.times[camera.times.length - 1] - camera.times[0]) / 1000;
+  camera.fps = span > 0 ? (camera.times.length - 1) / span : 0;
+  camera.last = record;
+  drawBoxes(document.querySelector("#live .boxes"), record.no_face ? [] : record.faces, width, height);
+  fillTable(document.querySelector("#live .faces"), record);
+  $("live-summary").textContent = `${summaryOf(record)} ${camera.fps.toFixed(1)} frames/s`;
 }
 
 function nextFrame() {  // analyse each new camera frame once, one at a time
@@ -338,7 +368,7 @@ async function toggleCamera() {
   }
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
-    camera = { stream, frames: 0, started: performance.now(), times: [], fps: 0, last: null };
+    camera = { stream, frames: 0, started: performance.now(), times: [], fps: 0, last: null, inFlight: 0, detecting: false };
     $("video").srcObject = stream;
     $("live").hidden = false;
     button.textContent = "Turn the camera off";
@@ -373,7 +403,8 @@ async function start() {
       return option;
     }));
     chooseModel(config.models[0].name);
-    await run(async () => { await classifier(model); await blazeBoxes("short", V.image(16, 16)); });
+    // Load the models now (a tiny blank image through both stages), not on the first photo.
+    await finish(await run(async () => prepare(V.image(16, 16), "warm-up")));
   } catch (error) {
     $("model").textContent = `could not load the models: ${error.message || error}`;
     document.body.dataset.state = "error";
