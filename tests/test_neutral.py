@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import model_metadata, run_cli, synthetic_faces
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 import emotionlab
 from emotionlab.cli import app
 from emotionlab.errors import EmotionlabError
+from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.inference.compound import compound_reading
 from emotionlab.labels import EMOTIONS, NEUTRAL
 from emotionlab.models.factory import create_model
@@ -118,3 +120,28 @@ def test_the_python_api_takes_the_classes(six_model, face_file):
     assert five.labels == list(EMOTIONS) and five.predict(face_file)["label"] == "happy"
     with pytest.raises(EmotionlabError, match="no class contempt"):
         emotionlab.load_model(six_model, classes=["happy", "contempt"])
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------
+
+
+def test_an_answer_of_neutral_on_photos_of_the_five_is_a_miss_in_every_figure():
+    # four photos of each emotion; the model gets three right and calls the fourth neutral
+    truth = np.repeat(np.arange(5), 4)
+    answers = np.where(np.arange(20) % 4 == 3, SIX.index(NEUTRAL), truth)
+    probabilities = np.eye(6)[answers] * 0.9 + 0.1 / 6
+    metrics = compute_metrics(truth, probabilities, SIX, data_labels=list(EMOTIONS))
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    assert list(metrics["per_class"]) == list(EMOTIONS)
+    assert all(
+        row["recall"] == pytest.approx(0.75) and row["precision"] == 1.0
+        for row in metrics["per_class"].values()
+    )
+    # macro-F1 over the five (F1 = 2 * 1 * 0.75 / 1.75), not dragged down by a sixth class with no photos
+    assert metrics["macro_f1"] == pytest.approx(1.5 / 1.75)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (5, 6) and (matrix[:, 5] == 1).all() and (np.diag(matrix[:, :5]) == 3).all()
+    assert metrics["answers_outside_data"] == {NEUTRAL: 5}
+    # without the data's classes every model class is a row, as before
+    square = compute_metrics(truth, probabilities, SIX)
+    assert np.array(square["confusion_matrix"]).shape == (6, 6) and square["macro_f1"] < metrics["macro_f1"]

@@ -14,17 +14,26 @@ from emotionlab.evaluation.metrics import row_percentages
 
 
 def plot_confusion(
-    matrix, labels: list[str], path: str | Path, *, percent: bool = False, title: str = ""
+    matrix,
+    labels: list[str],
+    path: str | Path,
+    *,
+    percent: bool = False,
+    title: str = "",
+    rows: list[str] | None = None,
 ) -> Path:
+    """Columns: the model's ``labels``; rows: the data's classes (``rows``, default the same), e.g. a six-class
+    model's answers (neutral included) on photos of the five emotions."""
+    rows = list(labels) if rows is None else list(rows)
     values = row_percentages(matrix) if percent else np.asarray(matrix)
-    figure, axes = plt.subplots(figsize=(1.1 * len(labels) + 2.5, 1.0 * len(labels) + 2))
+    figure, axes = plt.subplots(figsize=(1.1 * len(labels) + 2.5, 1.0 * len(rows) + 2))
     image = axes.imshow(values, cmap="Blues", vmin=0, vmax=100 if percent else max(1, values.max()))
     axes.set_xticks(range(len(labels)), labels, rotation=35, ha="right")
-    axes.set_yticks(range(len(labels)), labels)
+    axes.set_yticks(range(len(rows)), rows)
     axes.set_xlabel("predicted label")
     axes.set_ylabel("true label")
     threshold = (100 if percent else max(1, values.max())) / 2
-    for row in range(len(labels)):
+    for row in range(len(rows)):
         for column in range(len(labels)):
             value = values[row, column]
             text = f"{value:.0f}%" if percent else f"{int(value)}"
