@@ -123,7 +123,34 @@ def label_photos(
         str, typer.Option(help="Address to listen on; 127.0.0.1 keeps the page on this machine.")
     ] = "127.0.0.1",
     model: Annotated[
-        Path | None, typer.Option(help="Show this model's suggestion and confidence per image.")
+        Path | None,
+        typer.Option(
+            help="Show this model's suggestion and confidence per image; its classes are the default --classes."
+        ),
+    ] = None,
+    order: Annotated[
+        str,
+        typer.Option(
+            help="Which photo next: path (folder order), uncertain (the model's least confident first), "
+            "margin (smallest gap between its top two), random. Not path: scores every photo once with --model "
+            "(default: the shipped model)."
+        ),
+    ] = "path",
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Refit a head on the labels so far in the background (every --retrain-every labels): "
+            "the order and the suggestions follow your labels.",
+        ),
+    ] = False,
+    retrain_every: Annotated[int, typer.Option(help="With --retrain: new labels between refits.")] = 20,
+    review: Annotated[
+        Path | None,
+        typer.Option(
+            help="Show only the photos of this suspects.csv (`emotionlab data suspects`), most suspicious first, "
+            "to confirm or relabel them (journal default: ./<folder name>.review.labels.jsonl)."
+        ),
     ] = None,
     apply: Annotated[
         Path | None,
@@ -135,8 +162,21 @@ def label_photos(
 ) -> None:
     """Label photos one at a time in a local web page (keys, skip, undo); every action is saved at once."""
     from emotionlab.labeling import apply_and_export, default_journal_path, parse_classes
+    from emotionlab.labeling.ordering import ORDERS
 
+    if order not in ORDERS:
+        raise EmotionlabError(f"--order {order}: use one of {', '.join(ORDERS)}")
+    if retrain and retrain_every < 1:
+        raise EmotionlabError("--retrain-every must be 1 or more")
+    if review is not None and (order != "path" or retrain):
+        raise EmotionlabError("--review shows the suspects in their own order; drop --order and --retrain")
+    if classes is None and model is not None and apply is None and export is None:
+        classes = ",".join(_model_labels(model))  # the model's classes, not a fixed five
     class_names = parse_classes(classes or ",".join(EMOTIONS))
+    if review is not None and journal is None:
+        journal = default_journal_path(folder).with_name(
+            default_journal_path(folder).name.replace(".labels.jsonl", ".review.labels.jsonl")
+        )
     if apply is not None or export is not None:
         apply_and_export(
             folder,
@@ -148,4 +188,25 @@ def label_photos(
         return
     from emotionlab.labeling.app import serve_labels
 
-    serve_labels(folder, class_names, journal=journal, host=host, port=port, model=model)
+    serve_labels(
+        folder,
+        class_names,
+        journal=journal,
+        host=host,
+        port=port,
+        model=model,
+        order=order,
+        retrain_every=retrain_every if retrain else None,
+        review=review,
+    )
+
+
+def _model_labels(model: Path) -> list[str]:
+    """A model file's classes, read from its metadata (no weights loaded)."""
+    from emotionlab.inference.loading import resolve_model_path
+    from emotionlab.models.io import read_metadata
+
+    path = resolve_model_path(model)
+    if not path.is_file():
+        raise EmotionlabError(f"{model}: model file not found")
+    return list(read_metadata(path)["labels"])

@@ -106,7 +106,7 @@ def create_label_app(
         for key in ("current", "next"):
             if snapshot[key] is not None:
                 snapshot[key]["url"] = f"/api/image/{snapshot[key]['id']}?t={token}"
-        snapshot["has_model"] = predictor is not None
+        snapshot["has_model"] = predictor is not None or bool(session.state.scores)
         return snapshot
 
     def no_cache(response: Response) -> Response:
@@ -143,7 +143,9 @@ def create_label_app(
 
     @app.post("/api/label")
     def post_label(request: LabelRequest) -> Response:
-        return act(lambda: session.label(request.id, request.label))
+        with cache_lock:  # what the page showed for this photo goes into the journal with the label
+            shown = suggestions.get(request.id)
+        return act(lambda: session.label(request.id, request.label, suggestion=shown))
 
     @app.post("/api/skip")
     def post_skip(request: SkipRequest) -> Response:
@@ -177,18 +179,27 @@ def create_label_app(
     @app.get("/api/suggestion/{image_id}")
     def get_suggestion(image_id: int) -> Response:
         path = image_path(image_id)
+        ranked = session.suggestion(session.images.relpaths[image_id])
+        if ranked is not None:  # from the journalled ranking: no model call
+            return no_cache(JSONResponse({**ranked, "id": image_id, "no_face": False, "error": None}))
         if predictor is None:
             raise HTTPException(404, "no model given (start with --model MODEL)")
         with cache_lock:
             cached = suggestions.get(image_id)
         if cached is None:
             cached = _suggest(predictor, predict_lock, path, session.classes)
-            cached["id"] = image_id
+            cached.update(id=image_id, model=_model_name(predictor), order="path", round=0)
             with cache_lock:
                 suggestions.put(image_id, cached)
         return no_cache(JSONResponse(cached))
 
     return app
+
+
+def _model_name(predictor: Predictor) -> str | None:
+    """The model file's name, for the journal: what produced a suggestion."""
+    path = getattr(getattr(predictor, "classifier", None), "path", None)
+    return Path(path).name if path else type(predictor).__name__
 
 
 def _suggest(predictor: Predictor, lock: threading.Lock, path: Path, classes: list[str]) -> dict:
@@ -243,9 +254,15 @@ def serve_labels(
     host: str = "127.0.0.1",
     port: int = 8765,
     model: str | Path | None = None,
+    order: str = "path",
+    retrain_every: int | None = None,
+    review: str | Path | None = None,
     out=print,
 ) -> None:
-    """The `emotionlab label FOLDER` command: scan, resume from the journal, serve the page until Ctrl+C."""
+    """The `emotionlab label FOLDER` command: scan, resume from the journal, serve the page until Ctrl+C.
+
+    ``order`` and ``retrain_every`` put the model in the loop (``ordering.py``); ``review`` shows only the photos
+    of a suspects CSV, most suspicious first, to confirm or relabel."""
     import time
 
     import uvicorn
@@ -270,17 +287,39 @@ def serve_labels(
     if not images.relpaths:
         raise EmotionlabError(f"{folder}: no images found (looked in all subfolders)")
     predictor = None
-    if model is not None:
+    ordering = None
+    if review is not None:
+        from dataclasses import replace
+
+        from emotionlab.labeling.ordering import read_review
+
+        ordering = read_review(review, images.relpaths)
+        chosen = {relpath for relpath, _, _ in ordering.rows}
+        images = replace(images, relpaths=[relpath for relpath in images.relpaths if relpath in chosen])
+        out(f"reviewing {len(images.relpaths)} suspect(s) from {review}, most suspicious first")
+    elif order != "path" or retrain_every:
+        from emotionlab.labeling.ordering import Ordering, score_folder
+
+        started = time.perf_counter()
+        out(
+            f"scoring {len(images.relpaths)} image(s) with {model or 'the default model'} (cached for next time) ..."
+        )
+        scores = score_folder(images.relpaths, images.root, model)
+        out(f"scored in {time.perf_counter() - started:.1f} s; order: {order}")
+        ordering = Ordering(order, classes=classes, scores=scores, retrain_every=retrain_every)
+    elif model is not None:
         from emotionlab import load_model
 
         predictor = load_model(model)
     sock = _bind(host, port)
-    session = LabelSession(folder, classes, journal, images=images)
+    session = LabelSession(folder, classes, journal, images=images, ordering=ordering)
     try:
         for message in session.warnings():
             out(f"warning: {message}")
         snapshot = session.snapshot()
         out(f"journal: {session.journal_path} ({session.resumed_actions} earlier action(s) replayed)")
+        if ordering is not None and retrain_every:
+            out(f"the head is refitted in the background every {retrain_every} new label(s)")
         out(f"{snapshot['done']} labelled, {snapshot['left']} left")
         loopback = host in LOOPBACK_HOSTS
         if not loopback:
@@ -302,6 +341,7 @@ def serve_labels(
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         done_now = session.snapshot()["done"]
+        session.wait_for_refit(5)  # a refit about to finish is journalled; a slower one is redone next time
         session.close()
         sock.close()
         out(f"stopped: {done_now} labelled in total; journal: {session.journal_path}")

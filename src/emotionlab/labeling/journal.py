@@ -41,7 +41,7 @@ def check_outside(path: str | Path, folder: str | Path, what: str) -> None:
 
 @dataclass(frozen=True)
 class JournalEntry:
-    action: str  # label | skip | undo | start
+    action: str  # label | skip | undo | start | order (a ranking of the photos, see ordering.py)
     image: str | None = None
     label: str | None = None
     time: str = ""
@@ -70,12 +70,18 @@ def read_journal(path: str | Path) -> list[JournalEntry]:
         try:
             record = json.loads(line)
             action = record["action"]
-            if not isinstance(record, dict) or action not in (*ACTIONS, "start"):
+            if not isinstance(record, dict) or action not in (*ACTIONS, "start", "order"):
                 raise ValueError(f"unknown action {action!r}")
             if action in ("label", "skip") and not isinstance(record.get("image"), str):
                 raise ValueError(f"a {action} entry needs an image path")
             if action == "label" and not isinstance(record.get("label"), str):
                 raise ValueError("a label entry needs a label")
+            ranking = record.get("ranking")
+            if action == "order" and not (
+                isinstance(ranking, list)
+                and all(isinstance(row, list) and row and isinstance(row[0], str) for row in ranking)
+            ):
+                raise ValueError("an order entry needs a ranking of [image, probabilities...] rows")
         except (ValueError, KeyError, TypeError) as error:
             # Our writer starts every line with {"time": so a cut-short last line is recognisable; anything
             # else means this file is not a journal, and it must not be touched.

@@ -158,7 +158,9 @@
     }
     const confidence = data.confidence === null ? "" : ` (${Math.round(100 * data.confidence)}%)`;
     box.textContent = "";
-    box.append("Model suggests ");
+    // Reviewing suspects: the dataset's own label first, so confirming it is one key.
+    if (state.current.given) box.append(`Filed as ${state.current.given}; `);
+    box.append(data.round ? `Model (refitted on your labels, round ${data.round}) suggests ` : "Model suggests ");
     const strong = document.createElement("strong");
     strong.textContent = data.label + confidence;
     box.append(strong);
