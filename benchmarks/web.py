@@ -12,7 +12,8 @@ Exports the page (`emotionlab export --web`), serves it with a plain static serv
    (the page waits for a new frame; the camera delivers 30/s): the default fake pattern (no face, so the
    full-range detector runs too and the whole frame is classified) and a Y4M of a face (examples/grace_hopper.jpg).
    Besides the wall-clock rate (which a busy machine lowers), the browser's CPU time per frame (all its
-   processes, from /proc) and the rate it allows with one free core, and where a frame's time goes.
+   processes, from /proc), and where a frame's time goes (window.emotionlab.timings: the classifier's figure is
+   its latency in the worker, waiting included, while the page finds the next frame's faces).
 """
 
 from __future__ import annotations
@@ -145,10 +146,10 @@ def camera_rate(folder: Path, work: Path, video: Path | None, seconds: float) ->
             "frames": frames,
             "seconds": round(span, 2),
             "frames_per_second": round(frames / span, 1),
-            # Contention-free view: the whole browser's CPU time per frame (one thread does the work), and
-            # the rate that gives when one core is free for the page (the camera itself delivers 30/s).
+            # A view less bent by other processes: the whole browser's CPU time per frame (the page's two
+            # threads, video capture and drawing included), and frames per second of that CPU time.
             "browser_cpu_ms_per_frame": round(cpu_ms, 1),
-            "frames_per_second_one_free_core": round(min(30.0, 1000 / cpu_ms), 1),
+            "frames_per_browser_cpu_second": round(1000 / cpu_ms, 1),
             "stage_ms_per_frame": {
                 stage: round(ms / max(frames, 1), 1) for stage, (_, ms) in timings.items()
             },
@@ -214,8 +215,8 @@ def main() -> None:
     for block in result["camera"]:
         print(
             f"camera, {block['source']}: {block['frames_per_second']} frames/s ({block['frames']} frames); browser "
-            f"CPU {block['browser_cpu_ms_per_frame']} ms/frame -> {block['frames_per_second_one_free_core']} "
-            "frames/s with one free core"
+            f"CPU {block['browser_cpu_ms_per_frame']} ms/frame ({block['frames_per_browser_cpu_second']} frames "
+            "per CPU second)"
         )
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
