@@ -33,6 +33,8 @@ from emotionlab.data.images import read_image
 from emotionlab.evaluation.evaluate import evaluate_samples
 from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.inference import Classifier
+from emotionlab.inference.classifier import restrict_labels
+from emotionlab.labels import EMOTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -42,7 +44,10 @@ RESAMPLES = 2000
 
 
 def recall_intervals(truth: np.ndarray, predicted: np.ndarray, labels: list[str], *, seed: int = 0) -> dict:
-    """95% percentile-bootstrap interval of each class's recall (resampling test images)."""
+    """95% percentile-bootstrap interval of each class's recall (resampling test images); classes without
+    images (neutral on the seed photos) get none."""
+    present = set(np.asarray(truth).tolist())
+    labels = [label if k in present else None for k, label in enumerate(labels)]
     rng = np.random.default_rng(seed)
     draws = np.full((RESAMPLES, len(labels)), np.nan)
     for draw in range(RESAMPLES):
@@ -54,11 +59,13 @@ def recall_intervals(truth: np.ndarray, predicted: np.ndarray, labels: list[str]
     return {
         label: [float(np.nanpercentile(draws[:, k], 2.5)), float(np.nanpercentile(draws[:, k], 97.5))]
         for k, label in enumerate(labels)
+        if label is not None
     }
 
 
 def summary(metrics: dict, truth: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> dict:
     intervals = recall_intervals(truth, np.asarray(probabilities).argmax(axis=1), labels)
+    data_labels = metrics.get("data_labels") or labels
     return {
         "num_images": metrics["num_images"],
         "accuracy": metrics["accuracy"],
@@ -69,7 +76,13 @@ def summary(metrics: dict, truth: np.ndarray, probabilities: np.ndarray, labels:
             label: {**values, "recall_ci95": intervals[label]}
             for label, values in metrics["per_class"].items()
         },
+        "data_labels": data_labels,
         "confusion_matrix": metrics["confusion_matrix"],
+        **(
+            {"answers_outside_data": metrics["answers_outside_data"]}
+            if "answers_outside_data" in metrics
+            else {}
+        ),
         **({"no_face": metrics["no_face"]} if "no_face" in metrics else {}),
     }
 
@@ -111,7 +124,9 @@ def _train_seconds(meta: dict) -> float | None:
     return round(float(sum(seconds)), 1) if seconds else None
 
 
-def seed_figures(classifier: Classifier, data: str, manifest: str) -> dict:
+def seed_figures(classifier: Classifier, data: str, manifest: str, *, suffix: str = "") -> dict:
+    """The canonical seed validation and test splits; every photo shows one of the five emotions, so a
+    six-class model's answer of neutral counts as a miss (``suffix="_five"``: answers among the five only)."""
     seed = load_samples(data, manifest)
     out = {}
     for split in ("validation", "test"):
@@ -119,9 +134,10 @@ def seed_figures(classifier: Classifier, data: str, manifest: str) -> dict:
         metrics = evaluate_samples(classifier, samples)
         truth = np.array([classifier.labels.index(s.label) for s in samples])
         probabilities = np.asarray(metrics["_probabilities"])
-        out[f"seed_{split}"] = summary(metrics, truth, probabilities, classifier.labels)
+        key = f"seed_{split}{suffix}"
+        out[key] = summary(metrics, truth, probabilities, classifier.labels)
         if split == "test":
-            out["seed_test"]["misclassified"] = [
+            out[key]["misclassified"] = [
                 {"path": s.relpath, "label": s.label, "predicted": classifier.labels[p]}
                 for s, t, p in zip(samples, truth, probabilities.argmax(axis=1), strict=True)
                 if t != p
@@ -130,13 +146,21 @@ def seed_figures(classifier: Classifier, data: str, manifest: str) -> dict:
 
 
 def ferplus_figures(classifier: Classifier, root: str, classes: int) -> dict:
+    """FER+ test faces of ``classes`` (5: our five emotions; 8: all) that the model knows, majority vote.
+
+    With 8 and a six-class model: its six classes (neutral included); with 5: a six-class model's neutral
+    answers count as misses."""
     items = ferplus.read_split(root, "test", classes=classes, targets="majority")
+    items = [item for item in items if item.label in classifier.labels]
     probabilities = classifier.predict_proba([read_image(item.path) for item in items], batch_size=256)
     truth = np.array([classifier.labels.index(item.label) for item in items])
-    block = summary(
-        compute_metrics(truth, probabilities, classifier.labels), truth, probabilities, classifier.labels
+    data_labels = [label for label in classifier.labels if label in {item.label for item in items}]
+    metrics = compute_metrics(truth, probabilities, classifier.labels, data_labels=data_labels)
+    block = summary(metrics, truth, probabilities, classifier.labels)
+    block["dataset"] = (
+        f"FER+ test, majority vote over {classes} classes, ties/unknown/not-a-face dropped; "
+        f"the faces of {', '.join(data_labels)}"
     )
-    block["dataset"] = f"FER+ test, majority vote, ties/unknown/not-a-face dropped, {classes} classes"
     return block
 
 
@@ -191,6 +215,13 @@ def main() -> None:
     result = model_facts(classifier, args.model)
     result.update(seed_figures(classifier, args.data, args.manifest))
     result["ferplus_test"] = ferplus_figures(classifier, args.ferplus, 5)
+    if classifier.labels != list(
+        EMOTIONS
+    ):  # a sixth class (neutral): the same figures answering among the five
+        five = restrict_labels(classifier, EMOTIONS)
+        result.update(seed_figures(five, args.data, args.manifest, suffix="_five"))
+        result["ferplus_test_five"] = ferplus_figures(five, args.ferplus, 5)
+        result["ferplus_test_own_classes"] = ferplus_figures(classifier, args.ferplus, 8)
     result["throughput"] = throughput(args.model)
     if args.cv:
         cv = json.loads(Path(args.cv).read_text())
@@ -220,8 +251,17 @@ def main() -> None:
     result["command"] = ".venv/bin/python benchmarks/default_model.py " + shlex.join(sys.argv[1:])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    for key in ("seed_validation", "seed_test", "ferplus_test"):
-        print_block(key, result[key])
+    for key in (
+        "seed_validation",
+        "seed_test",
+        "ferplus_test",
+        "seed_validation_five",
+        "seed_test_five",
+        "ferplus_test_five",
+        "ferplus_test_own_classes",
+    ):
+        if key in result:
+            print_block(key, result[key])
     if "eight_class" in result:
         print_block("ferplus_test (eight classes)", result["eight_class"]["ferplus_test"])
     if "cross_validation" in result:

@@ -388,3 +388,25 @@ def test_finetune_adds_neutral_from_ferplus_and_keeps_the_source_head_rows(tiny_
 def test_added_classes_need_a_ferplus_folder():
     with pytest.raises(EmotionlabError, match="--mix-ferplus"):
         MixOptions(add_classes=("neutral",))
+
+
+def test_a_balanced_mix_draws_every_class_equally_often_whatever_the_extra_datas_prior():
+    from torch.utils.data import TensorDataset
+
+    from emotionlab.training.recipes.finetune import MixedDataset
+
+    class Keyed(TensorDataset):
+        def __getitem__(self, key):
+            return super().__getitem__(key[0] if isinstance(key, tuple) else key)
+
+    targets = torch.tensor([0] * 970 + [1] * 30)  # a rare class, as fearful is in FER+
+    extra = Keyed(torch.zeros(1000, 1), targets)
+    primary = Keyed(torch.zeros(10, 1), torch.zeros(10, dtype=torch.long))
+    balanced = MixedDataset(primary, extra, 400, seed=0, classes=targets)
+    as_is = MixedDataset(primary, extra, 400, seed=0)
+    for dataset, low in ((balanced, 190), (as_is, 0)):
+        drawn = torch.stack([dataset[(index, 3)][1] for index in range(10, len(dataset))])
+        assert len(drawn) == 400
+        assert low <= int((drawn == 1).sum()) <= (210 if dataset is balanced else 40)
+    # the same epoch draws the same faces (resume is exact); another epoch draws others
+    assert [balanced[(20, 3)][1]] == [balanced[(20, 3)][1]]

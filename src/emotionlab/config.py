@@ -108,6 +108,8 @@ class MixOptions:
     # FER+ classes the task's data lacks, added as outputs and learnt from FER+ faces alone: ("neutral",) gives
     # the default model its calm-face class although no seed photo is labelled neutral.
     add_classes: tuple[str, ...] = ()
+    # True: every class equally often among the mixed faces (FER+'s prior under-calls fearful: ~3% of its faces)
+    balanced: bool = False
 
     def __post_init__(self):
         _at_least("mix ratio", self.ratio, 0, strict=True)

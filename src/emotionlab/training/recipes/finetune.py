@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emotionlab.config import RunConfig
-from emotionlab.data.dataset import SampleSet
+from emotionlab.data.samples import SampleSet
 from emotionlab.errors import EmotionlabError
 from emotionlab.labels import order_labels
 from emotionlab.models.factory import attach_mlp_head, classifier_of, replace_classifier
@@ -94,6 +94,7 @@ def finetune(config: RunConfig, sample_set: SampleSet, train_samples, val_sample
         metadata["finetuned_from"]["mixed_with"] = {
             "dataset": f"FER+ train (majority vote; classes {', '.join(labels)})",
             "ratio": config.train.mix.ratio,
+            "balanced": config.train.mix.balanced,
         }
         if added:
             val_set = _add_ferplus_validation(config, val_set, labels, added, metadata, mix)
@@ -134,19 +135,49 @@ class MixedDataset(Dataset):
     model adapts to the task; validation stays on the task's own images, so model selection is unchanged.
     """
 
-    def __init__(self, primary: Dataset, extra: Dataset, per_epoch: int, *, seed: int = 0):
+    def __init__(
+        self,
+        primary: Dataset,
+        extra: Dataset,
+        per_epoch: int,
+        *,
+        seed: int = 0,
+        classes: torch.Tensor | None = None,
+    ):
         self.primary, self.extra, self.per_epoch, self.seed = primary, extra, min(per_epoch, len(extra)), seed
+        # ``classes`` (the extra faces' class indices): draw every class equally often, so FER+'s own prior
+        # (fearful ~3% of its faces) does not leak into a task whose classes are about balanced.
+        self.by_class = (
+            None if classes is None else [torch.nonzero(classes == k).flatten() for k in classes.unique()]
+        )
+        self._epoch: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.primary) + self.per_epoch
+
+    def _chosen(self, epoch: int) -> torch.Tensor:
+        if self._epoch is None or self._epoch[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 7_777 + epoch)
+            if self.by_class is None:
+                chosen = torch.randperm(len(self.extra), generator=generator)[: self.per_epoch]
+            else:
+                shares = [
+                    members[
+                        torch.randint(
+                            len(members), (self.per_epoch // len(self.by_class) + 1,), generator=generator
+                        )
+                    ]
+                    for members in self.by_class
+                ]
+                chosen = torch.stack(shares, dim=1).flatten()[: self.per_epoch]  # classes interleaved
+            self._epoch = (epoch, chosen)
+        return self._epoch[1]
 
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         if index < len(self.primary):
             return self.primary[(index, epoch)]
-        generator = torch.Generator().manual_seed(self.seed * 7_777 + epoch)
-        chosen = torch.randperm(len(self.extra), generator=generator)[index - len(self.primary)]
-        return self.extra[(int(chosen), epoch)]
+        return self.extra[(int(self._chosen(epoch)[index - len(self.primary)]), epoch)]
 
 
 def _mix_ferplus(
@@ -166,7 +197,13 @@ def _mix_ferplus(
     faces.targets = torch.tensor([labels.index(names[int(target)]) for target in faces.targets])
     ratio = config.train.mix.ratio
     log.info("finetune: mixing %d of %d FER+ faces into each epoch", int(ratio * len(train_set)), len(faces))
-    return MixedDataset(train_set, faces, int(ratio * len(train_set)), seed=config.train.seed)
+    return MixedDataset(
+        train_set,
+        faces,
+        int(ratio * len(train_set)),
+        seed=config.train.seed,
+        classes=faces.targets if config.train.mix.balanced else None,
+    )
 
 
 class KeyedConcat(Dataset):
