@@ -6,18 +6,17 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from emotionlab.cli.options import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes
+from emotionlab.cli.predict_options import PredictOptions, refuse_inside
 from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError, Interrupted
-from emotionlab.fileio import is_inside
 from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
 from emotionlab.inference.inputs import is_video_name
 from emotionlab.isolation import error_reason, printable
@@ -43,50 +42,6 @@ def select_shard(files: Sequence, shard: str | None) -> list:
         return list(files)
     index, count = parse_shard(shard)
     return list(files[index - 1 :: count])
-
-
-@dataclass
-class PredictOptions:
-    """Everything `emotionlab predict` can be asked for (see the command's help for each option)."""
-
-    inputs: list[str] = field(default_factory=list)
-    model: Path | None = None
-    output_format: str = "table"
-    output: Path | None = None
-    resume: bool = False
-    shard: str | None = None
-    batch_size: int = 32
-    workers: int = 0
-    detect: bool | None = None
-    detector: str | None = None
-    max_faces: int | None = None
-    backend: str = "auto"
-    int8: bool = False
-    fps: float | None = None
-    out_dir: Path | None = None
-    annotate: Path | None = None
-    camera: int | None = None
-    max_frames: int | None = None
-    window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
-    progress: bool | None = None  # None: on (a bar on a terminal, lines in a log)
-    engine: str = "local"  # local: this process and --workers; ray: Ray Data (cli/predict_ray.py)
-    address: str | None = (
-        None  # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
-    )
-    actors: int = 1  # --engine ray: model copies classifying at once
-    # --five / --classes: answer among these of the model's classes (None: all of them)
-    classes: list[str] | None = None
-
-
-def _refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
-    """Outputs never go inside an input folder: a dataset root stays untouched, and a rerun would read them."""
-    if target is None:
-        return
-    for item in inputs:
-        if Path(item).is_dir() and is_inside(target, item):
-            raise EmotionlabError(
-                f"{target}: {what} must not be inside the input folder {item}; choose another"
-            )
 
 
 class PreparingNote:
@@ -139,7 +94,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         (options.out_dir, "--out"),
         (options.annotate, "--annotate"),
     ):
-        _refuse_inside(target, options.inputs, what)
+        refuse_inside(target, options.inputs, what)
     if options.batch_size < 1:
         raise EmotionlabError("--batch-size must be at least 1")
     check_engine(options.engine, address=options.address, annotate=options.annotate, camera=options.camera)

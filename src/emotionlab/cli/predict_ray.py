@@ -10,12 +10,9 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from emotionlab.cli.predict_options import PredictOptions
 from emotionlab.errors import EmotionlabError
-
-if TYPE_CHECKING:
-    from emotionlab.cli.predict import PredictOptions
 
 log = logging.getLogger("emotionlab")
 ENGINES = ("local", "ray")

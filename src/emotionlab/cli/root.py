@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from emotionlab import __version__
+from emotionlab.version import __version__
 from emotionlab.errors import EmotionlabError
 from emotionlab.extras import missing_message
 

@@ -308,9 +308,9 @@ def serve_labels(
         out(f"scored in {time.perf_counter() - started:.1f} s; order: {order}")
         ordering = Ordering(order, classes=classes, scores=scores, retrain_every=retrain_every)
     elif model is not None:
-        from emotionlab import load_model
+        from emotionlab.inference import load_recognizer
 
-        predictor = load_model(model)
+        predictor = load_recognizer(model)
     sock = _bind(host, port)
     session = LabelSession(folder, classes, journal, images=images, ordering=ordering)
     try:

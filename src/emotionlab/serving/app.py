@@ -23,7 +23,7 @@ import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from emotionlab import __version__
+from emotionlab.version import __version__
 from emotionlab.serving.api_docs import PREDICT_REQUEST, PREDICT_RESPONSES
 from emotionlab.serving.limits import MB, Refused, ServiceLimits
 from emotionlab.serving.pages import add_pages

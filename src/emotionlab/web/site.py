@@ -161,7 +161,7 @@ def resolve_models(models: Sequence[str | Path] | None) -> list[tuple[str, Path]
 
 def site_files(models: Sequence[str | Path] | None = None) -> dict[str, Path | bytes]:
     """Every file of the site: relative name -> file to copy, or bytes (``config.json``)."""
-    from emotionlab import __version__
+    from emotionlab.version import __version__
 
     chosen = resolve_models(models)
     if not chosen:

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 
-from emotionlab import __version__
+from emotionlab.version import __version__
 from emotionlab.data.importer.items import ImportOptions, Status, too_large
 from emotionlab.isolation import error_reason
 

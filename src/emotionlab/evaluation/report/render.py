@@ -44,7 +44,7 @@ def render(context: dict) -> str:
     """The report page for ``context`` (``kind``: evaluation, comparison, ablation or cv)."""
     import jinja2
 
-    from emotionlab import __version__
+    from emotionlab.version import __version__
 
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("emotionlab.evaluation", "templates"),
