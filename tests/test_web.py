@@ -162,6 +162,7 @@ def assert_same_records(path: Path, python: dict, web: dict) -> None:
     pairs = [(python, web), *zip(python["faces"], web["faces"], strict=True)]
     for expected, got in pairs:
         assert got["label"] == expected["label"]
+        assert (got["compound"] or {}).get("labels") == (expected["compound"] or {}).get("labels")
         for label, probability in expected["probabilities"].items():
             assert abs(got["probabilities"][label] - probability) <= TOLERANCE, (label, expected, got)
 
