@@ -1,7 +1,8 @@
 """`pip install emotionlab` without extras: the wheel installed alone into a fresh virtual environment predicts and
-serves the examples exactly as the full install does, has no PyTorch, and names the extra a command needs.
+serves the examples exactly as the full install does, has no PyTorch, and names the extra a command needs; and
+`emotionlab predict` imports neither PyTorch nor OpenCV in the full install either.
 
-Slow (builds the wheel, creates a venv, installs about 35 packages: ~30 s from a local package cache, longer from
+The light-venv tests are slow (builds the wheel, creates a venv, installs about 35 packages: ~30 s from a local package cache, longer from
 PyPI on a fresh CI machine). The versions of the packages both installs share are pinned to this environment's
 (``pip freeze`` as constraints), so the same ONNX Runtime runs the same graphs on both sides.
 """
@@ -23,8 +24,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 IMAGES = sorted(path for path in EXAMPLES.iterdir() if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
-
-pytestmark = pytest.mark.slow
 
 
 def _run(command: list, **kwargs) -> subprocess.CompletedProcess:
@@ -60,7 +59,10 @@ def light_venv(tmp_path_factory) -> Path:
     constraints = root / "constraints.txt"
     constraints.write_text(
         "\n".join(
-            line for line in frozen.stdout.splitlines() if not line.lower().startswith(("emotionlab", "-e"))
+            line
+            for line in frozen.stdout.splitlines()
+            if "==" in line
+            and not line.lower().startswith("emotionlab")  # versions, not links or this package
         )
     )
     venv = root / "venv"
@@ -86,6 +88,7 @@ def _predict(command: list, cwd: Path) -> dict:
     return _records(result.stdout)
 
 
+@pytest.mark.slow
 def test_light_install_has_no_torch_and_weighs_little(light_venv):
     python = light_venv / "bin" / "python"
     for module in ("torch", "torchvision", "timm", "lightning", "cv2", "dlib"):
@@ -95,6 +98,7 @@ def test_light_install_has_no_torch_and_weighs_little(light_venv):
     assert _folder_size(light_venv) < 400e6
 
 
+@pytest.mark.slow
 def test_light_predict_gives_the_full_install_records(light_venv, tmp_path):
     light = _predict([light_venv / "bin" / "emotionlab"], tmp_path)
     full = _predict([sys.executable, "-m", "emotionlab"], tmp_path)
@@ -103,6 +107,7 @@ def test_light_predict_gives_the_full_install_records(light_venv, tmp_path):
     assert any(record["faces"] for record in light.values())  # faces were found, not whole images classified
 
 
+@pytest.mark.slow
 def test_light_python_api_predicts_without_importing_torch(light_venv):
     script = (
         "import sys, json, emotionlab\n"
@@ -172,6 +177,7 @@ def _serve(command: list, tmp_path: Path) -> list[dict]:
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_light_serve_answers_as_the_full_install(light_venv, tmp_path):
     light = _serve([light_venv / "bin" / "emotionlab"], tmp_path)
     full = _serve([sys.executable, "-m", "emotionlab"], tmp_path)
@@ -179,6 +185,7 @@ def test_light_serve_answers_as_the_full_install(light_venv, tmp_path):
     assert all(record.get("label") for record in light)
 
 
+@pytest.mark.slow
 def test_a_command_of_an_extra_says_which_extra_in_one_line(light_venv, tmp_path):
     emotionlab = light_venv / "bin" / "emotionlab"
     cases = [
@@ -200,3 +207,29 @@ def test_a_command_of_an_extra_says_which_extra_in_one_line(light_venv, tmp_path
             continue
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert result.stderr.strip() == expected
+
+
+def test_predict_imports_neither_torch_nor_opencv_in_the_full_install(tmp_path):
+    """The shipped model runs on ONNX Runtime: the command never pays PyTorch's seconds of import."""
+    result = _run(
+        [sys.executable, "-X", "importtime", "-m", "emotionlab", "predict", IMAGES[0], "--format", "jsonl"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[0])["label"]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time")
+    }
+    assert "onnxruntime" in imported
+    assert not imported & {
+        "torch",
+        "torchvision",
+        "timm",
+        "lightning",
+        "cv2",
+        "dlib",
+        "sklearn",
+        "matplotlib",
+    }
