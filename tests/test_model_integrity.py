@@ -7,6 +7,7 @@ import json
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,6 +143,17 @@ def test_a_truncated_file_is_refused(model_file):
         cut = model_file.with_name(f"cut{keep}.safetensors")
         cut.write_bytes(model_file.read_bytes()[:keep])
         assert "truncated or corrupt" in refusal(cut)
+
+
+def test_a_model_file_cut_to_8_bytes_is_refused_as_cut_short_not_as_a_pickle(tmp_path):
+    import emotionlab
+
+    # The shipped model's header length starts with the byte 0x80, as a pickle does: the reason was wrong.
+    cut = tmp_path / "cut.safetensors"
+    shipped = Path(emotionlab.__file__).parent / "assets" / "default_model.safetensors"
+    cut.write_bytes(shipped.read_bytes()[:8])
+    reason = refusal(cut)
+    assert "only 8 bytes" in reason and "truncated" in reason and "pickle" not in reason
 
 
 def test_a_wrong_architecture_is_refused(model_file):

@@ -190,8 +190,12 @@ def read_raw(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
         raise ModelFileError(path, "model file not found")
     with path.open("rb") as handle:
         head = handle.read(9)
-    # A safetensors file is an 8-byte header length then "{"; torch.save writes a zip ("PK\x03\x04") or a pickle.
-    if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):
+    # A safetensors file is an 8-byte header length then "{"; torch.save writes a zip ("PK\x03\x04") or a pickle
+    # (protocol 2-5: 0x80 then the protocol). A file cut short is said to be so: its first byte may be anything.
+    if len(head) < 9:
+        raise ModelFileError(path, f"only {len(head)} bytes: not a model file (truncated or corrupt?)")
+    pickle = head[:1] == b"\x80" and 2 <= head[1] <= 5
+    if head[8:9] != b"{" and (head[:4] == b"PK\x03\x04" or pickle):
         raise ModelFileError(
             path, "this is a pickle/zip (torch.save) file; emotionlab loads only safetensors model files"
         )
