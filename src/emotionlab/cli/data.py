@@ -32,6 +32,21 @@ def data_audit(
         float | None,
         typer.Option(help="With --people: max face-embedding distance of one person (default 0.4)."),
     ] = None,
+    suspects: Annotated[
+        bool,
+        typer.Option(
+            "--suspects",
+            help="Also list likely label errors (out-of-fold predictions + confident learning): "
+            "suspects.csv/.json/.html in --out.",
+        ),
+    ] = False,
+    suspects_model: Annotated[
+        str,
+        typer.Option(
+            help="With --suspects: the model whose frozen features are used (never trained on --data)."
+        ),
+    ] = "ferplus8",
+    folds: Annotated[int, typer.Option(help="With --suspects: cross-validation folds.")] = 5,
 ) -> None:
     """Check a dataset: unreadable files, real formats, duplicates, cross-split leakage, label conflicts."""
     from emotionlab.data.audit import DEFAULT_THRESHOLD, run_audit
@@ -47,6 +62,53 @@ def data_audit(
         person_threshold=person_threshold if people else None,
         console=Console(),
     )
+    if suspects:
+        _run_suspects(data, out, model=suspects_model, folds=folds, threshold=threshold)
+
+
+@data_app.command("suspects")
+def data_suspects(
+    data: Annotated[
+        Path, typer.Option(help="Dataset folder ([split/]label/image). Only read, never changed.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for suspects.csv/.json/.html (outside --data).")],
+    model: Annotated[
+        str, typer.Option(help="The model whose frozen features are used (never trained on --data).")
+    ] = "ferplus8",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
+) -> None:
+    """Likely label errors: out-of-fold predictions ranked by confident learning (cleanlab); review them with
+    `emotionlab label DATA --review OUT/suspects.csv`."""
+    _run_suspects(data, out, model=model, folds=folds, seed=seed)
+
+
+def _run_suspects(data: Path, out: Path, *, model: str, folds: int, seed: int = 0, threshold=None) -> None:
+    from emotionlab.evaluation.suspects import find_suspects, write_suspects
+    from emotionlab.fileio import ensure_outside_root
+
+    ensure_outside_root(data, out)  # before minutes of work
+    console = Console()
+    console.print(f"likely label errors: features of {model}, {folds}-fold out-of-fold predictions ...")
+    report = find_suspects(data, model=model, folds=folds, seed=seed, threshold=threshold)
+    written = write_suspects(report, out)
+    summary = report.summary()
+    console.print(
+        f"{summary['suspects']} suspect(s) among {summary['images']} photos "
+        f"(out-of-fold accuracy {summary['out_of_fold_accuracy']:.1%}); given -> model: "
+        + ", ".join(f"{pair} {count}" for pair, count in list(summary["given_to_suggested"].items())[:6]),
+        highlight=False,
+        soft_wrap=True,
+    )
+    for suspect in report.suspects[:10]:
+        console.print(
+            f"  #{suspect.rank} {suspect.path}: filed as {suspect.given}, model says {suspect.suggested} "
+            f"(p(given) {suspect.quality:.2f})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"wrote {written['csv']}, {written['json'].name}, {written['html'].name}", soft_wrap=True)
+    console.print(f"review them: emotionlab label {data} --review {written['csv']}", soft_wrap=True)
 
 
 @data_app.command("split")
@@ -77,7 +139,7 @@ def data_split(
 ) -> None:
     """Write a manifest with a stratified split in which no duplicate group (or person) straddles splits."""
     from emotionlab.data.audit import DEFAULT_THRESHOLD
-    from emotionlab.data.manifest import run_split
+    from emotionlab.data.split import run_split
 
     run_split(
         data,
@@ -212,7 +274,8 @@ def data_faces(
     ] = None,
 ) -> None:
     """Detect a face on every image, fill the crop cache, and write a manifest with face_box (x y w h)."""
-    from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig, prepare_face_manifest
+    from emotionlab.data.face_boxes import prepare_face_manifest
+    from emotionlab.faces import PREPARE_DETECTOR, FaceCropConfig
 
     config = FaceCropConfig(
         detector=detector or PREPARE_DETECTOR,
