@@ -63,10 +63,13 @@ def plot_intervals(names: list[str], means: list[float], intervals: list, path: 
     return path
 
 
-def confusion_table(matrix, labels: list[str]) -> dict:
-    """Counts and row percentages per cell, with a shade in [0, 1] (the row share) for the template."""
+def confusion_table(matrix, labels: list[str], rows: list[str] | None = None) -> dict:
+    """Counts and row percentages per cell, with a shade in [0, 1] (the row share) for the template. Columns: the
+    model's ``labels``; rows: the data's classes (``rows``, default the same: a six-class model's neutral is a
+    column, not a row, on photos of the five emotions)."""
     matrix = np.asarray(matrix)
     percent = row_percentages(matrix)
+    rows = list(labels) if rows is None else list(rows)
     return {
         "labels": labels,
         "rows": [
@@ -78,11 +81,12 @@ def confusion_table(matrix, labels: list[str]) -> dict:
                         "count": int(matrix[row, column]),
                         "percent": float(percent[row, column]),
                         "shade": float(percent[row, column] / 100),
-                        "diagonal": row == column,
+                        "diagonal": label == labels[column],
+                        "outside": labels[column] not in rows,
                     }
                     for column in range(len(labels))
                 ],
             }
-            for row, label in enumerate(labels)
+            for row, label in enumerate(rows)
         ],
     }

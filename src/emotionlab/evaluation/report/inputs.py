@@ -28,7 +28,13 @@ class EvaluationRun:
 
     @property
     def labels(self) -> list[str]:
+        """The model's classes: its answers, the probability columns."""
         return list(self.metrics["labels"])
+
+    @property
+    def data_labels(self) -> list[str]:
+        """The data's classes (the confusion matrix's rows): the model's, unless it knows one the data lacks."""
+        return list(self.metrics.get("data_labels") or self.labels)
 
     @property
     def correct(self) -> np.ndarray:

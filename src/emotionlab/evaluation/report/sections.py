@@ -97,8 +97,13 @@ def evaluation_context(
         "num_images": len(run.truth),
         "num_wrong": int((~run.correct).sum()),
         "headline": headline,
-        "per_class": [{"label": label, **metrics["per_class"][label]} for label in labels],
-        "confusion": confusion_table(metrics["confusion_matrix"], labels),
+        "per_class": [{"label": label, **metrics["per_class"][label]} for label in run.data_labels],
+        "confusion": confusion_table(metrics["confusion_matrix"], labels, run.data_labels),
+        # answers of a class the data lacks (neutral on photos of the five), each a miss
+        "outside": {
+            label: count for label, count in (metrics.get("answers_outside_data") or {}).items() if count
+        },
+        "restricted_from": metrics.get("restricted_from"),
         "training_curves": _training_curves(run, model),
         "calibration": {**calibration, "figure": figure_uri(plot_reliability, calibration)},
         "gallery": items,
@@ -145,7 +150,10 @@ def comparison_context(runs: list[EvaluationRun]) -> dict:
                 "macro_f1": run.metrics["macro_f1"],
                 "macro_f1_ci": run.metrics.get("macro_f1_ci95"),
                 "ece": calibration["ece"],
-                "recall": [run.metrics["per_class"][label]["recall"] for label in reference.labels],
+                "recall": [
+                    run.metrics["per_class"][label]["recall"] if label in run.metrics["per_class"] else None
+                    for label in reference.data_labels
+                ],
             }
         )
     paired = []
@@ -153,18 +161,20 @@ def comparison_context(runs: list[EvaluationRun]) -> dict:
     for run in runs[1:]:
         common = [(position[path], index) for index, path in enumerate(run.paths) if path in position]
         entry = {"name": run.name, "reference": reference.name, "note": None}
-        if run.labels != reference.labels:
-            entry["note"] = "different labels: not comparable image by image"
-        elif not common:
+        if not common:
             entry["note"] = "no image in common: not paired"
         else:
+            # Compared by label name: a six-class model and its --five answers are paired on the same photos.
             first, second = (np.array(side) for side in zip(*common, strict=True))
-            if (reference.truth[first] != run.truth[second]).any():
+            truth = np.array(reference.labels)[reference.truth[first]]
+            if (truth != np.array(run.labels)[run.truth[second]]).any():
                 entry["note"] = "the same files carry different true labels in the two evaluations"
             else:
                 entry.update(
                     paired_accuracy_difference(
-                        reference.truth[first], reference.predicted[first], run.predicted[second]
+                        truth,
+                        np.array(reference.labels)[reference.predicted[first]],
+                        np.array(run.labels)[run.predicted[second]],
                     )
                 )
                 if len(common) < max(len(run.paths), len(reference.paths)):
@@ -177,7 +187,7 @@ def comparison_context(runs: list[EvaluationRun]) -> dict:
         [row["accuracy_ci"] for row in table],
         xlabel="accuracy (%) with 95% interval",
     )
-    return {"labels": reference.labels, "table": table, "paired": paired, "figure": figure}
+    return {"labels": reference.data_labels, "table": table, "paired": paired, "figure": figure}
 
 
 # ---- experiments: ablation.json, cv.json -------------------------------------------------------------------
