@@ -4,6 +4,7 @@ and the labeller's suggestions."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from emotionlab.inference.compound import compound_reading
 from emotionlab.labels import EMOTIONS, NEUTRAL
 from emotionlab.models.factory import create_model
 from emotionlab.models.io import save_model_file
+from emotionlab.synthetic import write_dataset
 
 SIX = [*EMOTIONS, NEUTRAL]
 # What the tiny models below answer whatever the face: neutral first, happy second, sad third.
@@ -145,3 +147,69 @@ def test_an_answer_of_neutral_on_photos_of_the_five_is_a_miss_in_every_figure():
     # without the data's classes every model class is a row, as before
     square = compute_metrics(truth, probabilities, SIX)
     assert np.array(square["confusion_matrix"]).shape == (6, 6) and square["macro_f1"] < metrics["macro_f1"]
+
+
+@pytest.fixture(scope="module")
+def five_emotion_photos(tmp_path_factory) -> Path:
+    """Three photos of each of the five emotions, no neutral (as the study's photos), in a test split."""
+    return write_dataset(
+        tmp_path_factory.mktemp("photos") / "faces", per_class=3, splits={"test": 1.0}, seed=2
+    )
+
+
+def test_evaluate_scores_neutral_answers_as_misses_and_five_gives_the_restricted_figures(
+    six_model, five_emotion_photos, tmp_path
+):
+    full_dir, five_dir = tmp_path / "full", tmp_path / "five"
+    output = run_cli("evaluate", "--model", six_model, "--data", five_emotion_photos, "--out", full_dir)
+    assert "neutral for 15 of the 15 images" in output
+    full = json.loads((full_dir / "metrics.json").read_text())
+    assert full["accuracy"] == 0.0 and full["answers_outside_data"] == {NEUTRAL: 15}
+    assert (
+        full["labels"] == SIX
+        and full["data_labels"] == list(EMOTIONS)
+        and list(full["per_class"]) == list(EMOTIONS)
+    )
+    assert np.array(full["confusion_matrix"]).shape == (5, 6)
+    with (full_dir / "predictions.csv").open() as handle:
+        assert {row["pred"] for row in csv.DictReader(handle)} == {NEUTRAL}
+
+    run_cli("evaluate", "--model", six_model, "--data", five_emotion_photos, "--out", five_dir, "--five")
+    five = json.loads((five_dir / "metrics.json").read_text())
+    # every answer is now happy, the model's most likely emotion: right on the three happy photos
+    assert five["labels"] == list(EMOTIONS) and five["restricted_from"] == SIX
+    assert five["accuracy"] == pytest.approx(3 / 15) and five["per_class"]["happy"]["recall"] == 1.0
+    assert np.array(five["confusion_matrix"]).shape == (5, 5) and five["answers_outside_data"] == {}
+
+    # the report: the neutral column marked, the misses said, and the two runs paired on the same photos
+    page = tmp_path / "full.html"
+    run_cli("report", full_dir, "--no-gradcam", "--output", page)
+    html = page.read_text()
+    assert 'id="run-full-outside"' in html and "<b>neutral</b> for 15" in html
+    assert html.count('<th class="outside"') == 2  # the counts and the percent matrix
+    compared = tmp_path / "compared.html"
+    run_cli("report", full_dir, five_dir, "--no-gradcam", "--output", compared)
+    text = compared.read_text()
+    assert "different labels" not in text and "+20.0" in text  # --five is right on 3 more of 15 photos
+
+
+def test_evaluate_five_on_a_model_without_the_five_is_one_line(tmp_path, five_emotion_photos):
+    three = save_fixed_model(tmp_path / "three.safetensors", labels=["happy", "sad", NEUTRAL])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(three),
+            "--data",
+            str(five_emotion_photos),
+            "--five",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+    )
+    assert isinstance(result.exception, EmotionlabError)
+    assert "has no class angry, fearful, surprised" in str(result.exception) and "\n" not in str(
+        result.exception
+    )
+    assert not (tmp_path / "e").exists()

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
-from emotionlab.cli.options import DetectorOverride, DetectOverride
+from emotionlab.cli.options import Classes, DetectorOverride, DetectOverride, Five, answer_classes
 from emotionlab.cli.root import app, console
 from emotionlab.errors import EmotionlabError, Interrupted
 
@@ -28,6 +28,18 @@ def _print_metrics(metrics: dict) -> None:
     print(
         f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f})  macro-F1 {metrics['macro_f1']:.3f}  loss {metrics['loss']:.3f}"
     )
+    outside = {label: count for label, count in (metrics.get("answers_outside_data") or {}).items() if count}
+    if outside:
+        answers = ", ".join(f"{label} for {count}" for label, count in outside.items())
+        print(
+            f"the model answered {answers} of the {metrics['num_images']} images, a class the data does not "
+            "have: counted as misses (--five answers among the five emotions only)"
+        )
+    if metrics.get("restricted_from"):
+        print(
+            f"answers among {', '.join(metrics['labels'])} only, of the model's "
+            f"{', '.join(metrics['restricted_from'])} (renormalised)"
+        )
 
 
 @app.command()
@@ -57,11 +69,15 @@ def evaluate(
             help="Also write report.html (one self-contained page, Grad-CAM gallery) beside metrics.json.",
         ),
     ] = False,
+    five: Five = False,
+    classes: Classes = None,
 ) -> None:
     """Evaluate a model on a split: metrics.json, confusion matrices, training curves, misclassified gallery.
 
     With no --data and no --manifest, a model that records its held-out test split (the shipped one does) is scored
     on that split. Images the model was trained on are refused (compared by content) unless --allow-overlap.
+    A model with a class the data lacks (neutral, on photos of the five emotions) is scored on the data's
+    classes and an answer of that class is a miss; --five scores its answers among the five instead.
     """
     from emotionlab.data.dataset import load_samples, resolve_data_root
     from emotionlab.evaluation.evaluate import evaluate as run_evaluation
@@ -72,6 +88,14 @@ def evaluate(
 
     model_path = resolve_model_path(model)
     metadata = read_metadata(model_path)  # a damaged or altered model: one line before any image is read
+    wanted = answer_classes(five, classes)
+    missing = [label for label in wanted or () if label not in metadata["labels"]]
+    if missing:  # before any image is read
+        raise EmotionlabError(
+            f"{Path(model_path).name}: the model has no class {', '.join(missing)}: "
+            f"its classes are {', '.join(metadata['labels'])}"
+        )
+    data_labels = None
     if data is None and manifest is None and split == "test" and (metadata.get("dataset") or {}).get("test"):
         root = resolve_data_root(None)
         samples = held_out_samples(metadata, root)
@@ -81,6 +105,7 @@ def evaluate(
     else:
         sample_set = load_samples(data, manifest)
         root = sample_set.root
+        data_labels = sample_set.labels
         samples = sample_set.samples if split == "all" else sample_set.split(split)
         if not samples and split != "all" and not sample_set.has_splits:
             raise EmotionlabError(
@@ -89,7 +114,15 @@ def evaluate(
     ensure_outside_root(root, out)
     try:
         metrics = run_evaluation(
-            model_path, samples, out, split=split, allow_overlap=allow_overlap, report=report, progress=True
+            model_path,
+            samples,
+            out,
+            split=split,
+            allow_overlap=allow_overlap,
+            report=report,
+            progress=True,
+            classes=wanted,
+            data_labels=data_labels,
         )
     except KeyboardInterrupt:
         raise Interrupted(

@@ -22,6 +22,7 @@ from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.evaluation.plots import plot_confusion, plot_gallery, plot_training_curves
 from emotionlab.fileio import content_digest
 from emotionlab.inference import BaseClassifier, Recognizer, load_classifier
+from emotionlab.inference.classifier import restrict_labels
 
 log = logging.getLogger("emotionlab")
 
@@ -114,18 +115,31 @@ def _inputs(recognizer: Recognizer, samples: list[Sample]) -> tuple[list, list[b
 
 
 def evaluate_samples(
-    model: str | Path | BaseClassifier, samples: list[Sample], *, batch_size: int = 64
+    model: str | Path | BaseClassifier,
+    samples: list[Sample],
+    *,
+    batch_size: int = 64,
+    data_labels: list[str] | None = None,
 ) -> dict:
-    """Metrics of a model on labelled samples (no files written); adds ``predictions`` for callers."""
+    """Metrics of a model on labelled samples (no files written); adds ``predictions`` for callers.
+
+    ``data_labels``: the dataset's classes, the confusion matrix's rows and what per-class scores and macro-F1
+    are over (default: the model's classes the samples have). A model with a class the data lacks (neutral on
+    the study's photos) is scored on the data's classes, and an answer of that class is a miss."""
     classifier = model if isinstance(model, BaseClassifier) else load_classifier(model)
     recognizer = Recognizer(classifier)
     unknown = sorted({s.label for s in samples} - set(classifier.labels))
     if unknown:
-        raise EmotionlabError(f"the dataset has labels the model does not know: {', '.join(unknown)}")
+        raise EmotionlabError(
+            f"the dataset has labels the model does not know: {', '.join(unknown)} "
+            f"(its classes: {', '.join(classifier.labels)})"
+        )
+    present = {s.label for s in samples} | set(data_labels or ())
+    data_labels = [label for label in classifier.labels if label in present]
     images, no_face = _inputs(recognizer, samples)
     probabilities = classifier.predict_proba(images, batch_size=batch_size)
     truth = np.array([classifier.labels.index(s.label) for s in samples])
-    metrics = compute_metrics(truth, probabilities, classifier.labels)
+    metrics = compute_metrics(truth, probabilities, classifier.labels, data_labels=data_labels)
     if recognizer.cropper is not None:
         flags = np.array(no_face)
         correct = probabilities.argmax(1) == truth
@@ -148,17 +162,20 @@ def evaluate(
     allow_overlap: bool = False,
     report: bool = False,
     progress: bool = False,
+    classes: list[str] | None = None,
+    data_labels: list[str] | None = None,
 ) -> dict:
     """Write metrics.json, predictions.csv and the PNG figures of ``model_path`` on ``samples`` to ``out_dir``.
 
     Refuses images the model was trained on (recorded in its file, compared by content) unless ``allow_overlap``;
     ``metrics["overlap_with_training"]`` says how many there were (None: the model records no training images).
+    ``classes``: the model answers among these of its classes only (``labels.EMOTIONS``: `evaluate --five`);
+    ``data_labels``: the dataset's classes (see ``evaluate_samples``).
     """
     if not samples:
         raise EmotionlabError(f"no images in split {split!r}")
-    classifier = load_classifier(
-        model_path
-    )  # the backend predict uses (auto), so the figures are its figures
+    # the backend predict uses (auto), so the figures are its figures
+    classifier = restrict_labels(load_classifier(model_path), classes)
     overlap = training_overlap(classifier.metadata, samples)
     if overlap is not None and overlap.count and not allow_overlap:
         raise EmotionlabError(
@@ -174,13 +191,15 @@ def evaluate(
         log.warning("skipped %s: %s", path, reason)
     if not samples:
         raise EmotionlabError(f"no usable images in split {split!r} ({len(skipped)} skipped)")
-    metrics = evaluate_samples(classifier, samples)
+    metrics = evaluate_samples(classifier, samples, data_labels=data_labels)
     metrics["skipped"] = [{"path": path, "reason": reason} for path, reason in skipped]
     probabilities, images = metrics.pop("_probabilities"), metrics.pop("_images")
     labels = classifier.labels
     metrics.update(
         {"split": split, "model": str(model_path), "architecture": classifier.metadata["architecture"]}
     )
+    # `--five`: the model's own classes, of which it answered among ``labels`` only
+    metrics["restricted_from"] = classifier.metadata.get("restricted_from")
     metrics["overlap_with_training"] = (
         None
         if overlap is None
@@ -208,9 +227,15 @@ def evaluate(
                 ]
             )
     figures = {
-        "confusion_counts": plot_confusion(metrics["confusion_matrix"], labels, out / "confusion_counts.png"),
+        "confusion_counts": plot_confusion(
+            metrics["confusion_matrix"], labels, out / "confusion_counts.png", rows=metrics["data_labels"]
+        ),
         "confusion_percent": plot_confusion(
-            metrics["confusion_matrix"], labels, out / "confusion_percent.png", percent=True
+            metrics["confusion_matrix"],
+            labels,
+            out / "confusion_percent.png",
+            percent=True,
+            rows=metrics["data_labels"],
         ),
         "training_curves": plot_training_curves(
             classifier.metadata.get("training", {}).get("history", []), out / "training_curves.png"
