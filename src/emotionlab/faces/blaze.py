@@ -208,6 +208,8 @@ class BlazeDetector:
     thread-safe: no lock.
     """
 
+    thread_safe = True  # several threads may call detect() at once (emotionlab.inference.preparation)
+
     def __init__(self, model: str = "short", *, threads: int = 1):
         self.name = "blaze" if model == "short" else f"blaze-{model}"
         self._blaze = BlazeFace(model, threads=threads)

@@ -163,6 +163,7 @@ class _ScaledDetector:
     name = ""
     short_side = 256
     max_side = 512
+    thread_safe = True  # callable from several threads: the native call is under the lock
 
     def __init__(self):
         self._lock = threading.Lock()

@@ -36,6 +36,7 @@ class CascadeDetector:
     def __init__(self, name: str, stages: Sequence[FaceDetector]):
         self.name = name
         self.stages = list(stages)
+        self.thread_safe = all(getattr(stage, "thread_safe", False) for stage in self.stages)
 
     def detect(self, image: Image.Image | np.ndarray) -> list[FaceBox]:
         array = as_rgb_array(image)

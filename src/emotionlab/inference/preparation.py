@@ -8,7 +8,9 @@ Whatever goes wrong with one image becomes that image's ``error`` reason; the ru
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +153,45 @@ class FacePreparer:
             return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
         boxes, crops = [box for box, _ in faces], [crop for _, crop in faces]
         return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
+
+
+def thread_safe_detection(preparer: FacePreparer) -> bool:
+    """Whether several threads may prepare images with ``preparer`` at once: no detection, or a detector that
+    says so (``thread_safe = True``: BlazeFace, and the dlib/OpenCV detectors, which lock around their native
+    call). A detector object of unknown make gets one preparing thread."""
+    if preparer.crop_config is None:
+        return True
+    if preparer.detector is not None:
+        return bool(getattr(preparer.detector, "thread_safe", False))
+    from emotionlab.faces.detectors import create_detector
+
+    config = preparer.crop_config
+    detector = create_detector(config.detector, model_file=config.detector_model)
+    return bool(getattr(detector, "thread_safe", False))
+
+
+def prepare_in_threads(
+    prepare: Callable[[object], PreparedImage],
+    sources: Iterable,
+    *,
+    threads: int,
+    prefetch: int,
+) -> Iterator[PreparedImage]:
+    """``prepare(source)`` for each source in ``threads`` threads, results in input order, at most ``prefetch``
+    images ahead of the consumer. Decoding (Pillow) and detection (ONNX Runtime) release the GIL, so the
+    images of the next batch are prepared while the caller's thread runs the classifier on this one."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emotionlab-prepare") as pool:
+        pending: deque = deque()
+        try:
+            for source in sources:
+                pending.append(pool.submit(prepare, source))
+                if len(pending) >= prefetch:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # the consumer stopped early (break, Ctrl+C): drop what has not started
+            for future in pending:
+                future.cancel()
 
 
 def _scaled_box(box, factor: float):

@@ -31,7 +31,15 @@ from PIL import Image
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper, as_rgb_array
 from emotionlab.inference.classifier import BaseClassifier
-from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
+from emotionlab.inference.preparation import (
+    CROP_OVERSAMPLE,
+    DETECT_DECODE_SIDE,
+    FacePreparer,
+    PreparedImage,
+    prepare_in_threads,
+    thread_safe_detection,
+)
+from emotionlab.inference.workers import physical_cores
 from emotionlab.isolation import isolated_map
 from emotionlab.progress import progress as progress_bar  # public as emotionlab.inference.progress_bar
 
@@ -194,6 +202,7 @@ class Recognizer:
         *,
         batch_size: int = 32,
         workers: int = 0,
+        threads: int | None = None,
         keep_images: bool = False,
         progress: bool = False,
         on_prepare: Callable[[object], None] | None = None,
@@ -202,8 +211,11 @@ class Recognizer:
         cropping run in that many processes (``sources`` must then be a sequence, e.g. a list of paths). Workers
         start clean (fork server or spawn), so a script using them needs the ``if __name__ == "__main__":`` guard.
         A failing image gives a record with ``error``; so does an image whose worker process dies on it (the
-        worker is replaced). ``on_prepare(source)`` is called in this process just before an image is prepared
-        here (``workers`` = 0), e.g. to note which image a crash of this process was on."""
+        worker is replaced). Without workers, ``threads`` threads of this process prepare the next images while
+        this thread classifies (None: ``prepare_threads()``; 0: prepare in this thread, one image at a time).
+        ``on_prepare(source)`` is called in this process just before an image is prepared here (``workers`` =
+        0), e.g. to note which image a crash of this process was on: then one thread prepares, so the image
+        named is the only one being prepared."""
         preparer = self.preparer(keep_image=keep_images)
         total = len(sources) if hasattr(sources, "__len__") else None
         if workers > 0:
@@ -227,16 +239,36 @@ class Recognizer:
                     on_prepare(source)
                 return preparer(source)
 
-            prepared = (prepare_here(source) for source in sources)
+            count = self.prepare_threads(preparer) if threads is None else max(0, threads)
+            if on_prepare is not None:
+                count = min(count, 1)
+            if count:
+                # Enough images ahead for the next network batch; fewer when whole images are kept for drawing.
+                prefetch = 2 * count if keep_images else max(2 * count, batch_size)
+                prepared = prepare_in_threads(prepare_here, sources, threads=count, prefetch=prefetch)
+            else:
+                prepared = (prepare_here(source) for source in sources)
         results = self.classify(prepared, batch_size=batch_size)
         yield from progress_bar(results, total=total, description="predicting", enabled=progress)
 
+    def prepare_threads(self, preparer: FacePreparer | None = None) -> int:
+        """Threads that prepare images beside the classifier by default: one per physical core when the
+        detector may run in several threads at once, else one (a detector of unknown make)."""
+        preparer = preparer or self.preparer()
+        return physical_cores() if thread_safe_detection(preparer) else 1
+
     def predict_many(
-        self, sources: Iterable, *, batch_size: int = 32, workers: int = 0, progress: bool = False
+        self,
+        sources: Iterable,
+        *,
+        batch_size: int = 32,
+        workers: int = 0,
+        threads: int | None = None,
+        progress: bool = False,
     ) -> Iterator[dict]:
         """Classify many images in batches; unreadable files yield a record with an ``error`` instead."""
         for _, record in self.iter_predictions(
-            sources, batch_size=batch_size, workers=workers, progress=progress
+            sources, batch_size=batch_size, workers=workers, threads=threads, progress=progress
         ):
             yield record
 
