@@ -213,3 +213,45 @@ def test_evaluate_five_on_a_model_without_the_five_is_one_line(tmp_path, five_em
         result.exception
     )
     assert not (tmp_path / "e").exists()
+
+
+# ---- the service ------------------------------------------------------------------------------------------
+
+
+def test_serve_five_answers_among_the_five_in_its_worker_processes_and_says_so(
+    six_model, face_file, monkeypatch
+):
+    from fastapi.testclient import TestClient
+
+    from emotionlab.serving import app as service
+    from emotionlab.serving.limits import ServiceLimits
+    from emotionlab.serving.workers import WorkerSpec, start_process_pool
+
+    # the command hands --five to the service
+    seen = {}
+    monkeypatch.setattr(service, "serve", lambda model, **options: seen.update(options))
+    run_cli("serve", "--model", six_model, "--five")
+    assert seen["classes"] == list(EMOTIONS)
+
+    pool = start_process_pool(WorkerSpec(str(six_model), classes=tuple(EMOTIONS)), ServiceLimits(), 1)
+    try:
+        with TestClient(service.create_app(pool=pool)) as client:
+            model = client.get("/model").json()
+            assert model["labels"] == list(EMOTIONS) and model["restricted_from"] == SIX
+            answer = client.post(
+                "/predict", files={"files": ("face.png", face_file.read_bytes(), "image/png")}
+            )
+            record = answer.json()["results"][0]
+            assert record["label"] == "happy" and list(record["probabilities"]) == list(EMOTIONS)
+    finally:
+        pool.close()
+    # without --five the service says neutral, in the page's colours
+    with TestClient(service.create_app(emotionlab.load_model(six_model))) as client:
+        record = client.post(
+            "/predict", files={"files": ("face.png", face_file.read_bytes(), "image/png")}
+        ).json()
+        assert (
+            record["results"][0]["label"] == NEUTRAL
+            and client.get("/model").json()["restricted_from"] is None
+        )
+        assert 'neutral: "#' in client.get("/static/predict.js").text

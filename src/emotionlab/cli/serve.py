@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from emotionlab.cli.options import Backend, DetectorOverride
+from emotionlab.cli.options import Backend, Classes, DetectorOverride, Five, answer_classes
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.labels import EMOTIONS
@@ -62,6 +62,8 @@ def serve(
     max_connections_per_client: Annotated[
         int, typer.Option(help="Open connections from one client address; one more: 503.")
     ] = 32,
+    five: Five = False,
+    classes: Classes = None,
 ) -> None:
     """Serve the model over HTTP: POST /predict with images, a page at / to try it, API docs at /docs."""
     from emotionlab.serving.app import serve as run_server
@@ -94,6 +96,7 @@ def serve(
         port=port,
         detector=detector,
         backend=backend,
+        classes=answer_classes(five, classes),
         max_upload_mb=max_upload_mb,
         workers=workers,
         queue_size=queue_size,

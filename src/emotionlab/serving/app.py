@@ -189,6 +189,7 @@ def serve(
     port: int = 8000,
     detector: str | None = None,
     backend: str = "auto",
+    classes: list[str] | None = None,
     max_upload_mb: float = 10,
     workers: int = 2,
     queue_size: int = ServiceLimits.queue_size,
@@ -202,6 +203,7 @@ def serve(
     with the blaze detector 39.7 requests/s against 44.3 for one in-process slot (the process hop costs ~10%),
     with the dlib cascade 5.3 against 4.9 (dlib holds the GIL: threads would not help). Chosen for isolation: a
     native crash in a decoder or detector costs one request a 422, never the service.
+    ``classes``: answer among these of the model's classes only (`--five`: the study's five, no neutral);
     ``token``: the bearer token the API requires; ``allowed_hosts``: more names for the Host check
     (``service_hosts``); ``limits``: the connection and deadline settings (upload size and queue from the
     arguments above).
@@ -220,11 +222,12 @@ def serve(
     # Workers or not, the model goes through `load_recognizer`, the loader `emotionlab predict` uses: a model file
     # predict refuses stops the service before it listens.
     if workers > 0:
-        pool = start_process_pool(WorkerSpec(model_path, detector, backend), limits, workers)
+        spec = WorkerSpec(model_path, detector, backend, tuple(classes) if classes else None)
+        pool = start_process_pool(spec, limits, workers)
     else:
         from emotionlab.inference import load_recognizer
 
-        recognizer = load_recognizer(model_path, detector=detector, backend=backend)
+        recognizer = load_recognizer(model_path, detector=detector, backend=backend, classes=classes)
         warm_up(recognizer)
         pool = InferencePool([LocalSlot(recognizer, limits)], pixels_in_flight=limits.max_pixels_in_flight)
     guard = ConnectionGuard(limits)

@@ -36,6 +36,7 @@ class WorkerSpec:
     model_path: str | None = None
     detector: str | None = None
     backend: str = "auto"
+    classes: tuple[str, ...] | None = None  # answer among these of the model's classes (`serve --five`)
 
 
 # ---- one image through a Recognizer (in a slot: this process's or a worker's) ------------------------------
@@ -73,6 +74,8 @@ def describe_model(recognizer) -> dict:
         "input_size": metadata.get("input_size"),
         "faces": metadata.get("faces"),
         "detector": recognizer.detector_name,
+        # `serve --five`: the model's own classes, of which it answers among ``labels`` only
+        "restricted_from": metadata.get("restricted_from"),
     }
 
 
@@ -105,7 +108,9 @@ def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
     from emotionlab.inference import load_recognizer
 
     try:
-        recognizer = load_recognizer(spec.model_path, detector=spec.detector, backend=spec.backend)
+        recognizer = load_recognizer(
+            spec.model_path, detector=spec.detector, backend=spec.backend, classes=spec.classes
+        )
         # One core per worker: the slots are the parallelism; threads inside a worker would fight over the cores.
         # Only libraries the model needed are loaded (the shipped models: neither torch nor OpenCV).
         if "torch" in sys.modules:

@@ -200,8 +200,10 @@ function start() {
       limits = model;
       model.labels.forEach(colourOf);
       showLegend(model.labels);
+      // `serve --five`: a model that also knows neutral answers among the five only
+      const among = model.restricted_from ? ` (answers among these only, of its ${model.restricted_from.join(", ")})` : "";
       $("model").textContent =
-        `model: ${model.architecture}, labels: ${model.labels.join(", ")}, face detector: ${model.detector}`;
+        `model: ${model.architecture}, labels: ${model.labels.join(", ")}${among}, face detector: ${model.detector}`;
       if (model.formats) input.accept = model.formats.map(name => `image/${name.toLowerCase()}`).join(",");
     })
     .catch(error => { $("model").textContent = `model information unavailable (${error.message})`; });
