@@ -10,10 +10,12 @@ constants, so the page crops and classifies exactly as ``emotionlab predict`` do
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.version import __version__
 
 PACKAGE = Path(__file__).resolve().parent
 STATIC = PACKAGE / "static"
@@ -161,8 +163,6 @@ def resolve_models(models: Sequence[str | Path] | None) -> list[tuple[str, Path]
 
 def site_files(models: Sequence[str | Path] | None = None) -> dict[str, Path | bytes]:
     """Every file of the site: relative name -> file to copy, or bytes (``config.json``)."""
-    from emotionlab.version import __version__
-
     chosen = resolve_models(models)
     if not chosen:
         raise EmotionlabError(f"{ASSETS}: no shipped model in this install; pass --model MODEL.onnx")
@@ -193,8 +193,6 @@ def media_type(name: str) -> str:
 
 def export_web(folder: str | Path, models: Sequence[str | Path] | None = None) -> tuple[Path, int]:
     """Write the site into ``folder`` (new, empty, or an earlier export); returns (folder, bytes written)."""
-    import shutil
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise EmotionlabError(f"{folder}: exists and is not a folder")
