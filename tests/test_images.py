@@ -32,6 +32,17 @@ def test_transparent_pixels_become_white_not_black(tmp_path):
     assert result.getpixel((3, 3)) == (255, 255, 255)
 
 
+def test_an_opaque_alpha_channel_keeps_every_colour_and_a_translucent_one_is_blended(tmp_path):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    opaque = read_image(_save(rgb.convert("RGBA"), tmp_path / "o.png", "PNG"))
+    assert np.array_equal(np.asarray(opaque), np.asarray(rgb))
+    translucent = rgb.convert("RGBA")
+    translucent.putpixel((0, 0), (0, 0, 0, 128))  # one half-transparent black pixel: half way to white
+    result = read_image(_save(translucent, tmp_path / "h.png", "PNG"))
+    assert result.getpixel((0, 0)) in ((127, 127, 127), (128, 128, 128))
+    assert np.array_equal(np.asarray(result)[1:], np.asarray(rgb)[1:])
+
+
 def test_sixteen_bit_keeps_contrast(tmp_path):
     array = np.zeros((10, 10), dtype=np.uint16)
     array[:, 5:] = 60000
