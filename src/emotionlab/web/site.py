@@ -14,7 +14,12 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import onnxruntime
+
 from emotionlab.errors import EmotionlabError
+from emotionlab.faces import blaze
+from emotionlab.faces.boxes import MAX_DETECT_PIXELS, MIN_IMAGE_SIDE
+from emotionlab.inference.compound import compound_ratio
 from emotionlab.version import __version__
 
 PACKAGE = Path(__file__).resolve().parent
@@ -68,10 +73,6 @@ def ort_web_folder() -> Path:
 
 def model_entry(name: str, path: Path) -> dict:
     """What the page needs to know about one classifier (ONNX file with emotionlab metadata)."""
-    import onnxruntime
-
-    from emotionlab.inference.compound import compound_ratio
-
     if not path.is_file():
         raise EmotionlabError(f"{path}: ONNX model file not found")
     try:
@@ -114,9 +115,6 @@ def model_entry(name: str, path: Path) -> dict:
 
 def detector_config() -> dict:
     """BlazeFace as ``emotionlab.faces.blaze`` runs it: models, anchors, thresholds, the scene rule."""
-    from emotionlab.faces import blaze
-    from emotionlab.faces.boxes import MAX_DETECT_PIXELS, MIN_IMAGE_SIDE
-
     defaults = blaze.BlazeFace.__init__.__kwdefaults__
     return {
         "models": {
