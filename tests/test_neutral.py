@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,34 @@ def test_serve_five_answers_among_the_five_in_its_worker_processes_and_says_so(
             and client.get("/model").json()["restricted_from"] is None
         )
         assert 'neutral: "#' in client.get("/static/predict.js").text
+
+
+# ---- the labeller -----------------------------------------------------------------------------------------
+
+
+def test_labelling_the_five_with_a_six_class_model_suggests_one_of_the_five(six_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from emotionlab.labeling import LabelSession
+    from emotionlab.labeling.app import create_label_app, suggesting_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    synthetic_faces(1)[0].save(photos / "a.png")
+
+    def suggestion(classes):
+        session = LabelSession(photos, classes, tmp_path / f"{len(classes)}.labels.jsonl")
+        app = create_label_app(session, predictor=suggesting_model(six_model, classes))
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            answer = client.get("/api/suggestion/0").json()
+        session.close()
+        return answer
+
+    five = suggestion(list(EMOTIONS))
+    assert five["label"] == "happy" and five["in_classes"] is True
+    assert NEUTRAL not in [label for label, _ in five["top"]]
+    # renormalised over the five: the bias softmax without neutral's share (happy 2, sad 1, three others 0)
+    assert five["confidence"] == pytest.approx(math.exp(2) / (math.exp(2) + math.exp(1) + 3), abs=1e-4)
+    # labelling with neutral among the classes: the model's own answer
+    six = suggestion(SIX)
+    assert six["label"] == NEUTRAL and six["in_classes"] is True

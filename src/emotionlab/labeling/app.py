@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -202,6 +202,18 @@ def _model_name(predictor: Predictor) -> str | None:
     return Path(path).name if path else type(predictor).__name__
 
 
+def suggesting_model(model: str | Path, classes: Sequence[str]):
+    """The model as a ``Recognizer`` that suggests among the labelling classes it knows: a model that also knows
+    neutral, labelling the study's five emotions, suggests one of the five (``restrict_labels``, renormalised).
+    All of its classes when it knows fewer than two of them (its suggestion is then shown as outside them)."""
+    from emotionlab.inference import Recognizer, load_classifier
+    from emotionlab.inference.classifier import restrict_labels
+
+    classifier = load_classifier(model)
+    shared = [label for label in classifier.labels if label in classes]
+    return Recognizer(restrict_labels(classifier, shared if len(shared) >= 2 else None))
+
+
 def _suggest(predictor: Predictor, lock: threading.Lock, path: Path, classes: list[str]) -> dict:
     """The model's label and confidence for one image; a failure becomes a message, never a broken page."""
     try:
@@ -308,9 +320,7 @@ def serve_labels(
         out(f"scored in {time.perf_counter() - started:.1f} s; order: {order}")
         ordering = Ordering(order, classes=classes, scores=scores, retrain_every=retrain_every)
     elif model is not None:
-        from emotionlab.inference import load_recognizer
-
-        predictor = load_recognizer(model)
+        predictor = suggesting_model(model, classes)
     sock = _bind(host, port)
     session = LabelSession(folder, classes, journal, images=images, ordering=ordering)
     try:
