@@ -203,7 +203,7 @@ def main(argv: list[str]) -> None:
 
     # ---- the committed canonical split --------------------------------------------------------------------
     if SPLIT_CSV.is_file():
-        from emotionlab.data.manifest import run_split
+        from emotionlab.data.split import run_split
 
         fresh = out_dir / "seed-emotions.csv"
         run_split(root_arg if Path(root_arg).is_dir() else root, fresh)

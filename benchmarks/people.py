@@ -233,7 +233,7 @@ def main(argv: list[str]) -> None:
     person_of = dict(zip(paths, persons, strict=True))
 
     # The person-disjoint split, exactly as `emotionlab data split ROOT --out ... --group-by person` makes it.
-    from emotionlab.data.manifest import run_split
+    from emotionlab.data.split import run_split
 
     split_started = time.perf_counter()
     people_rows = run_split(root_arg, PEOPLE_SPLIT, group_by="person")

@@ -87,7 +87,7 @@ def data_root() -> Path:
 
 def image_sets(root: Path, limit: int | None) -> dict[str, list[dict]]:
     """{"test": the canonical test rows, "all": every photo of the manifest}, each as [{"path", "label"}]."""
-    from emotionlab.data.dataset import read_manifest
+    from emotionlab.data.manifest import read_manifest
 
     samples = read_manifest(SPLIT_MANIFEST, root=root).samples
     rows = [{"path": str(s.path), "label": s.label, "split": s.split} for s in samples]

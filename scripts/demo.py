@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from emotionlab.data.dataset import SEED_DOWNLOAD_HINT, default_data_root
 from emotionlab.errors import EmotionlabError
+from emotionlab.paths import SEED_DOWNLOAD_HINT, default_data_root
 
 REPO = Path(__file__).resolve().parents[1]  # the repository: this is its demo, not library code
 EXAMPLES = REPO / "examples"

@@ -5,14 +5,10 @@ import logging
 import pytest
 from PIL import Image
 
-from emotionlab.data.dataset import (
-    EpochSampler,
-    load_samples,
-    read_manifest,
-    resolve_data_root,
-    scan_image_folder,
-)
+from emotionlab.data.dataset import EpochSampler, load_samples, scan_image_folder
+from emotionlab.data.manifest import read_manifest
 from emotionlab.errors import EmotionlabError
+from emotionlab.paths import resolve_data_root
 from emotionlab.synthetic import write_dataset
 
 

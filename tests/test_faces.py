@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from emotionlab import faces
 from emotionlab.cli import app
-from emotionlab.data.dataset import Sample, _parse_box
+from emotionlab.data.face_boxes import prepare_face_manifest
+from emotionlab.data.samples import parse_box
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces import (
     CascadeDetector,
@@ -284,19 +285,20 @@ def test_sample_face_box_is_used_without_detection(monkeypatch, tmp_path):
     monkeypatch.setattr(faces.detectors, "create_detector", no_detection)
     path = tmp_path / "image.png"
     coordinate_image().save(path)
-    sample = Sample(path=path, label="happy", relpath="image.png", face_box=_parse_box("50 30 40 20"))
-    crop = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache").for_sample(sample)
+    crop = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache").crop_file(
+        path, parse_box("50 30 40 20")
+    )
     assert crop.size == (48, 48) and tuple(np.asarray(crop)[0, 0]) == (46, 16, 7)
 
 
-def test_for_sample_detects_when_there_is_no_box_and_pickles_for_workers(fake_detector, tmp_path):
+def test_crop_file_detects_when_there_is_no_box_and_pickles_for_workers(fake_detector, tmp_path):
     path = tmp_path / "image.png"
     coordinate_image().save(path)
     cropper = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache")
-    crop = cropper.for_sample(Sample(path=path, label="happy", relpath="image.png"))
+    crop = cropper.crop_file(path)
     assert crop.size == (48, 48) and fake_detector.calls == 1
     clone = pickle.loads(pickle.dumps(cropper))
-    assert np.array_equal(np.asarray(clone.for_sample(Sample(path=path, label="happy"))), np.asarray(crop))
+    assert np.array_equal(np.asarray(clone.crop_file(path)), np.asarray(crop))
     assert fake_detector.calls == 1
 
 
@@ -353,12 +355,12 @@ def test_data_faces_writes_face_boxes_and_leaves_the_dataset_untouched(tiny_data
         rows["train/sad/blank.png"]["face_box"] == ""
         and rows["train/sad/blank.png"]["face_detector"] == "hog"
     )
-    x, _, w, _ = _parse_box(rows["train/sad/face.png"]["face_box"])
+    x, _, w, _ = parse_box(rows["train/sad/face.png"]["face_box"])
     assert abs(x + w / 2 - 210) < 25 and rows["train/sad/face.png"]["split"] == "train"
     assert tree_state(tiny_dataset) == before
 
     # The manifest reader takes the boxes; the cropper then crops without detecting.
-    from emotionlab.data.dataset import read_manifest
+    from emotionlab.data.manifest import read_manifest
 
     samples = read_manifest(out, root=tiny_dataset).samples
     assert sum(sample.face_box is not None for sample in samples) == 4
@@ -372,7 +374,7 @@ def test_data_faces_keeps_manifest_columns_and_refuses_to_write_inside_the_datas
         "train/sad/blank.png,sad,train,123,456,g2\n"
     )
     out = tmp_path / "out.csv"
-    report = faces.prepare_face_manifest(
+    report = prepare_face_manifest(
         tiny_dataset, out, manifest=manifest, config=FaceCropConfig(detector="hog"),
         cache_dir=tmp_path / "cache", show_progress=False, workers=2,
     )  # fmt: skip
@@ -390,9 +392,9 @@ def test_data_faces_keeps_manifest_columns_and_refuses_to_write_inside_the_datas
     ]
     assert rows[0]["split"] == "validation" and rows[0]["group"] == "g1" and rows[0]["face_box"]
     with pytest.raises(EmotionlabError, match="inside the dataset"):
-        faces.prepare_face_manifest(tiny_dataset, tiny_dataset / "faces.csv", show_progress=False)
+        prepare_face_manifest(tiny_dataset, tiny_dataset / "faces.csv", show_progress=False)
     with pytest.raises(EmotionlabError, match="cache must not be inside"):
-        faces.prepare_face_manifest(tiny_dataset, out, cache_dir=tiny_dataset / "cache", show_progress=False)
+        prepare_face_manifest(tiny_dataset, out, cache_dir=tiny_dataset / "cache", show_progress=False)
     assert not (tiny_dataset / "faces.csv").exists() and not (tiny_dataset / "cache").exists()
 
 

@@ -531,11 +531,14 @@ def test_a_face_too_small_in_the_reduced_decode_is_cropped_from_the_full_image(f
     assert np.array_equal(item.inputs, full.inputs)  # the same crop, from the same full decode
 
 
-def test_annotation_and_small_images_decode_in_full(face_model, large_jpeg, images):
+def test_annotation_keeps_the_full_image_but_classifies_the_same_crops(face_model, large_jpeg, images):
     detector = FractionDetector()
     recognizer = load_recognizer(face_model, detector=detector)
     item = recognizer.preparer(keep_image=True)(large_jpeg)
-    assert detector.seen == [(4000, 3000)] and item.image.shape == (3000, 4000, 3)
+    assert detector.seen == [(1000, 750)] and item.image.shape == (3000, 4000, 3)
+    assert np.array_equal(
+        item.inputs, recognizer.preparer()(large_jpeg).inputs
+    )  # `predict --annotate` = predict
     recognizer.preparer()(images / "group_0.png")  # a PNG, and small: nothing to gain
     assert detector.seen[-1] == (300, 200)
 
@@ -545,10 +548,10 @@ def test_annotation_and_small_images_decode_in_full(face_model, large_jpeg, imag
 
 def _evaluation_input(recognizer, path: Path) -> np.ndarray:
     """The network input evaluation makes for ``path`` (``evaluate``'s own code: crop, then the transform)."""
-    from emotionlab.data.dataset import Sample
-    from emotionlab.evaluation.evaluate import _inputs
+    from emotionlab.data.samples import Sample
+    from emotionlab.evaluation.evaluate import _inputs, prepare_samples
 
-    (image,), _ = _inputs(recognizer, [Sample(path=path, label="happy", relpath=path.name)])
+    (image,), _ = _inputs(prepare_samples(recognizer, [Sample(path=path, label="happy", relpath=path.name)]))
     return recognizer.classifier.transform(image)
 
 

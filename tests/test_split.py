@@ -11,8 +11,8 @@ from test_audit import make_planted_dataset
 from typer.testing import CliRunner
 
 from emotionlab.cli import app
-from emotionlab.data.dataset import Sample, read_manifest
-from emotionlab.data.manifest import MANIFEST_COLUMNS, read_manifest_rows, write_manifest
+from emotionlab.data.manifest import MANIFEST_COLUMNS, read_manifest, read_manifest_rows, write_manifest
+from emotionlab.data.samples import Sample
 from emotionlab.data.split import keep_splits_without_leakage, parse_ratios, split_samples
 from emotionlab.errors import EmotionlabError
 

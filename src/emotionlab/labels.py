@@ -37,6 +37,9 @@ def label_to_index(labels: list[str]) -> dict[str, int]:
     return {label: index for index, label in enumerate(labels)}
 
 
+# The dataset splits, in order; every module spells them from here.
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
 # Folder names accepted as dataset splits, mapped to the names used everywhere else.
 SPLIT_NAMES: dict[str, str] = {
     "train": "train",

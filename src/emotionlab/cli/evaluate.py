@@ -79,12 +79,13 @@ def evaluate(
     A model with a class the data lacks (neutral, on photos of the five emotions) is scored on the data's
     classes and an answer of that class is a miss; --five scores its answers among the five instead.
     """
-    from emotionlab.data.dataset import load_samples, resolve_data_root
+    from emotionlab.data.dataset import load_samples
     from emotionlab.evaluation.evaluate import evaluate as run_evaluation
     from emotionlab.evaluation.evaluate import held_out_samples
     from emotionlab.fileio import ensure_outside_root
     from emotionlab.inference import resolve_model_path
     from emotionlab.models.io import read_metadata
+    from emotionlab.paths import resolve_data_root
 
     model_path = resolve_model_path(model)
     metadata = read_metadata(model_path)  # a damaged or altered model: one line before any image is read

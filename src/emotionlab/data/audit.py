@@ -20,11 +20,10 @@ from emotionlab.data.images import ImageReadError, open_image, read_file_bytes, 
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import ensure_outside_root
 from emotionlab.isolation import error_reason, printable
-from emotionlab.labels import SPLIT_NAMES, order_labels
+from emotionlab.labels import SPLIT_NAMES, SPLITS, order_labels
 
 log = logging.getLogger("emotionlab")
 
-SPLIT_ORDER = ("train", "validation", "test")
 
 # Extensions that honestly describe each format Pillow can identify.
 FORMAT_EXTENSIONS = {
@@ -142,7 +141,7 @@ def inspect_file(
 
 
 def _split_key(split: str | None) -> int:
-    return SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER)
+    return SPLITS.index(split) if split in SPLITS else len(SPLITS)
 
 
 def _member(record: FileRecord) -> dict:

@@ -2,110 +2,25 @@
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from emotionlab.data.ferplus import is_ferplus_root, load_ferplus
 from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, is_image_name, read_image
+from emotionlab.data.manifest import check_classes, read_manifest
+from emotionlab.data.samples import Sample, SampleSet
 from emotionlab.errors import EmotionlabError
 from emotionlab.isolation import error_reason
 from emotionlab.labels import SPLIT_NAMES, order_labels
+from emotionlab.paths import resolve_data_root
 
 log = logging.getLogger("emotionlab")
-
-SPLITS = ("train", "validation", "test")
-
-DATA_ENV = "EMOTIONLAB_DATA"
-SEED_DOWNLOAD_HINT = "get it with `emotionlab data download seed-emotions DEST` and pass --data DEST"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One labelled image. ``path`` is absolute; ``relpath`` is relative to the dataset root."""
-
-    path: Path
-    label: str
-    split: str | None = None
-    relpath: str = ""
-    face_box: tuple[int, int, int, int] | None = None
-
-
-@dataclass
-class SampleSet:
-    """The usable images of a dataset, its fixed class order, and the files that were skipped (and why)."""
-
-    root: Path
-    samples: list[Sample]
-    labels: list[str]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    source: str = "folders"
-
-    def split(self, name: str) -> list[Sample]:
-        name = SPLIT_NAMES.get(name, name)
-        return [sample for sample in self.samples if sample.split == name]
-
-    @property
-    def has_splits(self) -> bool:
-        return any(sample.split for sample in self.samples)
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and label (``{"train": {"angry": 10, ...}, ...}``), as the study tabulated."""
-        table: dict[str, dict[str, int]] = {}
-        for sample in self.samples:
-            row = table.setdefault(sample.split or "all", {label: 0 for label in self.labels})
-            row[sample.label] += 1
-        return table
-
-    def summary(self) -> dict:
-        return {
-            "root": str(self.root),
-            "source": self.source,
-            "labels": list(self.labels),
-            "num_images": len(self.samples),
-            "num_skipped": len(self.skipped),
-            "counts": self.counts(),
-        }
-
-
-def default_data_root() -> Path | None:
-    """Where the seed dataset is when no path is given: $EMOTIONLAB_DATA, else ../shared/datasets/seed-emotions
-    from the current folder (a checkout's root in the project's workspace); never relative to the installed code."""
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env)
-    candidate = Path.cwd().parent / "shared/datasets/seed-emotions"
-    return candidate if candidate.is_dir() else None
-
-
-def resolve_data_root(explicit: str | Path | None) -> Path:
-    """An explicit path wins, then $EMOTIONLAB_DATA, then the workspace copy; otherwise a clear error."""
-    if explicit is not None:
-        root = Path(explicit)
-    else:
-        found = default_data_root()
-        if found is None:
-            raise EmotionlabError(f"no dataset given and none found: set {DATA_ENV} or {SEED_DOWNLOAD_HINT}")
-        root = found
-    if not root.is_dir():
-        raise EmotionlabError(f"{root}: dataset folder not found")
-    return root
-
-
-def _check_classes(root: Path, per_label: Counter, declared: list[str]) -> None:
-    empty = [label for label in declared if per_label[label] == 0]
-    if empty:
-        raise EmotionlabError(f"{root}: class folder(s) with no usable image: {', '.join(sorted(empty))}")
-    if len(declared) < 2:
-        raise EmotionlabError(
-            f"{root}: need at least two class folders, found {len(declared)} ({', '.join(declared)})"
-        )
 
 
 def scan_image_folder(
@@ -152,58 +67,8 @@ def scan_image_folder(
             samples.append(Sample(path=path, label=class_dir.name, split=split, relpath=relpath))
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
-    _check_classes(root, Counter(sample.label for sample in samples), declared)
+    check_classes(root, Counter(sample.label for sample in samples), declared)
     return SampleSet(root=root, samples=samples, labels=declared, skipped=skipped, source="folders")
-
-
-def _parse_box(text: str | None) -> tuple[int, int, int, int] | None:
-    if not text:
-        return None
-    parts = [round(float(value)) for value in text.replace(";", " ").replace(",", " ").split()]
-    return tuple(parts) if len(parts) == 4 else None  # type: ignore[return-value]
-
-
-def read_manifest(manifest: str | Path, root: str | Path | None = None) -> SampleSet:
-    """Read a manifest CSV (columns ``path``, ``label``, ``split``; paths relative to ``root``).
-
-    ``root`` defaults to the manifest's folder, else the default dataset root ($EMOTIONLAB_DATA, workspace copy).
-    """
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise EmotionlabError(f"{manifest}: manifest file not found")
-    # surrogateescape: file names need not be UTF-8 (`data faces` writes them back as their own bytes).
-    with manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        lines = [line for line in handle if not line.startswith("#")]
-    rows = list(csv.DictReader(lines))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise EmotionlabError(f"{manifest}: not a manifest (needs at least the columns path,label)")
-    if root is not None:
-        base = Path(root)
-    else:
-        # Paths are relative to the dataset root: the manifest's own folder, else the default dataset root.
-        candidates = [manifest.parent] + ([default_data_root()] if default_data_root() else [])
-        base = next((c for c in candidates if (c / rows[0]["path"]).is_file()), manifest.parent)
-    samples = []
-    for row in rows:
-        split = row.get("split") or None
-        samples.append(
-            Sample(
-                path=(base / row["path"]).resolve(),
-                label=row["label"],
-                split=SPLIT_NAMES.get(split, split) if split else None,
-                relpath=row["path"],
-                face_box=_parse_box(row.get("face_box")),
-            )
-        )
-    missing = [sample for sample in samples if not sample.path.is_file()]
-    if missing:
-        raise EmotionlabError(
-            f"{manifest}: {len(missing)} listed file(s) not found under {base} (first: {missing[0].relpath}); "
-            "pass the dataset root with --data"
-        )
-    labels = order_labels(sample.label for sample in samples)
-    _check_classes(manifest, Counter(sample.label for sample in samples), labels)
-    return SampleSet(root=base, samples=samples, labels=labels, source=f"manifest:{manifest.name}")
 
 
 def load_samples(data: str | Path | None = None, manifest: str | Path | None = None, **kwargs) -> SampleSet:
@@ -214,8 +79,6 @@ def load_samples(data: str | Path | None = None, manifest: str | Path | None = N
     if manifest is not None:
         return read_manifest(manifest, root=resolve_data_root(data) if data is not None else None)
     root = resolve_data_root(data)
-    from emotionlab.data.ferplus import is_ferplus_root, load_ferplus
-
     if is_ferplus_root(root):
         return load_ferplus(root)
     return scan_image_folder(root, **kwargs)
@@ -238,7 +101,7 @@ class _SampleCheck:
                 from emotionlab.faces import FaceCropConfig, FaceCropper
 
                 self._cropper = FaceCropper(FaceCropConfig.from_dict(self.faces), self.cache_dir)
-            self._cropper.for_sample(sample)
+            self._cropper.crop_file(sample.path, sample.face_box)
             return None
         except ImageReadError as error:
             return error.reason

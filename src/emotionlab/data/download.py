@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from emotionlab.errors import EmotionlabError
-from emotionlab.labels import EMOTIONS
+from emotionlab.labels import EMOTIONS, SPLITS
 
-SPLIT_FOLDERS = ("train", "validation", "test")
 # Refuse archives that claim to unpack to more than this (zip-bomb guard); the real one is about 50 MB.
 MAX_EXTRACTED_BYTES = 2 * 1024**3
 
@@ -116,7 +115,7 @@ def _wanted(parts: tuple[str, ...]) -> bool:
     """Only split/label/file, no hidden files (.DS_Store) or macOS resource forks (__MACOSX)."""
     return (
         len(parts) == 3
-        and parts[0] in SPLIT_FOLDERS
+        and parts[0] in SPLITS
         and not any(part.startswith(".") or part == "__MACOSX" for part in parts)
     )
 
@@ -166,7 +165,7 @@ def extract_zip(archive: Path, target: Path, folder: str) -> int:
 def copy_folder(source: Path, target: Path, folder: str) -> int:
     """Copy split/label/file from an extracted folder (the dataset itself, ``folder`` or a repo checkout)."""
     candidates = [source, source / folder, *sorted(source.glob(f"*/{folder}"))]
-    base = next((c for c in candidates if any((c / split).is_dir() for split in SPLIT_FOLDERS)), None)
+    base = next((c for c in candidates if any((c / split).is_dir() for split in SPLITS)), None)
     if base is None:
         raise EmotionlabError(f"{source}: no train/validation/test folders here or in {folder}/")
     skipped = 0
@@ -189,7 +188,7 @@ def copy_folder(source: Path, target: Path, folder: str) -> int:
 def count_images(root: Path) -> dict[str, dict[str, int]]:
     """Files per split and label folder (hidden files ignored)."""
     counts: dict[str, dict[str, int]] = {}
-    order = {name: index for index, name in enumerate(SPLIT_FOLDERS)}
+    order = {name: index for index, name in enumerate(SPLITS)}
     for split_dir in sorted(
         (p for p in root.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 9), p.name)
     ):

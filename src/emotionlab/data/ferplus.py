@@ -31,8 +31,9 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from emotionlab.data.images import open_image
+from emotionlab.data.samples import Sample, SampleSet
 from emotionlab.errors import EmotionlabError
-from emotionlab.labels import order_labels
+from emotionlab.labels import ALIASES, order_labels
 
 VOTE_COLUMNS = (
     "neutral",
@@ -47,14 +48,9 @@ VOTE_COLUMNS = (
     "NF",
 )
 SPLIT_FOLDERS = {"train": "FER2013Train", "validation": "FER2013Valid", "test": "FER2013Test"}
-# FER+ column -> our label name, for the five emotions of the project and the three extra FER+ emotions.
-FIVE_CLASSES = {
-    "anger": "angry",
-    "fear": "fearful",
-    "happiness": "happy",
-    "sadness": "sad",
-    "surprise": "surprised",
-}
+# FER+ column -> our label name, for the five emotions of the project (their spellings in ``labels.ALIASES``) and
+# the three extra FER+ emotions.
+FIVE_CLASSES = {column: ALIASES[column] for column in ("anger", "fear", "happiness", "sadness", "surprise")}
 EIGHT_CLASSES = {**FIVE_CLASSES, "neutral": "neutral", "disgust": "disgusted", "contempt": "contempt"}
 TARGETS = ("majority", "soft")
 
@@ -152,13 +148,11 @@ def read_split(
     return items
 
 
-def load_ferplus(root: str | Path, *, classes: int = 5):
+def load_ferplus(root: str | Path, *, classes: int = 5) -> SampleSet:
     """FER+ as a ``SampleSet`` (majority labels, splits from the folders) for the generic train/evaluate code.
 
     Image files are not decoded here (FER+ has 35k of them); a missing file is reported with its path.
     """
-    from emotionlab.data.dataset import Sample, SampleSet
-
     root = Path(root)
     samples = []
     for split, folder in SPLIT_FOLDERS.items():

@@ -43,6 +43,7 @@ from emotionlab.faces import (
 )
 from emotionlab.fileio import write_atomic
 from emotionlab.isolation import error_reason
+from emotionlab.labels import SPLITS
 
 log = logging.getLogger("emotionlab")
 
@@ -307,9 +308,6 @@ def person_groups(
     return ids, [key for key, result in zip(keys, embeddings, strict=True) if result.embedding is None]
 
 
-SPLIT_ORDER = ("train", "validation", "test")
-
-
 def person_leakage(
     relpaths: Sequence[str],
     splits: Sequence[str | None],
@@ -340,13 +338,13 @@ def person_leakage(
             continue
         ordered = sorted(
             indices,
-            key=lambda i: (SPLIT_ORDER.index(splits[i]) if splits[i] in SPLIT_ORDER else 9, relpaths[i]),
+            key=lambda i: (SPLITS.index(splits[i]) if splits[i] in SPLITS else 9, relpaths[i]),
         )
         spanning.append(
             {
                 "person": person,
                 "size": len(indices),
-                "splits": [split for split in SPLIT_ORDER if split in person_splits],
+                "splits": [split for split in SPLITS if split in person_splits],
                 "members": [{"path": relpaths[i], "split": splits[i], "label": labels[i]} for i in ordered],
             }
         )

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionlab.data.dataset import Sample, usable_samples
-from emotionlab.data.images import read_image
+from emotionlab.data.samples import Sample
 from emotionlab.errors import EmotionlabError
 from emotionlab.evaluation.metrics import compute_metrics
 from emotionlab.evaluation.plots import plot_confusion, plot_gallery, plot_training_curves
 from emotionlab.fileio import content_digest
-from emotionlab.inference import BaseClassifier, Recognizer, load_classifier
+from emotionlab.inference import BaseClassifier, FacePreparer, PreparedImage, Recognizer, load_classifier
 from emotionlab.inference.classifier import restrict_labels
+from emotionlab.isolation import isolated_map
+from emotionlab.progress import progress as progress_bar
 
 log = logging.getLogger("emotionlab")
 
@@ -96,22 +97,45 @@ def held_out_samples(metadata: dict, root: str | Path) -> list[Sample]:
     return samples
 
 
-def _inputs(recognizer: Recognizer, samples: list[Sample]) -> tuple[list, list[bool]]:
-    """The images the model sees: face crops as in training (manifest boxes win), else whole images."""
-    images, no_face = [], []
-    for sample in samples:
-        if recognizer.cropper is not None:
-            if sample.face_box is not None:
-                images.append(recognizer.cropper.for_sample(sample))
-                no_face.append(False)
-            else:
-                crop, box = recognizer.cropper(sample.path)
-                images.append(crop)
-                no_face.append(box is None)
-        else:
-            images.append(read_image(sample.path))
-            no_face.append(False)
-    return images, no_face
+class _PrepareSample:
+    """``prepare(sample)``: the sample's image as ``predict`` prepares it, its manifest ``face_box`` (if any)
+    instead of detection. A class, so it pickles into worker processes."""
+
+    def __init__(self, preparer: FacePreparer):
+        self.preparer = preparer
+
+    def __call__(self, sample: Sample) -> PreparedImage:
+        return self.preparer(sample.path, name=str(sample.path), box=sample.face_box)
+
+
+def prepare_samples(
+    recognizer: Recognizer, samples: list[Sample], *, workers: int = 0, show_progress: bool = False
+) -> list[PreparedImage]:
+    """Each sample through the one preparation ``predict`` uses (``Recognizer.preparer``: the same decoding,
+    faces and crops), crops kept. With ``workers``, in worker processes: an image that raises, or kills its
+    worker in native code (a detector), becomes an item with ``error`` instead of stopping the run."""
+    prepare = _PrepareSample(recognizer.preparer(keep_crops=True))
+    if workers:
+        items = isolated_map(
+            prepare,
+            samples,
+            workers=workers,
+            on_error=lambda sample, reason: PreparedImage(str(sample.path), error=reason),
+            preload=["emotionlab.inference", "emotionlab.faces"],
+        )
+    else:
+        items = map(prepare, samples)
+    what = "finding and cropping faces" if recognizer.detect else "reading images"
+    return list(progress_bar(items, total=len(samples), description=what, enabled=show_progress))
+
+
+def _inputs(items: list[PreparedImage]) -> tuple[list, list[bool]]:
+    """The images the model sees (the largest face's crop, else the whole image), and whether no face was found:
+    exactly the crop whose probabilities ``predict`` reports for the image."""
+    failed = next((item for item in items if item.error is not None), None)
+    if failed is not None:
+        raise EmotionlabError(f"{failed.name}: {failed.error}")
+    return [item.crops[0] for item in items], [item.no_face for item in items]
 
 
 def evaluate_samples(
@@ -120,8 +144,10 @@ def evaluate_samples(
     *,
     batch_size: int = 64,
     data_labels: list[str] | None = None,
+    prepared: list[PreparedImage] | None = None,
 ) -> dict:
     """Metrics of a model on labelled samples (no files written); adds ``predictions`` for callers.
+    ``prepared``: the samples already through ``prepare_samples`` (default: prepared here).
 
     ``data_labels``: the dataset's classes, the confusion matrix's rows and what per-class scores and macro-F1
     are over (default: the model's classes the samples have). A model with a class the data lacks (neutral on
@@ -136,7 +162,7 @@ def evaluate_samples(
         )
     present = {s.label for s in samples} | set(data_labels or ())
     data_labels = [label for label in classifier.labels if label in present]
-    images, no_face = _inputs(recognizer, samples)
+    images, no_face = _inputs(prepared if prepared is not None else prepare_samples(recognizer, samples))
     probabilities = classifier.predict_proba(images, batch_size=batch_size)
     truth = np.array([classifier.labels.index(s.label) for s in samples])
     metrics = compute_metrics(truth, probabilities, classifier.labels, data_labels=data_labels)
@@ -185,13 +211,18 @@ def evaluate(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # Each image (and face crop) tried first in a worker process: one that fails is left out and listed.
-    samples, skipped = usable_samples(samples, classifier.metadata.get("faces"), show_progress=progress)
+    # Each image prepared in a worker process, as predict prepares it: one that fails is left out and listed.
+    items = prepare_samples(Recognizer(classifier), samples, workers=1, show_progress=progress)
+    skipped = [
+        (str(s.path), item.error) for s, item in zip(samples, items, strict=True) if item.error is not None
+    ]
+    samples = [s for s, item in zip(samples, items, strict=True) if item.error is None]
+    items = [item for item in items if item.error is None]
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     if not samples:
         raise EmotionlabError(f"no usable images in split {split!r} ({len(skipped)} skipped)")
-    metrics = evaluate_samples(classifier, samples, data_labels=data_labels)
+    metrics = evaluate_samples(classifier, samples, data_labels=data_labels, prepared=items)
     metrics["skipped"] = [{"path": path, "reason": reason} for path, reason in skipped]
     probabilities, images = metrics.pop("_probabilities"), metrics.pop("_images")
     labels = classifier.labels

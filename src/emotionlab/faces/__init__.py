@@ -26,7 +26,8 @@ behind ``PREPARE_DETECTOR`` and ``PREDICT_DETECTOR`` are in ``benchmarks/results
 
 Modules: ``boxes`` (``FaceBox``, the detector protocol, size guards), one per detector family (``blaze``,
 ``dlib``, ``opencv``), ``detectors`` (by name, chains, defaults, ``find_faces``), ``crop`` (crops, alignment,
-``FaceCropConfig``), ``cropper`` (the cached largest-face cropper) and ``prepare`` (`emotionlab data faces`).
+``FaceCropConfig``) and ``cropper`` (the cached largest-face cropper). `emotionlab data faces`, a dataset job, is
+``emotionlab.data.face_boxes``.
 """
 
 from emotionlab.faces.blaze import (
@@ -55,7 +56,6 @@ from emotionlab.faces.crop import (
     transform_points,
 )
 from emotionlab.faces.cropper import (
-    CACHE_ENV,
     CROP_VERSION,
     DETECTION_VERSION,
     FaceCropper,
@@ -89,14 +89,9 @@ from emotionlab.faces.opencv import (
     check_yunet_file,
     download_yunet,
 )
-from emotionlab.faces.prepare import (
-    FaceReport,
-    prepare_face_manifest,
-)
 
 __all__ = [
     "BASE_DETECTORS",
-    "CACHE_ENV",
     "CASCADE",
     "CROP_VERSION",
     "DETECTION_VERSION",
@@ -118,7 +113,6 @@ __all__ = [
     "FaceCropConfig",
     "FaceCropper",
     "FaceDetector",
-    "FaceReport",
     "HaarDetector",
     "HogDetector",
     "MmodDetector",
@@ -141,6 +135,5 @@ __all__ = [
     "face_landmarks",
     "find_faces",
     "largest_face",
-    "prepare_face_manifest",
     "transform_points",
 ]

@@ -21,8 +21,7 @@ from PIL import Image
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces.boxes import FaceBox, _box_from_scaled, _detectable, _sorted_boxes, as_rgb_array
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from emotionlab.paths import ASSETS
 
 # MediaPipe's keypoint order. "Right" is the person's right: on the image's left in an unmirrored photo.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")

@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -19,14 +17,11 @@ from emotionlab.errors import EmotionlabError
 from emotionlab.faces.boxes import FaceBox, as_rgb_array
 from emotionlab.faces.crop import FaceCropConfig, crop_box, largest_face
 from emotionlab.fileio import write_atomic
-
-if TYPE_CHECKING:  # dataset.py imports torch; this module must stay importable without paying for it
-    from emotionlab.data.dataset import Sample
+from emotionlab.paths import cache_dir
 
 log = logging.getLogger("emotionlab")
 
 
-CACHE_ENV = "EMOTIONLAB_CACHE"
 # Bump when detection or cropping changes in a way that makes cached boxes or crops stale.
 # 2: hog and mmod at a 320 px shorter side (was 256). 3: no detection on images under MIN_IMAGE_SIDE (was 8).
 DETECTION_VERSION = 4  # 4: blaze adds a full-range pass on wide scenes
@@ -34,9 +29,8 @@ CROP_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$EMOTIONLAB_CACHE/faces`` when set, else ``~/.cache/emotionlab/faces``."""
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "emotionlab") / "faces"
+    """``$EMOTIONLAB_CACHE/faces`` when set, else ``~/.cache/emotionlab/faces`` (``emotionlab.paths``)."""
+    return cache_dir("faces")
 
 
 @lru_cache(maxsize=8)
@@ -163,13 +157,14 @@ class FaceCropper:
         return self._crop_file(Path(path))[1]
 
     # Training loader -------------------------------------------------------------------------------------
-    def for_sample(self, sample: Sample) -> Image.Image:
-        """The crop for a dataset sample: its manifest ``face_box`` when set (no detection), else detect."""
-        if sample.face_box is None:
-            return self._crop_file(Path(sample.path))[0]
-        image = read_image(sample.path)
-        x, y, w, h = sample.face_box
+    def crop_file(self, path: str | Path, box: tuple[int, int, int, int] | None = None) -> Image.Image:
+        """The crop of one file: of ``box`` (``x, y, w, h`` in the file's pixels, e.g. a manifest's ``face_box``)
+        when given, with no detection; else of the largest face found (from the cache, or detected)."""
+        if box is None:
+            return self._crop_file(Path(path))[0]
+        image = read_image(path)
+        x, y, w, h = box
         try:
             return crop_box(image, FaceBox(x, y, w, h, detector="manifest"), self.config)
         except EmotionlabError as error:
-            raise EmotionlabError(f"{sample.path}: {error}") from error
+            raise EmotionlabError(f"{path}: {error}") from error

@@ -11,7 +11,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from PIL import Image
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.faces import FaceBox, as_rgb_array, crop_faces, find_faces
+from emotionlab.faces import FaceBox, as_rgb_array, crop_box, crop_faces, find_faces
 from emotionlab.isolation import error_reason
 
 # Decode less: a JPEG file is decoded at a reduced scale whose shorter side stays >= DETECT_DECODE_SIDE for
@@ -43,6 +43,9 @@ class PreparedImage:
     error: str | None = None
     image: np.ndarray | None = None  # the RGB pixels, kept only for annotation
     extra: dict = field(default_factory=dict)  # e.g. frame and time for video frames
+    crops: list | None = (
+        None  # with keep_crops: one PIL image per input row (a face crop, or the whole image)
+    )
 
     @property
     def num_inputs(self) -> int:
@@ -57,8 +60,13 @@ class FacePreparer:
     the JPEG decoder (shorter side >= ``decode_side``, enough for any detector, which scales to ~320 px
     anyway); faces are found on it, their boxes mapped back to the file's pixels, and each face is cropped
     from the reduced image when its crop there is still at least ``min_crop_side`` pixels (the network sees
-    a few dozen), else from a full decode. Whole-image inputs are decoded at a shorter side >=
-    ``min_crop_side``. None / 0: always decode in full.
+    a few dozen), else from a finer decode chosen for that face alone (so a face's crop never depends on the
+    other faces in the photo). Whole-image inputs are decoded at a shorter side >= ``min_crop_side``.
+    None / 0: always decode in full.
+
+    This is the one preparation of a photo: ``predict``, ``serve``, ``evaluate`` (the largest face, or a
+    manifest's ``face_box`` passed as ``box``), ``report`` and ``explain`` all go through it, so a published
+    score is measured on exactly what users run.
     """
 
     def __init__(
@@ -69,9 +77,11 @@ class FacePreparer:
         detector=None,
         max_faces: int | None = None,
         keep_image: bool = False,
+        keep_crops: bool = False,
         decode_side: int | None = None,
         min_crop_side: int = 0,
     ):
+        self.keep_crops = keep_crops
         self.transform = transform
         self.crop_config = crop_config
         self.detector = detector  # an object with detect(image); None: the crop config's detector by name
@@ -88,22 +98,29 @@ class FacePreparer:
 
     def _reduced_side(self) -> int | None:
         """The shorter side a file may be decoded down to (None: decode in full)."""
-        if self.keep_image or not self.min_crop_side:  # an annotated copy is drawn on the full image
+        if not self.min_crop_side:
             return None
         if self.crop_config is None:
             return self.min_crop_side
         return max(self.decode_side or 0, self.min_crop_side) or None
 
-    def __call__(self, source, *, name: str | None = None, extra: dict | None = None) -> PreparedImage:
+    def __call__(
+        self, source, *, name: str | None = None, extra: dict | None = None, box: Sequence[int] | None = None
+    ) -> PreparedImage:
+        """``box``: the face's ``x, y, w, h`` in the file's pixels (a manifest's ``face_box``), used instead of
+        detection; a box that cannot be cropped is this image's error."""
         if name is None:
             name = str(source) if isinstance(source, str | Path) else "<image>"
         extra = extra or {}
         try:
-            return self._prepare(source, name, extra)
+            item = self._prepare(source, name, extra, box)
+            if not self.keep_crops:
+                item.crops = None
+            return item
         except Exception as error:  # noqa: BLE001 - one image's failure is its error record, the run goes on
             return PreparedImage(name, error=error_reason(error, stage="preparing the image"), extra=extra)
 
-    def _prepare(self, source, name: str, extra: dict) -> PreparedImage:
+    def _prepare(self, source, name: str, extra: dict, given: Sequence[int] | None = None) -> PreparedImage:
         scale = 1.0  # file pixels per pixel of the decoded image
         try:
             if isinstance(source, str | Path):
@@ -119,40 +136,57 @@ class FacePreparer:
             return PreparedImage(name, error=str(error), extra=extra)
         width, height = round(image.width * scale), round(image.height * scale)
         array = as_rgb_array(image)
-        kept = array if self.keep_image else None
+        # An annotated copy is drawn on the full image; the inputs are made as without it (the same crops).
+        kept = (as_rgb_array(read_image(source)) if scale != 1.0 else array) if self.keep_image else None
         if self.crop_config is None:  # the image is the face
             box = FaceBox(0, 0, width, height, detector="none")
-            return PreparedImage(
+            whole = PreparedImage(
                 name, (width, height), [box], self._inputs([image]), False, None, kept, extra
             )
+            whole.crops = [image]
+            return whole
         config = self.crop_config
-        try:
-            found = self.detect(array)
-        except Exception as error:  # noqa: BLE001 - e.g. dlib's RuntimeError on an image it cannot scan
-            return PreparedImage(
-                name, (width, height), error=error_reason(error, stage="face detection"), extra=extra
+        if given is not None:
+            x, y, w, h = given
+            on_file = [FaceBox(x, y, w, h, detector="manifest")]
+            found = [_scaled_box(on_file[0], 1 / scale)] if scale != 1.0 else on_file
+        else:
+            try:
+                found = self.detect(array)
+            except Exception as error:  # noqa: BLE001 - e.g. dlib's RuntimeError on an image it cannot scan
+                return PreparedImage(
+                    name, (width, height), error=error_reason(error, stage="face detection"), extra=extra
+                )
+            on_file = [_scaled_box(box, scale) for box in found] if scale != 1.0 else found
+        faces = []
+        finer: dict[
+            int, tuple[np.ndarray, float]
+        ] = {}  # shorter side asked for -> (pixels, reduced px per its px)
+        for box_on_file, box in zip(on_file, found, strict=True):
+            pixels = array
+            crop_side = (1 + 2 * config.margin) * max(box.w, box.h)
+            if scale != 1.0 and crop_side < self.min_crop_side:
+                # Too small in the reduced image to crop from: decode again, as finely as this face needs.
+                needed = math.ceil(min(image.size) * self.min_crop_side / crop_side)
+                if needed not in finer:
+                    decoded = read_image(source, min_side=needed)
+                    finer[needed] = (as_rgb_array(decoded), scale / decoded.info.get("decode_scale", 1.0))
+                pixels, factor = finer[needed]
+                box = _scaled_box(box, factor)
+            # The one crop path (emotionlab.faces.crop): the same crops evaluation and training make.
+            crop = (
+                crop_box(pixels, box, config) if given is not None else crop_faces(pixels, [box], config)[0]
             )
-        on_file = found  # boxes in the file's pixels, as every record gives them
-        if scale != 1.0:
-            on_file = [_scaled_box(box, scale) for box in found]
-            crop_sides = [(1 + 2 * config.margin) * max(box.w, box.h) for box in found]
-            if crop_sides and min(crop_sides) < self.min_crop_side:
-                # A face too small in the reduced image to crop from: decode again, as finely as it needs.
-                needed = math.ceil(min(image.size) * self.min_crop_side / min(crop_sides))
-                finer = read_image(source, min_side=needed)
-                factor = scale / finer.info.get("decode_scale", 1.0)
-                array = as_rgb_array(finer)
-                found = [_scaled_box(box, factor) for box in found]
-        # The one crop path (emotionlab.faces.crop): the same crops evaluation and training make.
-        faces = [
-            (box, crop)
-            for box, crop in zip(on_file, crop_faces(array, found, config), strict=True)
-            if crop is not None
-        ]
+            if crop is not None:
+                faces.append((box_on_file, crop))
         if not faces:
-            return PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
+            item = PreparedImage(name, (width, height), [], self._inputs([image]), True, None, kept, extra)
+            item.crops = [image]
+            return item
         boxes, crops = [box for box, _ in faces], [crop for _, crop in faces]
-        return PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
+        item = PreparedImage(name, (width, height), boxes, self._inputs(crops), False, None, kept, extra)
+        item.crops = crops
+        return item
 
 
 def thread_safe_detection(preparer: FacePreparer) -> bool:
@@ -196,8 +230,6 @@ def prepare_in_threads(
 
 def _scaled_box(box, factor: float):
     """``box`` (and its landmarks) with every coordinate multiplied by ``factor``."""
-    from dataclasses import replace
-
     landmarks = box.landmarks
     return replace(
         box,

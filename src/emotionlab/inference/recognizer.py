@@ -94,14 +94,18 @@ class Recognizer:
             return getattr(self.face_detector, "name", type(self.face_detector).__name__)
         return self.crop_config.detector
 
-    def preparer(self, *, keep_image: bool = False, decode_less: bool = True) -> FacePreparer:
-        """What prepares images for this recognizer; ``decode_less=False`` decodes every file in full."""
+    def preparer(
+        self, *, keep_image: bool = False, keep_crops: bool = False, decode_less: bool = True
+    ) -> FacePreparer:
+        """What prepares images for this recognizer (and for evaluation, the report and explanations of its
+        model); ``keep_crops``: the crops too, as PIL images; ``decode_less=False`` decodes every file in full."""
         return FacePreparer(
             self.classifier.transform,
             self.crop_config,
             detector=self.face_detector,
             max_faces=self.max_faces,
             keep_image=keep_image,
+            keep_crops=keep_crops,
             decode_side=DETECT_DECODE_SIDE if decode_less else None,
             min_crop_side=CROP_OVERSAMPLE * self.classifier.input_size if decode_less else 0,
         )

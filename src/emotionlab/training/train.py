@@ -21,7 +21,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from torch.utils.data import DataLoader
 
 from emotionlab.config import RunConfig, load_config, save_config, to_dict
-from emotionlab.data.dataset import EpochSampler, Sample, SampleSet, load_samples, prepare_face_samples
+from emotionlab.data.dataset import EpochSampler, load_samples, prepare_face_samples
+from emotionlab.data.samples import Sample, SampleSet
 from emotionlab.data.split import split_samples
 from emotionlab.errors import EmotionlabError, Interrupted
 from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest, ensure_outside_root

@@ -39,7 +39,7 @@ def _resolve(path: str, roots: list[Path]) -> Path | None:
 
 def _data_roots(data_root: str | Path | None) -> list[Path]:
     roots = [Path(data_root)] if data_root is not None else []
-    from emotionlab.data.dataset import default_data_root
+    from emotionlab.paths import default_data_root
 
     found = default_data_root()
     return roots + ([found] if found is not None else [])
@@ -87,10 +87,13 @@ def build_gallery(
         try:
             if found is None:
                 raise FileNotFoundError(path)
-            if recognizer is not None and recognizer.cropper is not None:
-                images[index] = recognizer.cropper(found)[0]
-            else:
+            if recognizer is None:
                 images[index] = read_image(found)
+            else:  # the crop predict and evaluate make (the largest face, else the whole image)
+                item = recognizer.preparer(keep_crops=True)(found)
+                if item.error is not None:
+                    raise ValueError(item.error)
+                images[index] = item.crops[0]
         except Exception:  # noqa: BLE001 - a missing or unreadable image is a tile without a picture
             unreadable += 1
     if unreadable:

@@ -14,7 +14,18 @@ def build_image_loader(config: RunConfig):
         return None
     from emotionlab.faces import FaceCropConfig, FaceCropper
 
-    return FaceCropper(FaceCropConfig.from_dict(config.data.faces)).for_sample
+    return FaceCropLoader(FaceCropper(FaceCropConfig.from_dict(config.data.faces)))
+
+
+class FaceCropLoader:
+    """``loader(sample) -> crop``: its manifest ``face_box`` when set (no detection), else the largest face found.
+    A class, not a lambda, so it pickles into DataLoader workers."""
+
+    def __init__(self, cropper):
+        self.cropper = cropper
+
+    def __call__(self, sample):
+        return self.cropper.crop_file(sample.path, sample.face_box)
 
 
 def image_metadata(config: RunConfig) -> dict:

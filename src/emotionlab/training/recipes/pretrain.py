@@ -25,7 +25,7 @@ import torch
 
 from emotionlab.config import RunConfig
 from emotionlab.data import ferplus
-from emotionlab.data.dataset import SampleSet
+from emotionlab.data.samples import SampleSet
 from emotionlab.errors import EmotionlabError
 from emotionlab.models.factory import create_model
 from emotionlab.training.recipes.images import image_metadata

@@ -18,7 +18,7 @@ from emotionlab.errors import EmotionlabError
 
 if TYPE_CHECKING:
     from emotionlab.config import RunConfig
-    from emotionlab.data.dataset import Sample, SampleSet
+    from emotionlab.data.samples import Sample, SampleSet
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from emotionlab.config import RunConfig
-from emotionlab.data.dataset import SampleSet
+from emotionlab.data.samples import SampleSet
 from emotionlab.models.factory import create_model
 from emotionlab.training.recipes.images import build_image_datasets, image_metadata
 from emotionlab.training.recipes.registry import Prepared, register_recipe

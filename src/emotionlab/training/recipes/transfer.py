@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -30,7 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from emotionlab.config import RunConfig
-from emotionlab.data.dataset import ImageDataset, Sample, SampleSet
+from emotionlab.data.dataset import ImageDataset
+from emotionlab.data.samples import Sample, SampleSet
 from emotionlab.data.transforms import build_eval_transform, build_train_transform
 from emotionlab.models.factory import (
     attach_mlp_head,
@@ -40,21 +40,15 @@ from emotionlab.models.factory import (
     replace_classifier,
 )
 from emotionlab.models.io import _digest
+from emotionlab.paths import cache_dir
 from emotionlab.training.recipes.images import build_image_loader
 from emotionlab.training.recipes.registry import Prepared, register_recipe
 
 log = logging.getLogger("emotionlab")
 
-CACHE_ENV = "EMOTIONLAB_CACHE"
 FEATURE_VERSION = 1  # bump when feature extraction changes, so old cache files are not reused
 DEFAULT_FEATURE_VIEWS = 4
 _MEMORY_CACHE: dict[str, torch.Tensor] = {}
-
-
-def feature_cache_dir() -> Path:
-    """``$EMOTIONLAB_CACHE/features`` when set, else ``~/.cache/emotionlab/features``."""
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "emotionlab") / "features"
 
 
 def head_parameter_names(net: nn.Module, architecture: str) -> set[str]:
@@ -106,7 +100,7 @@ def cached_features(backbone: nn.Module, dataset: ImageDataset, keys: list, iden
     ).hexdigest()
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
-    path = feature_cache_dir() / key[:2] / f"{key}.safetensors"
+    path = cache_dir("features") / key[:2] / f"{key}.safetensors"
     features = None
     if path.is_file():
         try:

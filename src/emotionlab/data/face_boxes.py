@@ -1,19 +1,23 @@
 """`emotionlab data faces`: detect a face on every image of a dataset, fill the crop cache, and write the
-manifest with ``face_box`` (``x y w h``). Detection runs in worker processes, so one crash costs one image."""
+manifest with ``face_box`` (``x y w h``). Detection runs in worker processes, so one crash costs one image.
+
+A dataset job (it reads and writes manifests) that uses the face detectors: the one module of ``data`` that
+imports ``faces`` for a job rather than for a sample's crop."""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from emotionlab.data.dataset import scan_image_folder
 from emotionlab.data.images import ImageReadError
+from emotionlab.data.manifest import read_manifest_file, write_manifest
 from emotionlab.errors import EmotionlabError
-from emotionlab.faces.boxes import FaceBox
-from emotionlab.faces.crop import FaceCropConfig
-from emotionlab.faces.cropper import FaceCropper
-from emotionlab.faces.detectors import create_detector
-from emotionlab.fileio import is_inside, write_atomic
+from emotionlab.faces import FaceBox, FaceCropConfig, FaceCropper, create_detector
+from emotionlab.fileio import is_inside
+from emotionlab.isolation import error_reason, isolated_map
+from emotionlab.progress import progress
 
 
 @dataclass
@@ -28,24 +32,7 @@ class FaceReport:
     by_detector: dict[str, int] = field(default_factory=dict)
 
 
-def _read_manifest_rows(manifest: Path) -> tuple[list[str], list[str], list[dict]]:
-    """(comment lines, column names, rows) of a manifest CSV, keeping every column."""
-    if not manifest.is_file():
-        raise EmotionlabError(f"{manifest}: manifest file not found")
-    with manifest.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        lines = handle.readlines()
-    comments = [line.rstrip("\r\n") for line in lines if line.startswith("#")]
-    reader = csv.DictReader([line for line in lines if not line.startswith("#")])
-    rows = list(reader)
-    columns = list(reader.fieldnames or [])
-    if "path" not in columns:
-        raise EmotionlabError(f"{manifest}: not a manifest (no path column)")
-    return comments, columns, rows
-
-
 def _detect_row(cropper: FaceCropper, path: Path | str) -> tuple[FaceBox | None, str | None]:
-    from emotionlab.isolation import error_reason
-
     try:
         return cropper.detect_file(Path(path)), None
     except ImageReadError as error:
@@ -85,16 +72,16 @@ def prepare_face_manifest(
     create_detector(config.detector, model_file=config.detector_model)  # fail fast on a bad name or model
 
     if manifest is not None:
-        comments, columns, rows = _read_manifest_rows(Path(manifest))
+        comments, columns, rows = read_manifest_file(manifest)
+        if "path" not in columns:
+            raise EmotionlabError(f"{manifest}: not a manifest (no path column)")
     else:
-        from emotionlab.data.dataset import scan_image_folder
-
         sample_set = scan_image_folder(root, verify=False)
         comments, columns = [], ["path", "label", "split"]
         rows = [{"path": s.relpath, "label": s.label, "split": s.split or ""} for s in sample_set.samples]
     comments = [
-        *(line for line in comments if not line.startswith("# face_box:")),
-        f"# face_box: x y w h from the {config.detector} detector (emotionlab data faces) on {root.resolve()}",
+        *(line for line in comments if not line.startswith("face_box:")),
+        f"face_box: x y w h from the {config.detector} detector (emotionlab data faces) on {root.resolve()}",
     ]
     for column in ("face_box", "face_detector"):
         if column not in columns:
@@ -115,23 +102,11 @@ def prepare_face_manifest(
             report.with_face += 1
             report.by_detector[box.detector] = report.by_detector.get(box.detector, 0) + 1
 
-    def write(name: str) -> None:
-        with open(name, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.writelines(line + "\n" for line in comments)
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomic(out, write)
+    write_manifest(rows, out, comments=comments, columns=columns)
     return report
 
 
 def _run_detection(cropper: FaceCropper, paths: list[str], workers: int, show_progress: bool):
-    from functools import partial
-
-    from emotionlab.isolation import isolated_map
-    from emotionlab.progress import progress
-
     # Always in worker processes (one by default): a detector that kills its process on one image (native
     # code) costs that image an "unreadable" line, and a fresh worker goes on with the others. Processes, not
     # threads: each gets its own dlib detectors; never a plain fork (see isolation.worker_context).
