@@ -196,6 +196,13 @@ def test_examples_give_the_python_records_in_the_page(exported, tmp_path):
             ]
             assert len(block.find_elements("css selector", "tbody tr")) == max(1, len(web["faces"]))
         driver.save_screenshot(str(tmp_path / "examples.png"))
+        # A file the browser cannot decode gets its record with the reason, and the page says so.
+        broken = tmp_path / "broken.jpg"
+        broken.write_bytes(b"not an image")
+        [record] = page_records(driver, [broken])
+        assert record["error"].startswith("cannot decode image")
+        shown = driver.find_element("css selector", '.result[data-name="broken.jpg"]').text
+        assert "broken.jpg: cannot decode image" in shown
         origin = url.rstrip("/")
         resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert resources and all(name.startswith((origin, "blob:")) for name in resources)
