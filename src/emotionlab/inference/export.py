@@ -9,7 +9,6 @@ given, else dynamically. ``cached_onnx`` exports a model file once, keyed by its
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emotionlab import paths
 from emotionlab.data.preprocess import EvalTransform
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces import FaceCropConfig
@@ -29,7 +29,6 @@ from emotionlab.models.io import load_model_file, read_metadata
 OPSET = 17
 # Bump when the exported graph changes, so cached exports are redone.
 EXPORT_VERSION = 1
-CACHE_ENV = "EMOTIONLAB_CACHE"
 
 
 class _WithSoftmax(torch.nn.Module):
@@ -185,18 +184,13 @@ def calibration_inputs(
     return np.concatenate(rows)
 
 
-def default_onnx_cache() -> Path:
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "emotionlab") / "onnx"
-
-
 def cached_onnx(model_path: str | Path, *, int8: bool = False, cache_dir: str | Path | None = None) -> Path:
     """The ONNX export of a model file, made once and kept in the cache (keyed by the weights' SHA-256)."""
     model_path = Path(model_path)
     metadata = read_metadata(model_path)
     digest = metadata.get("weights_sha256") or ""
     key = f"{digest[:24]}-v{EXPORT_VERSION}-{'int8' if int8 else 'fp32'}"
-    target = Path(cache_dir) if cache_dir is not None else default_onnx_cache()
+    target = Path(cache_dir) if cache_dir is not None else paths.cache_dir("onnx")
     target = target / f"{key}.onnx"
     if not digest or not target.is_file():
         export_onnx(model_path, target, int8=int8)

@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from emotionlab import paths
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import write_atomic
 
 log = logging.getLogger("emotionlab")
 
-CACHE_ENV = "EMOTIONLAB_CACHE"
 # Bump when the feature definition changes, so old cache files are not read as new ones.
 FEATURE_VERSION = 1
 BATCH_SIZE = 64
-
-
-def default_feature_cache() -> Path:
-    """``$EMOTIONLAB_CACHE/features`` when set, else ``~/.cache/emotionlab/features``."""
-    base = os.environ.get(CACHE_ENV)
-    return (Path(base) if base else Path.home() / ".cache" / "emotionlab") / "features"
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ class FeatureExtractor:
         if cache_dir is False:
             self.cache_file = None
         else:
-            folder = default_feature_cache() if cache_dir in (None, True) else Path(cache_dir)
+            folder = paths.cache_dir("features") if cache_dir in (None, True) else Path(cache_dir)
             self.cache_file = folder / f"{self.model_digest[:24]}.v{FEATURE_VERSION}.npz"
 
     def _face(self, path: str):

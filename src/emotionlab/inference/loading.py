@@ -19,8 +19,8 @@ from emotionlab.inference.classifier import BaseClassifier, Classifier, restrict
 from emotionlab.inference.onnx import OnnxClassifier
 from emotionlab.inference.recognizer import Recognizer
 from emotionlab.model_file import read_header
+from emotionlab.paths import ASSETS
 
-ASSETS = Path(__file__).parent.parent / "assets"  # inside the installed package, not the repository
 DEFAULT_MODEL = ASSETS / "default_model.safetensors"
 MODEL_ENV = "EMOTIONLAB_MODEL"
 BACKENDS = ("auto", "torch", "onnx")
