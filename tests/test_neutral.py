@@ -287,3 +287,28 @@ def test_labelling_the_five_with_a_six_class_model_suggests_one_of_the_five(six_
     # labelling with neutral among the classes: the model's own answer
     six = suggestion(SIX)
     assert six["label"] == NEUTRAL and six["in_classes"] is True
+
+
+def test_the_web_page_reads_compounds_as_python_does():
+    """The in-browser page's compoundReading (web/static/local.js), run by Node, against compound_reading."""
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (make web-vendor installs it with npm)")
+    source = (Path(emotionlab.__file__).parent / "web" / "static" / "local.js").read_text(encoding="utf-8")
+    function = re.search(r"^function compoundReading\(.*?^}\n", source, re.DOTALL | re.MULTILINE).group(0)
+    rows = [
+        [0.01, 0.01, 0.4, 0.02, 0.22, 0.34],  # happy + surprised, neutral second
+        [0.02, 0.02, 0.3, 0.2, 0.02, 0.44],  # neutral wins: none
+        [0.02, 0.02, 0.5, 0.03, 0.03, 0.4],  # a mild happy: none
+        [0.3, 0.28, 0.1, 0.1, 0.1, 0.12],  # angry + fearful
+    ]
+    script = f"{function}\nconsole.log(JSON.stringify({json.dumps(rows)}.map(row => compoundReading(row, {json.dumps(SIX)}, 0.5))));"
+    answers = json.loads(
+        subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout
+    )
+    assert answers == [compound_reading(row, SIX, ratio=0.5) for row in rows]
+    assert answers[0]["text"] == "happy + surprised" and answers[1] is None and answers[2] is None
