@@ -71,7 +71,7 @@ def rank(
     return [int(index) for index in np.lexsort((np.arange(count), keys))]  # stable: ties in path order
 
 
-def _restrict(probabilities: np.ndarray, labels: Sequence[str], classes: Sequence[str]):
+def restrict_to_classes(probabilities: np.ndarray, labels: Sequence[str], classes: Sequence[str]):
     """The model's probabilities over the user's classes (renormalised) when it knows at least two of them."""
     shared = [name for name in classes if name in labels]
     if len(shared) < 2:
@@ -139,7 +139,7 @@ class Ordering:
         """Round 0: the model's own probabilities (over the user's classes when it knows them)."""
         if self.scores is None:
             return self._entry(relpaths, None, None, round=0, trained_on=0)
-        probabilities, labels = _restrict(self.scores.probabilities, self.scores.labels, self.classes)
+        probabilities, labels = restrict_to_classes(self.scores.probabilities, self.scores.labels, self.classes)
         rows = [self._row[relpath] for relpath in relpaths]
         return self._entry(relpaths, probabilities[rows], labels, round=0, trained_on=0)
 
@@ -189,15 +189,9 @@ class Ordering:
 
 
 def _refit_worker_init(main_pid: int) -> None:
-    import os
-    import signal
-    import threading
+    from emotionlab.isolation import start_worker
 
-    from emotionlab.isolation import _exit_when_gone
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the labeller, which stops this worker
-    # A killed labeller (kill -9) must not leave its worker behind: the worker's parent is the fork server.
-    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
+    start_worker(main_pid)  # Ctrl+C stops the labeller, which stops this worker; so does kill -9
     if hasattr(os, "nice"):
         os.nice(10)  # background work: on a busy CPU the page's key presses go first
 
