@@ -37,7 +37,7 @@ import numpy as np
 from emotionlab.data.dataset import read_manifest
 from emotionlab.heads import fit_head
 from emotionlab.inference.features import FeatureExtractor
-from emotionlab.labeling.ordering import restrict_to_classes, informativeness
+from emotionlab.labeling.ordering import informativeness, restrict_to_classes
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -137,7 +137,9 @@ def main() -> None:
     features = extractor([sample.path for sample in pool + evaluation])
     feature_seconds = time.perf_counter() - started
     pool_features, eval_features = features.features[: len(pool)], features.features[len(pool) :]
-    model_probabilities, _ = restrict_to_classes(features.probabilities[: len(pool)], features.labels, classes)
+    model_probabilities, _ = restrict_to_classes(
+        features.probabilities[: len(pool)], features.labels, classes
+    )
     pool_labels = [sample.label for sample in pool]
     eval_labels = np.array([classes.index(sample.label) for sample in evaluation])
     # The curve: every 100 labels (and the budgets); the head is still refitted every --step labels.

@@ -139,7 +139,9 @@ class Ordering:
         """Round 0: the model's own probabilities (over the user's classes when it knows them)."""
         if self.scores is None:
             return self._entry(relpaths, None, None, round=0, trained_on=0)
-        probabilities, labels = restrict_to_classes(self.scores.probabilities, self.scores.labels, self.classes)
+        probabilities, labels = restrict_to_classes(
+            self.scores.probabilities, self.scores.labels, self.classes
+        )
         rows = [self._row[relpath] for relpath in relpaths]
         return self._entry(relpaths, probabilities[rows], labels, round=0, trained_on=0)
 
