@@ -12,13 +12,13 @@ from typing import Annotated, Literal
 import typer
 
 from emotionlab.cli.options import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes
-from emotionlab.cli.predict_options import PredictOptions, refuse_inside
-from emotionlab.cli.predict_ray import check_engine, ray_results
+from emotionlab.cli.predict_options import PredictOptions, check_engine, refuse_inside
+from emotionlab.cli.predict_ray import ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError, Interrupted
-from emotionlab.inference import PreparedImage, expand_inputs, load_recognizer, progress_bar
-from emotionlab.inference.inputs import is_video_name
+from emotionlab.inference import PreparedImage, load_recognizer, progress_bar
+from emotionlab.inference.inputs import is_video_name, list_inputs
 from emotionlab.isolation import error_reason, printable
 
 log = logging.getLogger("emotionlab")
@@ -145,7 +145,10 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
             writer.close()
         return writer.count
 
-    files = select_shard(expand_inputs(options.inputs), options.shard)
+    listing = list_inputs(options.inputs)
+    for line in listing.summary():  # every file of a folder is scored, named here, or counted as junk
+        log.warning("%s", line)
+    files = select_shard(listing.files, options.shard)
     if not files:
         raise EmotionlabError(
             f"no images or videos in {', '.join(options.inputs)}"
