@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 import typer
 
 from emotionlab.cli.options import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes
-from emotionlab.cli.predict_options import PredictOptions, check_engine, refuse_inside
-from emotionlab.cli.predict_ray import ray_results
+from emotionlab.cli.predict_options import PredictOptions, refuse_inside
+from emotionlab.cli.predict_ray import check_engine, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError, Interrupted
