@@ -146,9 +146,11 @@ class FaceCropConfig:
 
 
 # ---- the one crop path: detector result + the model's crop settings -> crops ------------------------------
-# Training and evaluation (``FaceCropper``: the largest face) and prediction and serving (``FacePreparer``:
-# every face) both go through ``find_faces``, ``can_crop`` and ``crop_box``, so the accuracy evaluation reports
-# is measured on the crops users' images get (tests/test_inference.py checks they are pixel-identical).
+# Prediction, serving, evaluation, the report and explanations prepare photos with ``FacePreparer`` (reduced
+# JPEG decode, every face; evaluation scores the largest face's crop, the record's own), and training's cached
+# crops (``FaceCropper``: the largest face, full decode) go through ``find_faces``, ``can_crop`` and
+# ``crop_box`` too (tests/test_preparation.py: evaluate and predict give identical crops on large and small
+# photos).
 
 
 def can_crop(box: FaceBox, width: int, height: int) -> bool:

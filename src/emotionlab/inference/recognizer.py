@@ -74,7 +74,7 @@ class Recognizer:
         faces = classifier.metadata.get("faces")
         self.detect = bool(faces) if detect is None else bool(detect)
         self.crop_config = None
-        self.cropper = None  # the largest-face cropper that evaluation and training use
+        self.cropper = None  # the cached largest-face cropper (training's crops; feature caches)
         if self.detect:
             config = FaceCropConfig.from_dict(faces) if faces else FaceCropConfig(detector=PREDICT_DETECTOR)
             if isinstance(detector, str) and detector:
