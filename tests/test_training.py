@@ -185,9 +185,9 @@ def _copy_run(trained_run: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
-def _resume(run: Path) -> subprocess.CompletedProcess:
+def _resume(run: Path, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*CLI, "train", "--resume", str(run), "--no-progress"],
+        [*CLI, "train", "--resume", str(run), "--no-progress", *options],
         capture_output=True,
         text=True,
         check=False,
@@ -232,12 +232,27 @@ def test_a_damaged_last_checkpoint_stops_resume_with_one_line(trained_run, tmp_p
 
 
 @pytest.mark.slow  # a `train --resume` process
-def test_a_truncated_checkpoint_without_checksum_is_still_one_line(trained_run, tmp_path):
+def test_a_checkpoint_whose_checksum_was_deleted_is_refused_unless_trusted(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path)
     last = run / "checkpoints" / "last.ckpt"
-    (run / "checkpoints" / "last.ckpt.sha256").unlink()  # as an older emotionlab left it
-    last.write_bytes(last.read_bytes()[:5000])
+    (run / "checkpoints" / "last.ckpt.sha256").unlink()  # deleted, or as an older emotionlab left it
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit: nothing but the checksum could tell
+    last.write_bytes(bytes(data))
     result = _resume(run)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no checksum beside it" in errors[0] and "--trust-checkpoint" in errors[0]
+    assert not (run / "checkpoints" / "last.ckpt.sha256").exists()  # refusing records nothing
+
+
+@pytest.mark.slow  # a `train --resume` process
+def test_a_truncated_checkpoint_trusted_without_checksum_is_still_one_line(trained_run, tmp_path):
+    run = _copy_run(trained_run, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    (run / "checkpoints" / "last.ckpt.sha256").unlink()
+    last.write_bytes(last.read_bytes()[:5000])
+    result = _resume(run, "--trust-checkpoint")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot read the checkpoint" in errors[0]

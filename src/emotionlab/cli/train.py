@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from emotionlab.cli.root import app
+from emotionlab.errors import EmotionlabError
 
 # Each command parses options into the project's dataclasses and calls one library function.
 
@@ -127,6 +128,13 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")
     ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--trust-checkpoint",
+            help="With --resume: accept checkpoints that have no .sha256 beside them (you know they are intact).",
+        ),
+    ] = False,
     recipe: Annotated[
         Literal["scratch", "transfer", "finetune", "pretrain"],
         typer.Option(
@@ -229,11 +237,20 @@ def train(
 ) -> None:
     """Train a model; the run folder gets the best (lowest validation loss) and last checkpoints and a model file."""
     options = dict(locals())
+    options.pop("trust_checkpoint")
     from emotionlab.config import RunConfig
     from emotionlab.training.train import train as run_training
 
     if resume is not None:
-        result = run_training(RunConfig(out=str(resume)), resume=True, progress=progress, epochs=epochs)
+        result = run_training(
+            RunConfig(out=str(resume)),
+            resume=True,
+            progress=progress,
+            epochs=epochs,
+            trust_checkpoint=trust_checkpoint,
+        )
+    elif trust_checkpoint:
+        raise EmotionlabError("--trust-checkpoint goes with --resume RUN_FOLDER")
     else:
         result = run_training(train_run_config(**options), progress=progress)
     if result.model_path is not None:

@@ -125,22 +125,36 @@ def _damaged(path: Path, what: str) -> EmotionlabError:
     )
 
 
-def verify_checkpoint(path: str | Path) -> None:
-    """Refuse a checkpoint whose bytes differ from the SHA-256 written beside it when it was saved."""
-    path = Path(path)
-    if not path.is_file():
-        raise EmotionlabError(f"{path}: checkpoint not found")
-    expected = _read_checksums(checksum_path(path))
-    if not expected:
-        log.warning(
-            "%s: no checksum beside it (an older emotionlab wrote it): cannot tell whether it is intact", path
-        )
-        return
+def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    if digest.hexdigest() not in expected:
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: str | Path, *, trust_unchecked: bool = False) -> None:
+    """Refuse a checkpoint whose bytes differ from the SHA-256 written beside it when it was saved, or that has
+    no checksum beside it (deleted, or an older emotionlab's run): a flipped byte could not be told apart.
+    ``trust_unchecked`` (``train --resume --trust-checkpoint``): the user vouches for a checkpoint without a
+    checksum; its SHA-256 is recorded beside it now, so from here on it is checked like any other."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmotionlabError(f"{path}: checkpoint not found")
+    sidecar = checksum_path(path)
+    expected = _read_checksums(sidecar)
+    if not expected:
+        if not trust_unchecked:
+            raise EmotionlabError(
+                f"{path}: no checksum beside it ({sidecar.name} is missing), so a damaged or edited checkpoint "
+                "cannot be told from an intact one; if you know it is intact, resume with --trust-checkpoint"
+            )
+        _write_checksums(sidecar, [_file_sha256(path)], path.name)
+        log.warning(
+            "%s: no checksum beside it; trusted as asked, its SHA-256 now recorded in %s", path, sidecar.name
+        )
+        return
+    if _file_sha256(path) not in expected:
         raise _damaged(
             path, f"checkpoint damaged or truncated (its SHA-256 differs from {checksum_path(path).name})"
         )

@@ -158,7 +158,12 @@ def _quiet_lightning() -> None:
 
 
 def train(
-    config: RunConfig, *, resume: bool = False, progress: bool = True, epochs: int | None = None
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    epochs: int | None = None,
+    trust_checkpoint: bool = False,
 ) -> TrainResult:
     """Train per ``config``; with ``resume`` continue the run in ``config.out`` from its last checkpoint.
 
@@ -174,7 +179,11 @@ def train(
         if epochs is not None:
             config = replace(config, train=replace(config.train, epochs=epochs))
         if last.is_file():
-            verify_checkpoint(last)  # one line now, rather than a traceback after the data has loaded
+            # One line now, rather than a traceback after the data has loaded. --trust-checkpoint: the user
+            # vouches for checkpoints without a checksum (each gets one now, so later loads check it).
+            for checkpoint in sorted(checkpoints.glob("*.ckpt")) if trust_checkpoint else ():
+                verify_checkpoint(checkpoint, trust_unchecked=True)
+            verify_checkpoint(last)
         else:
             log.warning("%s: no checkpoint yet, starting the run from the beginning", run_dir)
     elif last.is_file() and os.environ.get("LOCAL_RANK") is None:
