@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from emotionlab.version import __version__
 from emotionlab.errors import EmotionlabError
 from emotionlab.extras import missing_message
+from emotionlab.version import __version__
 
 app = typer.Typer(
     help="Recognise emotions on faces: label, audit, train, evaluate, predict.",
