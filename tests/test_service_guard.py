@@ -194,3 +194,16 @@ def test_a_missing_model_stops_serve_with_one_line_and_no_worker_traceback(tmp_p
         output = (result.stdout + result.stderr).strip().splitlines()
         assert result.returncode != 0 and len(output) == 1, output
         assert "missing.safetensors" in output[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # a real server with its two workers
+def test_with_workers_the_server_process_never_loads_pytorch():
+    from pathlib import Path
+
+    server = start_server()  # the shipped model, two workers (the default)
+    try:
+        assert server.post([("face.png", _png(), "image/png")])[0] == 200
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "libc10" not in maps
+    finally:
+        stop_server(server)
