@@ -236,10 +236,7 @@ def read_image(
     decoded in full), so coordinates found on it map back to the file's.
     """
     label = name or ("<bytes>" if isinstance(source, bytes) else str(source))
-    if isinstance(source, bytes):
-        data = source
-    else:
-        data = read_file_bytes(Path(source), label)
+    data = source if isinstance(source, bytes) else read_file_bytes(Path(source), label)
     if len(data) == 0:
         raise ImageReadError(label, "empty file (0 bytes)")
     try:

@@ -23,7 +23,6 @@ import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from emotionlab.version import __version__
 from emotionlab.serving.api_docs import PREDICT_REQUEST, PREDICT_RESPONSES
 from emotionlab.serving.limits import MB, Refused, ServiceLimits
 from emotionlab.serving.pages import add_pages
@@ -36,6 +35,7 @@ from emotionlab.serving.uploads import (
     read_uploads,
 )
 from emotionlab.serving.workers import InferencePool, LocalSlot, WorkerSpec, start_process_pool, warm_up
+from emotionlab.version import __version__
 
 
 def create_app(
