@@ -359,8 +359,11 @@ def predict(
     """
     import os
 
-    # Before torch loads: OpenMP threads that sleep rather than spin while they wait keep PyTorch fast when other
-    # processes share the CPU (batch-1 faces/s 128 -> 354 on a loaded 2-core machine, benchmarks/speed.py).
+    # OpenMP threads that sleep rather than spin while they wait keep PyTorch fast when other processes share the
+    # CPU (batch-1 faces/s 128 -> 354 on a loaded 2-core machine, benchmarks/speed.py, set before the process
+    # started). OpenMP reads it when torch loads: nothing has loaded torch here (the shipped models never do), and
+    # a PyTorch model file loads it after this line (benchmarks/omp_wait_policy.py checks; whole commands on the
+    # PyTorch backend under load: 0.3-0.4 images/s PASSIVE, 0.2-0.3 ACTIVE).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     run_predict(
