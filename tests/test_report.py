@@ -246,7 +246,7 @@ def test_gallery_images_are_found_under_the_data_root_of_a_whole_image_model(
     )
     assert result.exit_code == 0, result.output
     result = runner.invoke(
-        app, ["report", str(out), "--data", str(tiny_dataset), "--out", str(tmp_path / "r.html")]
+        app, ["report", str(out), "--data", str(tiny_dataset), "--output", str(tmp_path / "r.html")]
     )
     assert result.exit_code == 0, result.output
     page = Tags((tmp_path / "r.html").read_text())
