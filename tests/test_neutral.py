@@ -312,3 +312,38 @@ def test_the_web_page_reads_compounds_as_python_does():
     )
     assert answers == [compound_reading(row, SIX, ratio=0.5) for row in rows]
     assert answers[0]["text"] == "happy + surprised" and answers[1] is None and answers[2] is None
+
+
+def test_cross_validation_scores_a_six_class_recipe_both_ways():
+    from emotionlab.evaluation.report.sections import cv_context
+    from emotionlab.experiments.crossval import recipe_scores
+
+    # out-of-fold answers on 10 photos: 8 right, 2 called neutral with the right emotion second
+    truth = np.array(list(EMOTIONS) * 2)
+    probabilities = np.full((10, 6), 0.02)
+    probabilities[np.arange(10), [EMOTIONS.index(label) for label in truth]] = 0.6
+    probabilities[[3, 7], 5] = 0.8
+    scores = recipe_scores(truth, probabilities, SIX, list(EMOTIONS))
+    assert set(scores) == {"", "+five"}
+    six, answers = scores[""]
+    assert six["accuracy"] == pytest.approx(0.8) and list(answers[[3, 7]]) == [NEUTRAL, NEUTRAL]
+    five, answers = scores["+five"]
+    assert five["accuracy"] == 1.0 and NEUTRAL not in set(answers)
+    # a five-class model: one row, as before
+    assert set(recipe_scores(truth, probabilities[:, :5], list(EMOTIONS), list(EMOTIONS))) == {""}
+    # the report's cross-validation section draws the 5 x 6 matrix
+    row = {"accuracy": 0.8, "accuracy_ci95": [0.5, 1.0], "macro_f1": 0.8, "macro_f1_ci95": [0.5, 1.0]}
+    results = {
+        "labels": list(EMOTIONS),
+        "settings": {"folds": 5},
+        "recipes": {
+            "six": {
+                **row,
+                "labels": SIX,
+                "confusion_matrix": six["confusion_matrix"],
+                "per_class_recall": {k: v["recall"] for k, v in six["per_class"].items()},
+            },
+        },
+    }
+    table = cv_context(results)["recipes"][0]["confusion"]
+    assert table["labels"] == SIX and [r["label"] for r in table["rows"]] == list(EMOTIONS)

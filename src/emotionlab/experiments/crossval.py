@@ -29,7 +29,7 @@ import numpy as np
 from emotionlab.config import RunConfig, to_dict
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import write_atomic
-from emotionlab.labels import order_labels
+from emotionlab.labels import EMOTIONS, order_labels
 
 log = logging.getLogger("emotionlab")
 
@@ -131,12 +131,13 @@ def _fold_probabilities(
     if tta and "probabilities_flip" not in stored:
         stored["probabilities_flip"] = _score_with_flips(Path(config.out), fold_manifest, data)
     _write_text(cache, json.dumps(stored))
-    if stored["labels"] != labels:
+    if not set(labels) <= set(stored["labels"]):  # more is fine: a six-class model (neutral) on the five
         raise EmotionlabError(
-            f"{cache}: the fold model's labels {stored['labels']} differ from the data's {labels}"
+            f"{cache}: the fold model's labels {stored['labels']} lack some of the data's {labels}"
         )
     flipped = np.asarray(stored["probabilities_flip"], dtype=float) if tta else None
-    return stored["paths"], np.asarray(stored["probabilities"], dtype=float), flipped, stored["run"]
+    probabilities = np.asarray(stored["probabilities"], dtype=float)
+    return stored["paths"], probabilities, flipped, stored["run"], list(stored["labels"])
 
 
 def _score_with_flips(run_dir: Path, fold_manifest: Path, data: str | None) -> list:
@@ -175,8 +176,35 @@ def recipe_config(
     return replace(template, data=data, out=str(Path(settings.out) / name / f"fold{fold}"))
 
 
+def recipe_scores(truth: np.ndarray, probabilities: np.ndarray, model_labels: list[str], labels: list[str]):
+    """``{suffix: (metrics, predicted label names)}`` of one recipe's out-of-fold probabilities (columns:
+    ``model_labels``) against ``truth`` (label names of the data, whose classes are ``labels``). A model that also
+    knows a class the data lacks (neutral, on photos of the five) is scored on the data's classes, an answer of
+    that class a miss (suffix ""), and again answering among the data's classes only (``"+five"`` for the
+    study's five, else ``"+restricted"``: that class dropped, the rest renormalised, as ``--five``)."""
+    from emotionlab.evaluation.metrics import compute_metrics
+
+    index = [model_labels.index(label) for label in truth]
+    scores = {
+        "": (
+            compute_metrics(index, probabilities, model_labels, data_labels=labels),
+            np.array(model_labels)[probabilities.argmax(axis=1)],
+        )
+    }
+    if list(model_labels) != list(labels):
+        kept = probabilities[:, [model_labels.index(label) for label in labels]]
+        kept = kept / np.clip(kept.sum(axis=1, keepdims=True), 1e-12, None)
+        suffix = "+five" if sorted(labels) == sorted(EMOTIONS) else "+restricted"
+        scores[suffix] = (
+            compute_metrics([labels.index(label) for label in truth], kept, labels),
+            np.array(labels)[kept.argmax(axis=1)],
+        )
+    return scores
+
+
 def _scores(metrics: dict) -> dict:
     return {
+        "labels": metrics["labels"],  # the model's classes: the confusion matrix's columns
         "accuracy": metrics["accuracy"],
         "accuracy_ci95": list(metrics["accuracy_ci95"]),
         "macro_f1": metrics["macro_f1"],
@@ -201,8 +229,6 @@ def paired_difference(
 
 def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
     """Train every recipe on every fold; out-of-fold metrics per recipe and paired differences between them."""
-    from emotionlab.evaluation.metrics import compute_metrics
-
     if not recipes:
         raise EmotionlabError("cross-validation needs at least one recipe")
     rows, fold_of, fold_paths = write_folds(settings)
@@ -216,18 +242,24 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
         "folds": [int(np.sum(np.asarray(fold_of) == k)) for k in range(settings.folds)],
         "recipes": {},
     }
-    predictions: dict[str, np.ndarray] = {}
-    truth = np.array([truth_by_path[path] for path in order])
+    predictions: dict[str, np.ndarray] = {}  # label names
+    truth = np.array([labels[truth_by_path[path]] for path in order])
     for name, template in recipes.items():
         probabilities: dict[str, np.ndarray] = {}
         flipped: dict[str, np.ndarray] = {}
         runs = []
+        model_labels = None
         for fold, fold_manifest in enumerate(fold_paths):
             config = recipe_config(template, settings, name, fold, fold_manifest)
             log.warning("cv: %s fold %d/%d -> %s", name, fold + 1, settings.folds, config.out)
-            paths, plain, flips, summary = _fold_probabilities(
+            paths, plain, flips, summary, fold_labels = _fold_probabilities(
                 config, fold_manifest, settings.data, labels, settings.tta
             )
+            if model_labels is not None and fold_labels != model_labels:
+                raise EmotionlabError(
+                    f"{config.out}: this fold's model has the labels {fold_labels}, another fold's {model_labels}"
+                )
+            model_labels = fold_labels
             probabilities.update(zip(paths, plain, strict=True))
             if flips is not None:
                 flipped.update(zip(paths, flips, strict=True))
@@ -235,14 +267,15 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
         variants = {name: probabilities, **({f"{name}+flip": flipped} if settings.tta else {})}
         for variant, by_path in variants.items():
             matrix = np.stack([by_path[path] for path in order])
-            predictions[variant] = matrix.argmax(axis=1)
-            results["recipes"][variant] = {
-                "config": to_dict(replace(template, out="")),
-                "test_time_flips": variant != name,
-                **_scores(compute_metrics(truth, matrix, labels)),
-                "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
-                "runs": runs,
-            }
+            for suffix, (metrics, predicted) in recipe_scores(truth, matrix, model_labels, labels).items():
+                predictions[variant + suffix] = predicted
+                results["recipes"][variant + suffix] = {
+                    "config": to_dict(replace(template, out="")),
+                    "test_time_flips": variant != name,
+                    **_scores(metrics),
+                    "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
+                    "runs": runs,
+                }
     names = list(predictions)
     results["paired"] = [
         {

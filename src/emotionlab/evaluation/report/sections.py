@@ -252,7 +252,7 @@ def cv_context(results: dict) -> dict:
                 "macro_f1_ci": row["macro_f1_ci95"],
                 "recall": [row["per_class_recall"][label] for label in labels],
                 "train_seconds": row.get("train_seconds"),
-                "confusion": confusion_table(row["confusion_matrix"], labels)
+                "confusion": confusion_table(row["confusion_matrix"], row.get("labels") or labels, labels)
                 if row.get("confusion_matrix")
                 else None,
             }
