@@ -60,6 +60,7 @@ def train_run_config(
     strategy,
     num_nodes=1,
     add_class=None,
+    mix_balanced=False,
     **_ignored,
 ):
     """The RunConfig of ``emotionlab train`` options (also used by ``experiment cv`` for its recipes)."""
@@ -97,6 +98,7 @@ def train_run_config(
                 ferplus=str(mix_ferplus) if mix_ferplus else None,
                 ratio=mix_ratio,
                 add_classes=tuple(_split_classes(add_class)),
+                balanced=mix_balanced,
             ),
             accelerator=accelerator,
             devices=devices,
@@ -185,6 +187,13 @@ def train(
     mix_ratio: Annotated[
         float, typer.Option(help="finetune --mix-ferplus: FER+ faces per task image, per epoch.")
     ] = 1.0,
+    mix_balanced: Annotated[
+        bool,
+        typer.Option(
+            "--mix-balanced/--mix-as-is",
+            help="finetune --mix-ferplus: draw every class equally often among the FER+ faces (not FER+'s prior).",
+        ),
+    ] = False,
     add_class: Annotated[
         list[str] | None,
         typer.Option(
