@@ -10,6 +10,15 @@
 Native code (dlib, OpenCV, Pillow's decoders) can take the whole process down on one image; a
 ``concurrent.futures`` pool reports that as ``BrokenProcessPool`` for every pending task without saying which
 task did it, hence the one-at-a-time retry of the suspects.
+
+One mechanism for every child process of ours: ``worker_context`` (how it starts: a fork server, never a plain
+fork), ``start_worker`` (what it does first: Ctrl+C ignored, one thread, gone with its parent) and
+``exit_reason`` (how its death is worded). A list of items goes through ``IsolatedPool`` (predict, evaluate,
+``data check``, ``data faces``, Ray's retried tasks). The service's ``serving.workers.ProcessSlot`` and the
+labeller's refit worker build on the same three but keep their own loop, and must: their worker holds a model
+across requests (loaded once, its failure reported before the service listens), answers one image at a time
+to a request thread that waits with a deadline, and is killed when it overruns it. A ``ProcessPoolExecutor``
+can neither stop one overrunning task nor keep a worker between two ``map`` calls.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
+from multiprocessing import forkserver
 
 log = logging.getLogger("emotionlab")
 
@@ -74,8 +84,6 @@ def _start_fork_server_deaf_to_ctrl_c() -> None:
     The main process ignores Ctrl+C only while the server process is started, not while it imports."""
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
-    from multiprocessing import forkserver
-
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         forkserver.ensure_running()
@@ -94,23 +102,44 @@ def _exit_when_gone(main_pid: int) -> None:
             os._exit(0)
 
 
+def start_worker(main_pid: int) -> None:
+    """What every worker process of ours does first."""
+    # Ctrl+C reaches the whole process group: the main process says what was kept and stops the workers; a
+    # worker that took it too would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads()
+    # A worker's parent is the fork server: a killed main process (kill -9, the OOM killer) would otherwise
+    # leave its workers running.
+    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
+
+
+def limit_threads() -> None:
+    """One thread per worker: the workers are the parallelism, threads inside one would fight over the cores.
+    Only libraries already imported are set: importing torch in a worker that never needs it costs seconds."""
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def exit_reason(code: int | None) -> str:
+    """How a worker process ended, from its exit code: ``"killed by SIGSEGV"``, ``"exit code 3"``."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 _FUNCTION: Callable | None = None
 
 
 def _worker_init(main_pid: int, function: Callable, initializer: Callable | None) -> None:
     global _FUNCTION
-    # Ctrl+C reaches the whole process group: the main process says what was kept and stops the workers; a
-    # worker that took it too would only print a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Each worker runs on one core; threads inside a worker would only fight over the cores. Only modules the
-    # fork server preloaded are set here: importing torch in a worker that never needs it costs seconds.
-    if "cv2" in sys.modules:
-        sys.modules["cv2"].setNumThreads(1)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    # A worker's parent is the fork server: a killed main process (kill -9, the OOM killer) would otherwise
-    # leave its workers running.
-    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
+    start_worker(main_pid)
     if initializer is not None:
         initializer()
     _FUNCTION = function
@@ -147,13 +176,8 @@ def _death_reason(pool: ProcessPoolExecutor) -> str:
         code = getattr(process, "exitcode", None)
         if code:
             codes.append(code)
-    for code in codes:
-        if code < 0:
-            try:
-                return f"worker died (killed by {signal.Signals(-code).name})"
-            except ValueError:
-                return f"worker died (signal {-code})"
-    return f"worker died (exit code {codes[0]})" if codes else "worker died"
+    signalled = [code for code in codes if code < 0]  # a signal says more than an exit code
+    return f"worker died ({exit_reason((signalled or codes)[0])})" if codes else "worker died"
 
 
 class IsolatedPool:

@@ -4,13 +4,16 @@ Face detectors (dlib, OpenCV) are not thread-safe: sharing one between FastAPI's
 (issue 8). Each inference *slot* here owns its own ``Recognizer`` and runs one image at a time: ``LocalSlot``
 in this process (``workers=0``), ``ProcessSlot`` in a worker process built by the same loader as
 ``emotionlab predict`` (``workers=N``). A worker that dies on an image (a native crash) costs that image a
-422 and is started again; the server stays up. ``InferencePool`` lends the slots to one request at a time and
+422 and is started again; the server stays up. The worker starts, sets itself up and has its death worded as
+every worker of ours (``emotionlab.isolation``); why it keeps its own loop instead of ``IsolatedPool`` is
+said there (a model held across requests, one image at a time under a deadline). ``InferencePool`` lends the slots to one request at a time and
 bounds the pixels decoded at once over all of them (``PixelBudget``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import traceback
@@ -24,6 +27,7 @@ from starlette.datastructures import UploadFile
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
+from emotionlab.isolation import exit_reason, limit_threads, start_worker, worker_context
 from emotionlab.serving.limits import ServiceLimits
 
 log = logging.getLogger(__name__)
@@ -98,25 +102,18 @@ class LocalSlot:
 # ---- worker processes --------------------------------------------------------------------------------------
 
 
-def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits) -> None:
+def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits, main_pid: int) -> None:
     """A worker process: build the Recognizer, say ready, then answer ``(name, bytes)`` jobs until EOF."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C stops the service, which stops its workers
-    import sys
-
-    from emotionlab.inference import load_recognizer
+    start_worker(main_pid)  # Ctrl+C stops the service, which stops its workers
+    from emotionlab.inference import load_recognizer  # in the worker only: the service may never need it
 
     try:
         recognizer = load_recognizer(
             spec.model_path, detector=spec.detector, backend=spec.backend, classes=spec.classes
         )
-        # One core per worker: the slots are the parallelism; threads inside a worker would fight over the cores.
-        # Only libraries the model needed are loaded (the shipped models: neither torch nor OpenCV).
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(1)
-        if "cv2" in sys.modules:
-            sys.modules["cv2"].setNumThreads(1)
+        # One core per worker: the slots are the parallelism. Only libraries the model needed are loaded (the
+        # shipped models: neither torch nor OpenCV), so set again now that the model has loaded.
+        limit_threads()
         warm_up(recognizer)
     except Exception as error:  # noqa: BLE001 - reported to the parent, which refuses to start
         _answer(connection, ("failed", str(error) or type(error).__name__))
@@ -146,13 +143,14 @@ def _answer(connection, message) -> bool:
 def _process_context():
     """Workers never start as a plain fork of the server: its threads (uvicorn, OpenCV, torch) may hold locks.
     A fork server that has only imported the inference module starts clean workers fast; else spawn."""
-    from emotionlab.isolation import worker_context
-
     return worker_context(["emotionlab.inference"])
 
 
 class ProcessSlot:
-    """One worker process with its own Recognizer; started again after it dies."""
+    """One worker process with its own Recognizer; started again after it dies.
+
+    Not an ``isolation.IsolatedPool``: that pool maps a list of items and cannot stop one item that overruns;
+    a slot keeps its model loaded between requests and kills a worker past ``image_timeout_seconds``."""
 
     def __init__(self, spec: WorkerSpec, limits: ServiceLimits, *, start_timeout: float = 300.0):
         self.spec = spec
@@ -168,7 +166,7 @@ class ProcessSlot:
         parent_end, child_end = context.Pipe()
         process = context.Process(
             target=_worker_main,
-            args=(child_end, self.spec, self.limits),
+            args=(child_end, self.spec, self.limits, os.getpid()),
             daemon=True,
             name="emotionlab-serve",
         )
@@ -184,7 +182,7 @@ class ProcessSlot:
             status, detail = self.connection.recv()
         except (EOFError, OSError):
             code = self._discard()
-            raise EmotionlabError(f"a service worker stopped while starting ({_exit_reason(code)})") from None
+            raise EmotionlabError(f"a service worker stopped while starting ({exit_reason(code)})") from None
         if status != "ready":
             self._discard()
             raise EmotionlabError(detail)
@@ -214,7 +212,7 @@ class ProcessSlot:
             return self.connection.recv()
         except (EOFError, OSError):
             code = self._discard()
-            reason = _exit_reason(code)
+            reason = exit_reason(code)
             log.warning("%s: a service worker stopped (%s); another will start", name, reason)
             return (
                 "refused",
@@ -254,19 +252,6 @@ class ProcessSlot:
             except OSError:
                 pass
         self._discard()
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        import signal
-
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
 
 
 # ---- the pool: slots lent to one request at a time ---------------------------------------------------------
