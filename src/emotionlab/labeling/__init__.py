@@ -1,4 +1,4 @@
-"""Labelling photos one at a time: ``session`` (the image list, the queue, undo), ``journal`` (every action on
+"""Labelling photos one at a time: ``folder`` (the image list, the classes), ``session`` (the queue, undo), ``journal`` (every action on
 disk before it is acknowledged), ``export`` (apply and export a journal) and ``app`` (the local web page, FastAPI;
 imported only when the page is served)."""
 
@@ -12,6 +12,17 @@ from emotionlab.labeling.export import (
     labelled_images,
     source_path,
 )
+from emotionlab.labeling.folder import (
+    DISPLAY_MAX_SIDE,
+    RESERVED_KEYS,
+    FolderImages,
+    assign_keys,
+    display_bytes,
+    is_folder_name,
+    natural_key,
+    parse_classes,
+    scan_images,
+)
 from emotionlab.labeling.journal import (
     ACTIONS,
     JOURNAL_SUFFIX,
@@ -21,20 +32,7 @@ from emotionlab.labeling.journal import (
     default_journal_path,
     read_journal,
 )
-from emotionlab.labeling.session import (
-    DISPLAY_MAX_SIDE,
-    RESERVED_KEYS,
-    FolderImages,
-    LabelSession,
-    LabelState,
-    StaleImageError,
-    assign_keys,
-    display_bytes,
-    is_folder_name,
-    natural_key,
-    parse_classes,
-    scan_images,
-)
+from emotionlab.labeling.session import LabelSession, LabelState, StaleImageError
 
 __all__ = [
     "ACTIONS",

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.labeling.session import LabelSession, StaleImageError, display_bytes
+from emotionlab.labeling.folder import display_bytes, scan_images
+from emotionlab.labeling.session import LabelSession, StaleImageError
 
 log = logging.getLogger("emotionlab")
 
@@ -280,7 +281,6 @@ def serve_labels(
     import uvicorn
 
     from emotionlab.labeling.journal import check_outside, default_journal_path
-    from emotionlab.labeling.session import scan_images
 
     journal = Path(journal) if journal is not None else default_journal_path(folder)
     if not Path(folder).is_dir():

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from emotionlab.errors import EmotionlabError
+from emotionlab.labeling.folder import is_folder_name
 from emotionlab.labeling.journal import check_outside, read_journal
-from emotionlab.labeling.session import LabelState, is_folder_name
+from emotionlab.labeling.session import LabelState
 from emotionlab.labels import EMOTIONS
 
 # ---- apply and export -----------------------------------------------------------------------------------
