@@ -316,6 +316,9 @@ def run_service(slow_clients: int, requests: int, concurrency: int) -> dict:
     paths, source = photo_paths()
     payloads = build_payloads(paths[:60])
     server = start_server()
+    # The server's console goes to a pipe: read it, so that a burst of log lines can never stall the server.
+    console: list[str] = []
+    threading.Thread(target=lambda: console.extend(server.process.stdout), daemon=True).start()
     result: dict = {"photos": source, "distinct_payloads": len(payloads)}
     try:
         health = server.get("/health")[1]
@@ -429,6 +432,7 @@ def run_service(slow_clients: int, requests: int, concurrency: int) -> dict:
                              "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         result["uploads"] = uploads
         result["server_alive_after"] = server.alive()
+        result["server_console_lines"] = len(console)
         for name, outcome in uploads.items():
             print(f"  {name}: {outcome['status']} in {outcome['seconds']} s")
     finally:
