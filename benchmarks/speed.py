@@ -423,6 +423,9 @@ def main() -> None:
         "--seconds", type=float, default=5.0, help="time per classification-alone measurement"
     )
     parser.add_argument("--skip-fer", action="store_true")
+    parser.add_argument(
+        "--fer-modes", nargs="+", choices=FER_MODES, default=list(FER_MODES), help="fer modes to run"
+    )
     parser.add_argument("--fer-venv", type=Path, default=DEFAULT_FER_VENV)
     parser.add_argument("--limit", type=int, help="only the first N images of each set (quick checks)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -527,7 +530,7 @@ def main() -> None:
             driver = work / "fer_driver.py"
             driver.write_text(FER_DRIVER)
             fer_env = {**env, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            for mode in FER_MODES:
+            for mode in args.fer_modes:
                 print(f"fer {mode} ...", file=sys.stderr, flush=True)
                 try:
                     command = [str(python), str(driver), mode, str(images_file), ",".join(BOTH)]
