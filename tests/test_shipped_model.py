@@ -16,10 +16,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_load_model_without_argument_uses_the_shipped_model():
     assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size <= 25 * 1024 * 1024
     model = emotionlab.load_model()
-    assert model.labels == list(EMOTIONS)
+    assert model.labels == [*EMOTIONS, "neutral"]  # the five emotions and a calm face
     record = model.predict(EXAMPLES / "astronaut.jpg")
-    assert record["label"] in EMOTIONS and not record["no_face"] and len(record["faces"]) == 1
+    assert record["label"] in model.labels and not record["no_face"] and len(record["faces"]) == 1
     assert record["label"] == "happy"  # a broad smile: the one example whose answer is not in doubt
+
+
+def test_the_default_answers_among_the_studys_five_when_asked():
+    five = emotionlab.load_model(classes=list(EMOTIONS))
+    record = five.predict(EXAMPLES / "astronaut.jpg")
+    assert five.labels == list(EMOTIONS) and set(record["probabilities"]) == set(EMOTIONS)
+    assert abs(sum(record["probabilities"].values()) - 1) < 1e-3
 
 
 def test_several_faces_in_one_example():
