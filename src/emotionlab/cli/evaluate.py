@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -180,7 +181,6 @@ def explain_command(
     ] = "text",
 ) -> None:
     """Show where the model looked: a Grad-CAM heat map of every face, saved as overlays."""
-    import json
 
     from emotionlab.evaluation.explain import explain_files
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -61,7 +62,6 @@ def experiment_ablation(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
 ) -> None:
     """Baseline -> +augmentation -> +transfer -> +fine-tuning -> face crops, several seeds, bootstrap CIs."""
-    import shlex
 
     from emotionlab.experiments.ablation import (
         ROWS,
@@ -96,7 +96,6 @@ def experiment_ablation(
 
 def _cv_recipe(text: str):
     """``NAME=TRAIN OPTIONS`` -> (name, RunConfig): the options are parsed exactly as ``emotionlab train`` would."""
-    import shlex
 
     name, sep, options = text.partition("=")
     if not sep or not name.strip():
@@ -148,7 +147,6 @@ def experiment_cv(
     ] = False,
 ) -> None:
     """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
-    import shlex
 
     from emotionlab.experiments.crossval import CvSettings, render_markdown, run_cv, write_report
 

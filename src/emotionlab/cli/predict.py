@@ -3,17 +3,20 @@ and the command itself. The library part (classify images) is ``emotionlab.infer
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
 from emotionlab.cli.options import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes
-from emotionlab.cli.predict_options import PredictOptions, refuse_inside
-from emotionlab.cli.predict_ray import check_engine, ray_results
+from emotionlab.cli.predict_options import PredictOptions, check_engine, refuse_inside
+from emotionlab.cli.predict_ray import ray_results
 from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import app
 from emotionlab.errors import EmotionlabError, Interrupted
@@ -55,7 +58,6 @@ class PreparingNote:
         self._handle = None
 
     def mark(self, source) -> None:
-        import json
 
         if self._handle is None:
             self._handle = self.path.open("w", encoding="utf-8")
@@ -66,7 +68,6 @@ class PreparingNote:
         self._handle.flush()
 
     def read(self) -> str | None:
-        import json
 
         try:
             value = json.loads(self.path.read_text(encoding="utf-8"))
@@ -83,7 +84,6 @@ class PreparingNote:
 
 def run_predict(options: PredictOptions, *, stream=None) -> int:
     """Run `emotionlab predict`; returns the number of records written."""
-    from contextlib import closing
 
     if options.camera is None and not options.inputs:
         raise EmotionlabError("give images, folders, globs or videos to predict, or --camera INDEX")
@@ -228,7 +228,6 @@ def _annotate_image(folder: Path, item: PreparedImage, record: dict, base: Path 
 def _predict_one_video(recognizer, path: Path, options: PredictOptions, done: dict, writer, progress) -> None:
     """Write one video's frame records; a video that cannot be read (or fails part way) gets an error record
     and the next video goes on."""
-    from contextlib import closing
 
     from emotionlab.inference import video as video_module
 
@@ -357,7 +356,6 @@ def predict(
     when every input has its record. Records are written as they come, so a run that dies keeps them, and
     --resume continues after them (an image the run died on is retried alone, in a separate process).
     """
-    import os
 
     # OpenMP threads that sleep rather than spin while they wait keep PyTorch fast when other processes share the
     # CPU (batch-1 faces/s 128 -> 354 on a loaded 2-core machine, benchmarks/speed.py, set before the process

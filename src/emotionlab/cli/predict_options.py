@@ -1,5 +1,5 @@
-"""What `emotionlab predict` is asked for (``PredictOptions``), shared by the plain job (``cli.predict``) and the
-Ray engine (``cli.predict_ray``), which both read it; neither imports the other for it."""
+"""What `emotionlab predict` is asked for (``PredictOptions``) and the checks made on it before any model loads,
+shared by the plain job (``cli.predict``) and the Ray engine (``cli.predict_ray``); neither imports the other."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.fileio import is_inside
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -52,3 +54,20 @@ def refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
             raise EmotionlabError(
                 f"{target}: {what} must not be inside the input folder {item}; choose another"
             )
+
+
+def check_engine(engine: str, *, address: str | None, annotate: Path | None, camera: int | None) -> None:
+    """One line for options the chosen engine cannot take, before any model loads."""
+    if engine not in ENGINES:
+        raise EmotionlabError(f"unknown --engine {engine!r}: use local or ray")
+    if engine == "local":
+        if address:
+            raise EmotionlabError("--address joins a Ray cluster: use it with --engine ray")
+        return
+    if camera is not None:
+        raise EmotionlabError("--engine ray reads files, not a camera; use --engine local for --camera")
+    if annotate is not None:
+        raise EmotionlabError("--annotate draws in this process: use it with --engine local")
+    from emotionlab.inference.ray import import_ray
+
+    import_ray()  # "Ray is not installed: ..." now, not after the model has loaded

@@ -5,7 +5,9 @@ flushed) one by one as Ray hands them over, so a run that dies keeps them and --
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -15,24 +17,6 @@ from emotionlab.cli.predict_options import PredictOptions
 from emotionlab.errors import EmotionlabError
 
 log = logging.getLogger("emotionlab")
-ENGINES = ("local", "ray")
-
-
-def check_engine(engine: str, *, address: str | None, annotate: Path | None, camera: int | None) -> None:
-    """One line for options the chosen engine cannot take, before any model loads."""
-    if engine not in ENGINES:
-        raise EmotionlabError(f"unknown --engine {engine!r}: use local or ray")
-    if engine == "local":
-        if address:
-            raise EmotionlabError("--address joins a Ray cluster: use it with --engine ray")
-        return
-    if camera is not None:
-        raise EmotionlabError("--engine ray reads files, not a camera; use --engine local for --camera")
-    if annotate is not None:
-        raise EmotionlabError("--annotate draws in this process: use it with --engine local")
-    from emotionlab.inference.ray import import_ray
-
-    import_ray()  # "Ray is not installed: ..." now, not after the model has loaded
 
 
 def ray_results(
@@ -41,8 +25,6 @@ def ray_results(
     """``(None, record)`` for each image, in order (the plain job's ``(prepared image, record)`` pairs; Ray's
     prepared images stay in Ray). Joins ``options.address`` / ``$RAY_ADDRESS``, else starts a local Ray
     instance with ``options.workers`` CPUs (0: every CPU), which is stopped at the end."""
-    import json
-    import os
 
     from emotionlab.inference import progress_bar
     from emotionlab.inference.ray import connect, first_line, predict_dataset

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 from pathlib import Path
 
 from emotionlab.errors import EmotionlabError
@@ -16,8 +19,6 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
     """Inputs already in an output file: path -> last frame written (-1 for images, ``VIDEO_FAILED`` for a
     video that ended in an error record). Streams the file; a last line cut off by a crash is removed from
     it, so appending continues cleanly."""
-    import csv
-    import json
 
     from emotionlab.inference.inputs import is_video_name
 
@@ -105,7 +106,6 @@ class RecordWriter:
             raise EmotionlabError(f"unknown --format {output_format!r}: use table, jsonl or csv")
         if output is not None and output_format == "table":
             raise EmotionlabError("--output needs --format jsonl or csv")
-        import sys
 
         self.format, self.labels, self.live = output_format, list(labels), live
         self.count = 0
@@ -126,8 +126,6 @@ class RecordWriter:
             self.stream = stream or sys.stdout
             self._name = printable  # a terminal or pipe may refuse undecodable bytes
         if output_format == "csv":
-            import csv
-
             self._csv = csv.writer(self.stream)
             if fresh:
                 self._csv.writerow(self.csv_header())
@@ -147,7 +145,6 @@ class RecordWriter:
         ]
 
     def write(self, record: dict) -> None:
-        import json
 
         if self.format == "jsonl":
             self.stream.write(json.dumps(record) + "\n")

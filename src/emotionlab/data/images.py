@@ -8,9 +8,11 @@ installed; any other file is refused by its bytes with one line naming its real 
 
 from __future__ import annotations
 
+import errno
 import importlib
 import io
 import math
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -176,8 +178,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def read_file_bytes(path: Path, label: str | None = None) -> bytes:
     """The bytes of a regular file, or ``ImageReadError`` saying what the path is instead. Never opens a
     FIFO, socket or device (reading one can block for ever or never end)."""
-    import errno
-    import stat
 
     label = label or str(path)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -56,7 +57,6 @@ def list_inputs(items: Iterable[str | Path]) -> InputListing:
     within each argument, arguments in the order given. Entries with an image or video name that are not
     regular files (a broken link, a link loop, a FIFO) are listed too: each gets its error record. What a folder
     holds besides is accounted for: other names in ``not_images``, hidden and system files in ``junk``."""
-    import glob
 
     listing = InputListing()
     found: list[Path] = []

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
+import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -239,7 +242,6 @@ def _suggest(predictor: Predictor, lock: threading.Lock, path: Path, classes: li
 
 def _bind(host: str, port: int):
     """Bind and listen before printing the URL, so the printed port (even for --port 0) is the real one."""
-    import socket
 
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -276,7 +278,6 @@ def serve_labels(
 
     ``order`` and ``retrain_every`` put the model in the loop (``ordering.py``); ``review`` shows only the photos
     of a suspects CSV, most suspicious first, to confirm or relabel."""
-    import time
 
     import uvicorn
 
@@ -301,8 +302,6 @@ def serve_labels(
     predictor = None
     ordering = None
     if review is not None:
-        from dataclasses import replace
-
         from emotionlab.labeling.ordering import read_review
 
         ordering = read_review(review, images.relpaths)

@@ -17,9 +17,13 @@ Ties keep path order, so a ranking is the same on every machine.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -168,8 +172,6 @@ class Ordering:
         return self._entry(relpaths, probabilities, self.classes, round=round_number, trained_on=len(known))
 
     def _run(self, job: tuple) -> np.ndarray:
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
 
         from emotionlab.isolation import worker_context
 
@@ -256,8 +258,6 @@ def read_review(csv_path, relpaths: Sequence[str]) -> ReviewOrdering:
     """The suspects CSV (``path,given,...,p_<class>...``, most suspicious first) as a ranking to review.
 
     Paths are relative to the dataset folder the audit read, which must be the folder being labelled."""
-    import csv
-    from pathlib import Path
 
     csv_path = Path(csv_path)
     try:

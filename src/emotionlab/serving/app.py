@@ -16,6 +16,7 @@ model once at start-up through the same loader as ``emotionlab predict``, and bo
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -156,7 +157,6 @@ def service_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str] | None
     domain at 127.0.0.1 (DNS rebinding). Beyond it: also the address listened on, this machine's name and
     addresses, and ``extra`` (``--allowed-host``, e.g. the name clients use).
     """
-    import socket
 
     extra = [name.strip().lower() for name in extra if name.strip()]
     if "*" in extra:

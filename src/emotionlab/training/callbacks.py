@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -81,8 +82,6 @@ class EpochMetricsCSV(L.Callback):
             csv.DictWriter(handle, fieldnames=COLUMNS).writerow(row)
             handle.flush()
         if self.lines:
-            import sys
-
             parts = ", ".join(f"{key} {metrics[key]:.4f}" for key in METRIC_KEYS if key in metrics)
             line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {parts} ({seconds:.0f} s)"
             print(line, file=self.stream or sys.stderr, flush=True)
