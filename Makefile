@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint clean-venv web-vendor
+.PHONY: demo test test-fast lint format clean-venv web-vendor
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ test-fast: $(STAMP) web-vendor
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+format: $(STAMP)  # what lint checks, fixed in place: imports sorted, safe fixes applied, code formatted
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+	$(VENV)/bin/ruff format src tests benchmarks scripts
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,7 +41,7 @@ def generate(folder: Path, count: int, *, size=(4000, 3000), seed: int = 0) -> l
         return paths
     rng = np.random.default_rng(seed)
     faces = sorted(SEED.rglob("*.jpg")) + sorted(SEED.rglob("*.png")) if SEED.is_dir() else []
-    for index, path in enumerate(paths):
+    for _index, path in enumerate(paths):
         if path.is_file():
             continue
         # Texture: a coarse random field, upscaled and blurred, plus fine noise (JPEGs of real size and cost).

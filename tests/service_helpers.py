@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -41,10 +42,9 @@ class Server:
             headers = {"Content-Type": content_type, **(headers or {})}
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            try:
+            # The server may answer before reading the whole body (e.g. 413): read that answer.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 connection.request("POST", "/predict", body=body, headers=headers or {})
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server answered before reading the whole body (e.g. 413): read that answer
             response = connection.getresponse()
             raw = response.read()
             try:

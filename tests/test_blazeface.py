@@ -72,7 +72,7 @@ def test_blaze_boxes_map_back_to_the_original_pixels_of_non_square_images(crop, 
     )
     shifted = np.asarray(box.landmarks) + offset
     np.testing.assert_allclose(shifted, expected.landmarks, atol=1e-3)
-    assert 150 < box.w < 250 and 0 <= box.x and box.x + box.w <= narrow.width  # the face, in narrow's pixels
+    assert 150 < box.w < 250 and box.x >= 0 and box.x + box.w <= narrow.width  # the face, in narrow's pixels
 
 
 def test_blaze_finds_the_face_of_an_exif_rotated_photo_where_it_is_shown():

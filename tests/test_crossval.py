@@ -43,7 +43,7 @@ def test_folds_never_split_a_duplicate_group_and_never_see_the_test_split(groupe
     assert all(row["split"] != "test" for row in rows) and len(rows) == 50
     fold_of = assign_folds(rows, 5, seed=0)
     for group in {row["group"] for row in rows if row["group"]}:
-        assert len({k for row, k in zip(rows, fold_of) if row["group"] == group}) == 1
+        assert len({k for row, k in zip(rows, fold_of, strict=True) if row["group"] == group}) == 1
     for fold in range(5):
         split = fold_rows(rows, fold_of, fold, seed=0)
         held_out = [row for row in split if row["split"] == "test"]

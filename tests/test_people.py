@@ -156,7 +156,7 @@ def make_people_dataset(root: Path) -> None:
     put("train/sad/p3_7.png")
     for split, count in (("train", 12), ("validation", 3), ("test", 3)):
         for label in ("happy", "sad"):
-            for index in range(count):
+            for _ in range(count):
                 put(f"{split}/{label}/p{100 + seed}_{seed}.png")
     put("train/happy/noface_1.png")
     put("test/happy/noface_copy.png", (root / "train/happy/noface_1.png").read_bytes())

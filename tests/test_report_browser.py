@@ -131,7 +131,9 @@ def test_a_comparison_report_opens_with_every_run_and_its_figures(driver, evalua
     second = tmp_path / "again"
     shutil.copytree(evaluation, second)
     out = tmp_path / "compare.html"
-    result = runner.invoke(app, ["report", str(evaluation), str(second), "--output", str(out), "--no-gradcam"])
+    result = runner.invoke(
+        app, ["report", str(evaluation), str(second), "--output", str(out), "--no-gradcam"]
+    )
     assert result.exit_code == 0, result.output
     open_page(driver, out)
     check_loaded_without_errors(driver)  # the runs' figures load inside their closed <details> too

@@ -145,7 +145,9 @@ def find_suspects(
     probabilities = out_of_fold_probabilities(features, labels, groups, classes, folds=folds, seed=seed)
     ranked, quality = rank_suspects(probabilities, labels, classes)
     accuracy = float(
-        np.mean([classes[int(row.argmax())] == label for row, label in zip(probabilities, labels)])
+        np.mean(
+            [classes[int(row.argmax())] == label for row, label in zip(probabilities, labels, strict=False)]
+        )
     )
     report = SuspectReport(
         root=str(sample_set.root),
@@ -165,7 +167,9 @@ def find_suspects(
                 given=labels[index],
                 suggested=classes[int(probabilities[index].argmax())],
                 quality=round(float(quality[index]), 4),
-                probabilities={name: round(float(p), 4) for name, p in zip(classes, probabilities[index])},
+                probabilities={
+                    name: round(float(p), 4) for name, p in zip(classes, probabilities[index], strict=False)
+                },
             )
         )
     return report

@@ -12,9 +12,9 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 
-from emotionlab.version import __version__
 from emotionlab.data.importer.items import ImportOptions, Status, too_large
 from emotionlab.isolation import error_reason
+from emotionlab.version import __version__
 
 RETRY_HTTP_CODES = (408, 425, 429, 500, 502, 503, 504)
 # A host whose first URLs all failed to connect is not tried for the rest of the list.
