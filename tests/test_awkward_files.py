@@ -107,7 +107,9 @@ def _probability_rows(record: dict) -> list[dict]:
 def _without_probabilities(records: list[dict]) -> list[dict]:
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("probabilities", "confidence", "ratio")}
+            return {
+                k: strip(v) for k, v in value.items() if k not in ("probabilities", "confidence", "ratio")
+            }
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
