@@ -86,6 +86,16 @@ CASES: dict[str, list[tuple[list[str], bool]]] = {
             True,
         ),
     ],
+    "suspects": [
+        (
+            ["data", "suspects", "--data", "{ROOT}", "--out", "{OUT}/suspects"],
+            False,
+        ),  # may find too few per class
+        (
+            ["data", "suspects", "--data", "{ROOT}", "--out", "{ROOT}/suspects"],
+            False,
+        ),  # refused: inside the root
+    ],
     "import": [
         (["data", "import", "{ROOT}", "--out", "{OUT}/imported"], True),
         (["data", "import", "{ROOT}", "--out", "{OUT}/imported", "--against", "{ROOT}"], True),  # resumes
