@@ -115,3 +115,40 @@ def tree_state(root: Path) -> dict[str, tuple[str, int]]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+# Records of one image set from two paths (one process / workers / Ray): a face classified in a batch of other
+# images' faces or alone can differ in the last rounded digit of a probability, nothing else.
+def _probability_rows(record: dict) -> list[dict]:
+    return [record.get("probabilities") or {}] + [face["probabilities"] for face in record.get("faces") or ()]
+
+
+def without_probabilities(records: list[dict]) -> list[dict]:
+    def strip(value):
+        if isinstance(value, dict):
+            return {
+                k: strip(v) for k, v in value.items() if k not in ("probabilities", "confidence", "ratio")
+            }
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [strip(record) for record in records]
+
+
+def max_probability_difference(first: list[dict], second: list[dict]) -> float:
+    return max(
+        (
+            abs(a[label] - b[label])
+            for one, two in zip(first, second, strict=True)
+            for a, b in zip(_probability_rows(one), _probability_rows(two), strict=True)
+            for label in a
+        ),
+        default=0.0,
+    )
+
+
+def assert_same_records(got: list[dict], want: list[dict], *, tolerance: float = 1e-5) -> None:
+    """The same records (labels, boxes, paths, errors, order), probabilities within ``tolerance``."""
+    assert without_probabilities(got) == without_probabilities(want)
+    assert max_probability_difference(got, want) <= tolerance

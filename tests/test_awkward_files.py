@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from awkward_corpus import ANY, ERROR, OK, snapshot, write_corpus
-from helpers import save_tiny_model
+from helpers import assert_same_records, save_tiny_model
 
 from emotionlab.synthetic import make_face
 
@@ -94,39 +94,9 @@ def test_predict_gives_one_record_per_file_in_one_process_and_with_workers(corpu
         assert all("\n" not in r.get("error", "") for r in records[workers])  # one line each
     # workers change nothing: the same records, probabilities equal up to float noise (a face is classified in
     # a batch of other images' faces in one process, alone in a worker: the last rounded digit may differ)
-    assert _without_probabilities(records[2]) == _without_probabilities(records[0])
-    assert _max_probability_difference(records[2], records[0]) <= 1e-5
+    assert_same_records(records[2], records[0])
     assert snapshot(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no crash note left
-
-
-def _probability_rows(record: dict) -> list[dict]:
-    return [record.get("probabilities") or {}] + [face["probabilities"] for face in record.get("faces") or ()]
-
-
-def _without_probabilities(records: list[dict]) -> list[dict]:
-    def strip(value):
-        if isinstance(value, dict):
-            return {
-                k: strip(v) for k, v in value.items() if k not in ("probabilities", "confidence", "ratio")
-            }
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return [strip(record) for record in records]
-
-
-def _max_probability_difference(first: list[dict], second: list[dict]) -> float:
-    return max(
-        (
-            abs(a[label] - b[label])
-            for one, two in zip(first, second, strict=True)
-            for a, b in zip(_probability_rows(one), _probability_rows(two), strict=True)
-            for label in a
-        ),
-        default=0.0,
-    )
 
 
 def test_data_audit_lists_every_file_and_says_why_the_bad_ones_are_bad(corpus, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import BIG, SMALL, BoxDetector, run_cli, save_tiny_model, two_face_image
+from helpers import BIG, SMALL, BoxDetector, assert_same_records, run_cli, save_tiny_model, two_face_image
 
 from emotionlab.faces import FaceBox
 from emotionlab.inference import load_recognizer
@@ -224,14 +224,14 @@ def test_cli_ray_engine_writes_the_same_file_and_resume_skips_written_paths(
     common = ["predict", folder, "--model", whole_model, "--format", "jsonl", "--no-progress"]
     run_cli(*common, "--output", plain)
     run_cli(*common, "--output", ray_output, "--engine", "ray", "--workers", "2")
-    assert ray_output.read_text() == plain.read_text()
+    assert_same_records(_records(ray_output), _records(plain))
 
     # A run that stopped after three records, the last cut off mid-write: --resume keeps the first two
     # whole lines, drops the cut one, and appends every other path once.
     lines = plain.read_text().splitlines(keepends=True)
     ray_output.write_text("".join(lines[:2]) + lines[2][:25])
     run_cli(*common, "--output", ray_output, "--engine", "ray", "--resume")
-    assert ray_output.read_text() == plain.read_text()
+    assert_same_records(_records(ray_output), _records(plain))
     run_cli(*common, "--output", ray_output, "--engine", "ray", "--resume")  # nothing left to do
     assert [json.loads(line)["path"] for line in ray_output.read_text().splitlines()] == [
         str(p) for p in paths
@@ -284,3 +284,7 @@ def test_without_ray_the_engine_says_how_to_install_it_in_one_line(whole_model, 
     message = (result.stdout + result.stderr).strip()
     assert "Ray is not installed: pip install 'emotionlab[ray]'" in message
     assert len(message.splitlines()) == 1 and "Traceback" not in message
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
