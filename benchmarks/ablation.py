@@ -11,6 +11,7 @@ fer_cnn: the offline stand-in for the study's ImageNet VGG16). The printed comma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from emotionlab.experiments.ablation import (
     ROWS,
     AblationSettings,
+    keep_rows,
     render_markdown,
     run_ablation,
     write_report,
@@ -46,6 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbone-model", default="fer_cnn")
     parser.add_argument("--backbone-weights", default=None)
     parser.add_argument("--pretrained", action="store_true")
+    parser.add_argument("--transfer-size", type=int, default=None, help="default: the backbone's own")
+    parser.add_argument("--finetune-size", type=int, default=AblationSettings.finetune_size)
+    parser.add_argument(
+        "--keep-rows-from",
+        default=None,
+        help="an earlier <stem>.json on the same split and seeds: its rows that are not re-run are kept",
+    )
     parser.add_argument("--scratch-epochs", type=int, default=AblationSettings.scratch_epochs)
     parser.add_argument("--finetune-epochs", type=int, default=AblationSettings.finetune_epochs)
     parser.add_argument(
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         backbone_model=args.backbone_model,
         backbone_weights=args.backbone_weights,
         pretrained=args.pretrained,
+        transfer_size=args.transfer_size,
+        finetune_size=args.finetune_size,
         scratch_epochs=args.scratch_epochs,
         finetune_epochs=args.finetune_epochs,
         patience=args.patience,
@@ -76,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(command, flush=True)
     results = run_ablation(settings)
+    if args.keep_rows_from:
+        results = keep_rows(results, json.loads(Path(args.keep_rows_from).read_text()), args.keep_rows_from)
     json_path, md_path = write_report(results, args.results, stem=args.stem, command=command)
     print(render_markdown(results, command=command))
     print(f"wrote {json_path} and {md_path}")

