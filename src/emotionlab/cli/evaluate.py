@@ -9,8 +9,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
-from emotionlab.cli.options import Classes, DetectorOverride, DetectOverride, Five, answer_classes
-from emotionlab.cli.root import app, console
+from emotionlab.cli.root import Classes, DetectorOverride, DetectOverride, Five, answer_classes, app, console
 from emotionlab.errors import EmotionlabError, Interrupted
 
 

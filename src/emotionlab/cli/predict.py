@@ -3,83 +3,85 @@ and the command itself. The library part (classify images) is ``emotionlab.infer
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from emotionlab.cli.options import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes
-from emotionlab.cli.predict_options import PredictOptions, check_engine, refuse_inside
-from emotionlab.cli.predict_ray import ray_results
-from emotionlab.cli.records import VIDEO_FAILED, RecordWriter, output_format_for, read_done
-from emotionlab.cli.root import app
+from emotionlab.cli.predict_ray import RAY_OPTIONS, check_ray_options, ray_results
+from emotionlab.cli.records import VIDEO_FAILED, PreparingNote, RecordWriter, output_format_for, read_done
+from emotionlab.cli.root import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes, app
 from emotionlab.errors import EmotionlabError, Interrupted
+from emotionlab.fileio import is_inside
 from emotionlab.inference import PreparedImage, load_recognizer, progress_bar
 from emotionlab.inference.inputs import is_video_name, list_inputs
 from emotionlab.isolation import error_reason, printable
 
 log = logging.getLogger("emotionlab")
+ENGINES = ("local", "ray")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (1 <= i <= n) -> ``(i, n)``."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise EmotionlabError(f"--shard {text!r}: write it as i/n, e.g. 1/4") from None
-    if count < 1 or not 1 <= index <= count:
-        raise EmotionlabError(f"--shard {text!r}: need 1 <= i <= n")
-    return index, count
+@dataclass
+class PredictOptions:
+    """Everything `emotionlab predict` can be asked for (see the command's help for each option)."""
+
+    inputs: list[str] = field(default_factory=list)
+    model: Path | None = None
+    output_format: str = "table"
+    output: Path | None = None
+    resume: bool = False
+    shard: str | None = None
+    batch_size: int = 32
+    workers: int = 0
+    detect: bool | None = None
+    detector: str | None = None
+    max_faces: int | None = None
+    backend: str = "auto"
+    int8: bool = False
+    fps: float | None = None
+    out_dir: Path | None = None
+    annotate: Path | None = None
+    camera: int | None = None
+    max_frames: int | None = None
+    window: bool | None = None  # None: a window when OpenCV has a GUI and there is a display
+    progress: bool | None = None  # None: on (a bar on a terminal, lines in a log)
+    engine: str = "local"  # local: this process and --workers; ray: Ray Data (cli/predict_ray.py)
+    # --engine ray: the cluster to join (None: $RAY_ADDRESS, else a local instance)
+    address: str | None = None
+    actors: int = 1  # --engine ray: model copies classifying at once
+    # --five / --classes: answer among these of the model's classes (None: all of them)
+    classes: list[str] | None = None
+
+
+def refuse_inside(target: Path | None, inputs: list[str], what: str) -> None:
+    """Outputs never go inside an input folder: a dataset root stays untouched, and a rerun would read them."""
+    if target is None:
+        return
+    for item in inputs:
+        if Path(item).is_dir() and is_inside(target, item):
+            raise EmotionlabError(
+                f"{target}: {what} must not be inside the input folder {item}; choose another"
+            )
 
 
 def select_shard(files: Sequence, shard: str | None) -> list:
-    """Shard ``i/n`` of the list: every n-th file starting at the i-th. The same command on n machines (same
-    inputs, so the same sorted list) splits the files into n disjoint parts that together cover all of them."""
+    """Shard ``i/n`` (1 <= i <= n) of the list: every n-th file starting at the i-th. The same command on n
+    machines (same inputs, so the same sorted list) splits the files into n disjoint parts covering them all."""
     if not shard:
         return list(files)
-    index, count = parse_shard(shard)
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise EmotionlabError(f"--shard {shard!r}: write it as i/n, e.g. 1/4") from None
+    if count < 1 or not 1 <= index <= count:
+        raise EmotionlabError(f"--shard {shard!r}: need 1 <= i <= n")
     return list(files[index - 1 :: count])
-
-
-class PreparingNote:
-    """A small hidden file beside ``--output`` naming the image this process is preparing (single-process
-    runs). It survives only a run that died (it is removed otherwise), so ``--resume`` knows which image to
-    run in isolation instead of crashing on it again; a run killed for another reason (kill -9) loses
-    nothing, since that image then simply succeeds."""
-
-    def __init__(self, output: Path):
-        self.path = output.with_name(f".{output.name}.preparing")
-        self._handle = None
-
-    def mark(self, source) -> None:
-
-        if self._handle is None:
-            self._handle = self.path.open("w", encoding="utf-8")
-        # Three system calls per image (microseconds); no fsync: the note must outlive the process, not the OS.
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(json.dumps(str(source)) + "\n")
-        self._handle.flush()
-
-    def read(self) -> str | None:
-
-        try:
-            value = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return value if isinstance(value, str) else None
-
-    def clear(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        self.path.unlink(missing_ok=True)
 
 
 def run_predict(options: PredictOptions, *, stream=None) -> int:
@@ -97,7 +99,12 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         refuse_inside(target, options.inputs, what)
     if options.batch_size < 1:
         raise EmotionlabError("--batch-size must be at least 1")
-    check_engine(options.engine, address=options.address, annotate=options.annotate, camera=options.camera)
+    if options.engine not in ENGINES:  # each engine's options are checked before any model loads
+        raise EmotionlabError(f"unknown --engine {options.engine!r}: use local or ray")
+    if options.engine == "ray":
+        check_ray_options(annotate=options.annotate, camera=options.camera)
+    elif options.address:
+        raise EmotionlabError("--address joins a Ray cluster: use it with --engine ray")
     recognizer = load_recognizer(
         options.model,
         detect=options.detect,
@@ -120,12 +127,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
                 "no window possible here (opencv-python-headless or no display); use --no-window"
             )
         writer = RecordWriter(
-            options.output_format,
-            recognizer.labels,
-            output=options.output,
-            append=False,
-            live=True,
-            stream=stream,
+            options.output_format, recognizer.labels, output=options.output, live=True, stream=stream
         )
         frames = video_module.camera_frames(options.camera, fps=options.fps, max_frames=options.max_frames)
         try:
@@ -185,7 +187,8 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         if suspects:
             write_results(recognizer.iter_predictions(suspects, workers=1, **common))
         if options.engine == "ray":
-            write_results(ray_results(images, options, progress=progress and bool(images)))
+            ray_options = {name: getattr(options, name) for name in RAY_OPTIONS}
+            write_results(ray_results(images, progress=progress and bool(images), **ray_options))
         else:
             write_results(
                 recognizer.iter_predictions(
@@ -201,11 +204,7 @@ def run_predict(options: PredictOptions, *, stream=None) -> int:
         for path in videos:
             _predict_one_video(recognizer, path, options, done, writer, progress)
     except KeyboardInterrupt:
-        where = (
-            f"{writer.count} record(s) written to {options.output}"
-            if options.output
-            else f"{writer.count} record(s) written"
-        )
+        where = f"{writer.count} record(s) written" + (f" to {options.output}" if options.output else "")
         how = "; the same command with --resume goes on from there" if options.output else ""
         raise Interrupted(where + how) from None
     finally:

@@ -13,18 +13,49 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from emotionlab.cli.predict_options import PredictOptions
 from emotionlab.errors import EmotionlabError
 
 log = logging.getLogger("emotionlab")
+# The predict options ``ray_results`` takes (the fields of ``cli.predict.PredictOptions`` of the same names).
+RAY_OPTIONS = (
+    "address",
+    "workers",
+    "actors",
+    "model",
+    "backend",
+    "int8",
+    "detect",
+    "detector",
+    "max_faces",
+    "batch_size",
+    "classes",
+)
+
+
+def check_ray_options(*, annotate: Path | None, camera: int | None) -> None:
+    """One line for options the Ray engine cannot take, and for a missing Ray, before any model loads."""
+    if camera is not None:
+        raise EmotionlabError("--engine ray reads files, not a camera; use --engine local for --camera")
+    if annotate is not None:
+        raise EmotionlabError("--annotate draws in this process: use it with --engine local")
+    from emotionlab.inference.ray import import_ray
+
+    import_ray()  # "Ray is not installed: ..." now, not after the model has loaded
 
 
 def ray_results(
-    images: Sequence[Path], options: PredictOptions, *, progress: bool
+    images: Sequence[Path],
+    *,
+    address: str | None,
+    workers: int,
+    actors: int,
+    progress: bool,
+    **load,
 ) -> Iterator[tuple[None, dict]]:
     """``(None, record)`` for each image, in order (the plain job's ``(prepared image, record)`` pairs; Ray's
-    prepared images stay in Ray). Joins ``options.address`` / ``$RAY_ADDRESS``, else starts a local Ray
-    instance with ``options.workers`` CPUs (0: every CPU), which is stopped at the end."""
+    prepared images stay in Ray). Joins ``address`` / ``$RAY_ADDRESS``, else starts a local Ray instance with
+    ``workers`` CPUs (0: every CPU), which is stopped at the end. ``load``: the model and face options of
+    ``predict_dataset`` (model, backend, int8, detect, detector, max_faces, batch_size, classes)."""
 
     from emotionlab.inference import progress_bar
     from emotionlab.inference.ray import connect, first_line, predict_dataset
@@ -32,8 +63,7 @@ def ray_results(
 
     if not images:
         return
-    address = options.address or os.environ.get("RAY_ADDRESS") or None
-    workers, actors = options.workers, options.actors
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if actors < 1:
         raise EmotionlabError("--actors must be at least 1")
     if address is None and workers and workers < actors + 1:
@@ -52,18 +82,7 @@ def ray_results(
     cpus = int(ray.cluster_resources().get("CPU", 0))
     print(f"ray: {where} in {time.perf_counter() - start:.1f} s ({cpus} CPUs)", file=sys.stderr, flush=True)
     try:
-        dataset = predict_dataset(
-            images,
-            model=options.model,
-            backend=options.backend,
-            int8=options.int8,
-            detect=options.detect,
-            detector=options.detector,
-            max_faces=options.max_faces,
-            batch_size=options.batch_size,
-            actors=actors,
-            classes=options.classes,
-        )
+        dataset = predict_dataset(images, actors=actors, **load)
         rows = dataset.iter_rows()
         for row in progress_bar(rows, total=len(images), description="predicting (ray)", enabled=progress):
             record = json.loads(row["record"])

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from emotionlab.cli.options import Backend, Classes, DetectorOverride, Five, answer_classes
-from emotionlab.cli.root import app
+from emotionlab.cli.root import Backend, Classes, DetectorOverride, Five, answer_classes, app
 from emotionlab.errors import EmotionlabError
 from emotionlab.labels import EMOTIONS
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from emotionlab.cli.root import app
+from emotionlab.cli.root import app, split_names
 from emotionlab.errors import EmotionlabError
 
 # Each command parses options into the project's dataclasses and calls one library function.
@@ -97,7 +97,7 @@ def train_run_config(
             mix=MixOptions(
                 ferplus=str(mix_ferplus) if mix_ferplus else None,
                 ratio=mix_ratio,
-                add_classes=tuple(_split_classes(add_class)),
+                add_classes=tuple(split_names(add_class)),
                 balanced=mix_balanced,
             ),
             accelerator=accelerator,
@@ -270,7 +270,3 @@ def train(
         print(
             f"best validation loss: {best} after {result.epochs_run} epoch(s); run folder: {result.run_dir}"
         )
-
-
-def _split_classes(values: list[str] | None) -> list[str]:
-    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
