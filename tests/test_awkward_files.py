@@ -171,7 +171,7 @@ def test_face_preparation_for_training_keeps_good_images_and_skips_bad_ones(data
 
     root, kinds = dataset
     sample_set = load_samples(root)  # decodes every file: the unreadable ones are skipped here
-    prepared = prepare_face_samples(sample_set, FACES, workers=2)
+    prepared = prepare_face_samples(sample_set, FACES, image_size=48, workers=2)
     kept = {sample.path.name for sample in prepared.samples if sample.path.parent == root / "train" / "happy"}
     kept -= {f"plain_happy_{index}.png" for index in range(3)}
     check_outcomes({name: name not in kept for name in listed(kinds)}, kinds)
@@ -212,7 +212,9 @@ def test_train_with_faces_on_the_awkward_dataset_finishes(dataset, tmp_path):
     from emotionlab.data.dataset import load_samples, prepare_face_samples
 
     root, _ = dataset
-    train = prepare_face_samples(load_samples(root), {**FACES, "detector": "hog"}).split("train")
+    train = prepare_face_samples(load_samples(root), {**FACES, "detector": "hog"}, image_size=48).split(
+        "train"
+    )
     # A last batch of one image stops BatchNorm (a training matter, not an awkward file): avoid it here.
     batch_size = next(size for size in range(8, 16) if len(train) % size != 1)
     result = run("train", "--data", root, "--detect", "--detector", "hog", "--epochs", "1", "--image-size", "48",

@@ -267,15 +267,18 @@ def test_cache_hit_gives_the_same_crop_without_detecting_again(fake_detector, tm
     second_crop, second_box = FaceCropper(FaceCropConfig(detector="hog"), cache)(path)
     assert fake_detector.calls == 1
     assert second_box == first_box and np.array_equal(np.asarray(first_crop), np.asarray(second_crop))
-    # Same bytes under another name hit too; a new margin reuses the cached box.
+    # Same bytes under another name hit too.
     copy = tmp_path / "copy.png"
     copy.write_bytes(path.read_bytes())
+    assert (
+        FaceCropper(FaceCropConfig(detector="hog"), cache)(copy)[1] == first_box and fake_detector.calls == 1
+    )
+    # Another margin or detector is another cache entry (prepared again); a PNG crop and a JSON box per entry.
     wider, _ = FaceCropper(FaceCropConfig(detector="hog", margin=0.25), cache)(copy)
-    assert fake_detector.calls == 1 and wider.size == (60, 60)
-    # Another detector is another cache entry; the cache holds a PNG crop and a JSON box per file.
+    assert fake_detector.calls == 2 and wider.size == (60, 60)
     FaceCropper(FaceCropConfig(detector="haar"), cache)(path)
-    assert fake_detector.calls == 2
-    assert sorted(p.suffix for p in cache.rglob("*.*")) == [".json", ".json", ".png", ".png", ".png"]
+    assert fake_detector.calls == 3
+    assert sorted(p.suffix for p in cache.rglob("*.*")) == [".json"] * 3 + [".png"] * 3
 
 
 def test_sample_face_box_is_used_without_detection(monkeypatch, tmp_path):
@@ -285,20 +288,21 @@ def test_sample_face_box_is_used_without_detection(monkeypatch, tmp_path):
     monkeypatch.setattr(faces.detectors, "create_detector", no_detection)
     path = tmp_path / "image.png"
     coordinate_image().save(path)
-    crop = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache").crop_file(
+    crop, box = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache")(
         path, parse_box("50 30 40 20")
     )
+    assert (box.x, box.y, box.w, box.h) == (50, 30, 40, 20)
     assert crop.size == (48, 48) and tuple(np.asarray(crop)[0, 0]) == (46, 16, 7)
 
 
-def test_crop_file_detects_when_there_is_no_box_and_pickles_for_workers(fake_detector, tmp_path):
+def test_cropper_detects_when_there_is_no_box_and_pickles_for_workers(fake_detector, tmp_path):
     path = tmp_path / "image.png"
     coordinate_image().save(path)
     cropper = FaceCropper(FaceCropConfig(detector="hog"), tmp_path / "cache")
-    crop = cropper.crop_file(path)
+    crop = cropper(path)[0]
     assert crop.size == (48, 48) and fake_detector.calls == 1
     clone = pickle.loads(pickle.dumps(cropper))
-    assert np.array_equal(np.asarray(clone.crop_file(path)), np.asarray(crop))
+    assert np.array_equal(np.asarray(clone(path)[0]), np.asarray(crop))
     assert fake_detector.calls == 1
 
 
@@ -407,7 +411,7 @@ def test_real_seed_faces_are_found_and_cropped():
 
     paths = sorted((SEED / "test" / "happy").iterdir())[:6]
     cropper = FaceCropper(FaceCropConfig(detector="hog"), cache_dir=None)
-    boxes = [cropper.detect(read_image(path)) for path in paths]
+    boxes = [cropper(read_image(path))[1] for path in paths]
     assert sum(box is not None for box in boxes) >= 4
     for path, box in zip(paths, boxes, strict=True):
         if box is not None:

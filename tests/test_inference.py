@@ -241,9 +241,8 @@ def test_workers_exit_when_the_main_process_is_killed(face_model, tmp_path):
 def test_package_exports_and_evaluation_hooks(face_model):
     recognizer = emotionlab.load_model(face_model)
     assert isinstance(recognizer, emotionlab.Recognizer)
-    # Evaluation crops the largest face exactly as training did, through the same cropper.
-    assert isinstance(recognizer.cropper, FaceCropper)
-    assert recognizer.cropper.config.detector == "haar" and recognizer.cropper.config.margin == 0.1
+    # Faces found and cropped with the model file's settings (training's).
+    assert recognizer.crop_config.detector == "haar" and recognizer.crop_config.margin == 0.1
     assert load_recognizer(face_model, detector="hog").crop_config.detector == "hog"
     with pytest.raises(EmotionlabError, match="unknown face detector"):
         load_recognizer(face_model, detector="nope")
@@ -570,6 +569,12 @@ def test_evaluation_and_predict_classify_pixel_identical_crops(face_model, tmp_p
         item = recognizer.preparer()(path)  # what `predict` classifies, largest face first
         evaluated = _evaluation_input(recognizer, path)
         assert np.array_equal(evaluated, item.inputs[0]), path.name  # bit for bit
-        assert recognizer.cropper.detect_file(path) == box and item.no_face == (box is None)
+        # training's cropper (its cache) finds the same face and makes the same crop
+        cropper = FaceCropper(
+            recognizer.crop_config, tmp_path / "cache", input_size=recognizer.classifier.input_size
+        )
+        crop, found = cropper(path)
+        assert found == box and item.no_face == (box is None)
+        assert np.array_equal(recognizer.classifier.transform(crop), item.inputs[0]), path.name
         if box is not None:
             assert item.boxes[0] == box and len(item.boxes) == 2  # predict keeps the other face too

@@ -6,6 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,9 +17,10 @@ from emotionlab.data.images import DEFAULT_MAX_PIXELS, ImageReadError, is_image_
 from emotionlab.data.manifest import check_classes, read_manifest
 from emotionlab.data.samples import Sample, SampleSet
 from emotionlab.errors import EmotionlabError
-from emotionlab.isolation import error_reason
+from emotionlab.isolation import error_reason, isolated_map
 from emotionlab.labels import SPLIT_NAMES, order_labels
 from emotionlab.paths import resolve_data_root
+from emotionlab.progress import progress
 
 log = logging.getLogger("emotionlab")
 
@@ -84,76 +86,54 @@ def load_samples(data: str | Path | None = None, manifest: str | Path | None = N
     return scan_image_folder(root, **kwargs)
 
 
-class _SampleCheck:
-    """``check(sample) -> None`` when its image (and its face crop, for ``faces`` settings) can be made, else
-    the reason. Runs in worker processes; making a crop fills the crop cache on the way."""
-
-    def __init__(self, faces: dict | None, cache_dir: str | Path | None):
-        self.faces, self.cache_dir = faces, cache_dir
-        self._cropper = None
-
-    def __call__(self, sample: Sample) -> str | None:
-        try:
-            if not self.faces:
-                read_image(sample.path)
-                return None
-            if self._cropper is None:
-                from emotionlab.faces import FaceCropConfig, FaceCropper
-
-                self._cropper = FaceCropper(FaceCropConfig.from_dict(self.faces), self.cache_dir)
-            self._cropper.crop_file(sample.path, sample.face_box)
-            return None
-        except ImageReadError as error:
-            return error.reason
-        except Exception as error:  # noqa: BLE001 - one sample's failure is its reason, the run goes on
-            return error_reason(error)
+def _check_sample(cropper, sample: Sample) -> str | None:
+    """None when the sample's face crop can be made (it is then in the crop cache), else the reason."""
+    try:
+        cropper(sample.path, sample.face_box)
+        return None
+    except ImageReadError as error:
+        return error.reason
+    except Exception as error:  # noqa: BLE001 - one sample's failure is its reason, the run goes on
+        return error_reason(error)
 
 
-def usable_samples(
-    samples: list[Sample],
+def prepare_face_samples(
+    sample_set: SampleSet,
     faces: dict | None,
     *,
+    image_size: int,
     workers: int = 1,
-    cache_dir: str | Path | None = None,
     show_progress: bool = False,
-) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """(the samples whose image, and face crop when ``faces`` is set, can be made; the others with a reason).
+) -> SampleSet:
+    """``sample_set`` without the samples whose face crop cannot be made (they join ``skipped`` with the
+    reason); unchanged when ``faces`` is None (whole images were checked by the scan).
 
-    Every sample is tried once, before training or evaluation starts, in worker processes: an image that
-    raises, or kills its worker in native code (a detector), is left out with its reason instead of stopping
-    the run part way. The face-crop cache is filled on the way, so the training or evaluation loader then
-    crops every kept sample from the cache without detecting again.
+    Every sample is tried once, before training starts, in worker processes: an image that raises, or kills
+    its worker in native code (a detector), is left out with its reason instead of stopping the run part way.
+    The face-crop cache is filled on the way (the crops ``predict`` makes for a network of ``image_size``),
+    so the training loader then takes every kept sample's crop from the cache without decoding or detecting.
     """
-    from emotionlab.isolation import isolated_map
-    from emotionlab.progress import progress
+    if not faces:
+        return sample_set
+    from emotionlab.faces import FaceCropConfig, FaceCropper
 
+    cropper = FaceCropper(FaceCropConfig.from_dict(faces), input_size=image_size)
     reasons = isolated_map(
-        _SampleCheck(faces, cache_dir),
-        samples,
+        partial(_check_sample, cropper),
+        sample_set.samples,
         workers=max(1, workers),
         on_error=lambda _sample, reason: reason,
         preload=["emotionlab.faces"],
     )
-    what = "finding and cropping faces" if faces else "reading images"
-    reasons = progress(reasons, total=len(samples), description=what, enabled=show_progress)
-    kept, skipped = [], []
-    for sample, reason in zip(samples, reasons, strict=True):
+    total = len(sample_set.samples)
+    reasons = progress(reasons, total=total, description="finding and cropping faces", enabled=show_progress)
+    kept, skipped = [], list(sample_set.skipped)
+    for sample, reason in zip(sample_set.samples, reasons, strict=True):
         if reason is None:
             kept.append(sample)
         else:
             skipped.append((str(sample.path), reason))
-    return kept, skipped
-
-
-def prepare_face_samples(
-    sample_set: SampleSet, faces: dict | None, *, workers: int = 1, show_progress: bool = False
-) -> SampleSet:
-    """``sample_set`` without the samples whose face crop cannot be made (they join ``skipped``), and every
-    kept sample's crop in the cache; unchanged when ``faces`` is None (whole images were checked by the scan)."""
-    if not faces:
-        return sample_set
-    kept, skipped = usable_samples(sample_set.samples, faces, workers=workers, show_progress=show_progress)
-    return replace(sample_set, samples=kept, skipped=[*sample_set.skipped, *skipped])
+    return replace(sample_set, samples=kept, skipped=skipped)
 
 
 class EpochSampler(Sampler):

@@ -1,4 +1,4 @@
-"""`emotionlab data faces`: detect a face on every image of a dataset, fill the crop cache, and write the
+"""`emotionlab data faces`: detect a face on every image of a dataset (boxes cached by content) and write the
 manifest with ``face_box`` (``x y w h``). Detection runs in worker processes, so one crash costs one image.
 
 A dataset job (it reads and writes manifests) that uses the face detectors: the one module of ``data`` that
@@ -51,8 +51,8 @@ def prepare_face_manifest(
     workers: int = 1,
     show_progress: bool = True,
 ) -> FaceReport:
-    """Detect a face on every image, fill the crop cache, and write ``out``: the input manifest (or the
-    folder tree's path,label,split) plus ``face_box`` (``x y w h``, empty when no face) and ``face_detector``.
+    """Detect a face on every image (boxes cached) and write ``out``: the input manifest (or the folder tree's
+    path,label,split) plus ``face_box`` (``x y w h``, empty when no face) and ``face_detector``.
 
     Nothing is written under ``root``.
     """

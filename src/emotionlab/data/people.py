@@ -33,7 +33,7 @@ import numpy as np
 from emotionlab.data.duplicates import union_ids
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.faces import (
-    DETECTION_VERSION,
+    PREPARATION_VERSION,
     PREPARE_DETECTOR,
     FaceCropConfig,
     FaceCropper,
@@ -116,7 +116,7 @@ class FaceEmbedder:
             json.dumps(
                 {
                     "detector": self.cropper.config.detector,
-                    "detection": DETECTION_VERSION,
+                    "detection": PREPARATION_VERSION,
                     "model": [model.name, model.stat().st_size],
                     "version": EMBEDDING_VERSION,
                 },

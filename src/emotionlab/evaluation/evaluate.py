@@ -166,7 +166,7 @@ def evaluate_samples(
     probabilities = classifier.predict_proba(images, batch_size=batch_size)
     truth = np.array([classifier.labels.index(s.label) for s in samples])
     metrics = compute_metrics(truth, probabilities, classifier.labels, data_labels=data_labels)
-    if recognizer.cropper is not None:
+    if recognizer.detect:
         flags = np.array(no_face)
         correct = probabilities.argmax(1) == truth
         metrics["no_face"] = {

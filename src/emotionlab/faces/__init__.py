@@ -26,7 +26,8 @@ behind ``PREPARE_DETECTOR`` and ``PREDICT_DETECTOR`` are in ``benchmarks/results
 
 Modules: ``boxes`` (``FaceBox``, the detector protocol, size guards), one per detector family (``blaze``,
 ``dlib``, ``opencv``), ``detectors`` (by name, chains, defaults, ``find_faces``), ``crop`` (crops, alignment,
-``FaceCropConfig``) and ``cropper`` (the cached largest-face cropper). `emotionlab data faces`, a dataset job, is
+``FaceCropConfig``), ``preparation`` (``FacePreparer``: the one preparation of a photo, decode -> faces -> crops)
+and ``cropper`` (training's crops, made by it and cached). `emotionlab data faces`, a dataset job, is
 ``emotionlab.data.face_boxes``.
 """
 
@@ -52,15 +53,9 @@ from emotionlab.faces.crop import (
     crop_face,
     crop_faces,
     eye_angle,
-    largest_face,
     transform_points,
 )
-from emotionlab.faces.cropper import (
-    CROP_VERSION,
-    DETECTION_VERSION,
-    FaceCropper,
-    default_cache_dir,
-)
+from emotionlab.faces.cropper import PREPARATION_VERSION, FaceCropper, default_cache_dir
 from emotionlab.faces.detectors import (
     BASE_DETECTORS,
     CASCADE,
@@ -93,8 +88,6 @@ from emotionlab.faces.opencv import (
 __all__ = [
     "BASE_DETECTORS",
     "CASCADE",
-    "CROP_VERSION",
-    "DETECTION_VERSION",
     "DETECTORS",
     "DOWNLOAD_YUNET_HINT",
     "KEYPOINTS",
@@ -102,6 +95,7 @@ __all__ = [
     "MIN_DETECT_SIDE",
     "MIN_IMAGE_SIDE",
     "PREDICT_DETECTOR",
+    "PREPARATION_VERSION",
     "PREPARE_DETECTOR",
     "YUNET_FILE_NAME",
     "YUNET_OUTPUTS",
@@ -134,6 +128,5 @@ __all__ = [
     "eye_angle",
     "face_landmarks",
     "find_faces",
-    "largest_face",
     "transform_points",
 ]

@@ -207,7 +207,7 @@ class BlazeDetector:
     thread-safe: no lock.
     """
 
-    thread_safe = True  # several threads may call detect() at once (emotionlab.inference.preparation)
+    thread_safe = True  # several threads may call detect() at once (emotionlab.faces.preparation)
 
     def __init__(self, model: str = "short", *, threads: int = 1):
         self.name = "blaze" if model == "short" else f"blaze-{model}"

@@ -1,6 +1,6 @@
 """Square face crops: margin, optional eye alignment, edge pixels repeated where the square leaves the image;
 ``FaceCropConfig``, the crop settings a model file stores so prediction crops exactly as training did; and the
-one crop path every stage uses (``largest_face``, ``crop_faces``)."""
+one crop path every stage uses (``crop_faces``, through ``faces/preparation.py``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.extras import require
-from emotionlab.faces.boxes import FaceBox, FaceDetector, Point, as_rgb_array
-from emotionlab.faces.detectors import PREPARE_DETECTOR, check_detector_name, find_faces
+from emotionlab.faces.boxes import FaceBox, Point, as_rgb_array
+from emotionlab.faces.detectors import PREPARE_DETECTOR, check_detector_name
 from emotionlab.faces.dlib import face_landmarks
 
 
@@ -146,11 +146,9 @@ class FaceCropConfig:
 
 
 # ---- the one crop path: detector result + the model's crop settings -> crops ------------------------------
-# Prediction, serving, evaluation, the report and explanations prepare photos with ``FacePreparer`` (reduced
-# JPEG decode, every face; evaluation scores the largest face's crop, the record's own), and training's cached
-# crops (``FaceCropper``: the largest face, full decode) go through ``find_faces``, ``can_crop`` and
-# ``crop_box`` too (tests/test_preparation.py: evaluate and predict give identical crops on large and small
-# photos).
+# Prediction, serving, evaluation, the report, explanations and training's cached crops (``FaceCropper``) all
+# prepare photos with ``FacePreparer`` (faces/preparation.py), which crops here (tests/test_preparation.py:
+# training, evaluate and predict give identical crops on large and small photos).
 
 
 def can_crop(box: FaceBox, width: int, height: int) -> bool:
@@ -178,13 +176,3 @@ def crop_faces(
     array = as_rgb_array(image)
     height, width = array.shape[:2]
     return [crop_box(array, box, config) if can_crop(box, width, height) else None for box in boxes]
-
-
-def largest_face(
-    image: Image.Image | np.ndarray, config: FaceCropConfig, *, detector: FaceDetector | None = None
-) -> FaceBox | None:
-    """The largest face that can be cropped (``find_faces``, then ``can_crop``), or None: no face."""
-    array = as_rgb_array(image)
-    height, width = array.shape[:2]
-    boxes = find_faces(array, config, detector=detector)
-    return next((box for box in boxes if can_crop(box, width, height)), None)

@@ -1,5 +1,6 @@
-"""``FaceCropper``: the largest face of an image, cropped with the configured settings, cached on disk by the
-file's SHA-256 and the settings (boxes and crops), so training and evaluation detect each file once."""
+"""``FaceCropper``: training's face crops, made by the one preparation (``FacePreparer``: the decode, detector
+and crop ``predict`` uses for a model of the same input size) and cached on disk by the file's SHA-256 and
+everything that shapes the crop, so each file is prepared once across epochs and runs."""
 
 from __future__ import annotations
 
@@ -12,20 +13,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emotionlab.data.images import open_image, read_file_bytes, read_image
-from emotionlab.errors import EmotionlabError
-from emotionlab.faces.boxes import FaceBox, as_rgb_array
-from emotionlab.faces.crop import FaceCropConfig, crop_box, largest_face
+from emotionlab.data.images import ImageReadError, open_image, read_file_bytes, read_image
+from emotionlab.faces.boxes import FaceBox
+from emotionlab.faces.crop import FaceCropConfig
+from emotionlab.faces.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer
 from emotionlab.fileio import write_atomic
 from emotionlab.paths import cache_dir
 
 log = logging.getLogger("emotionlab")
 
-
-# Bump when detection or cropping changes in a way that makes cached boxes or crops stale.
+# Part of every cache key: bump when decoding, detection or cropping changes, so older crops are not reused.
 # 2: hog and mmod at a 320 px shorter side (was 256). 3: no detection on images under MIN_IMAGE_SIDE (was 8).
-DETECTION_VERSION = 4  # 4: blaze adds a full-range pass on wide scenes
-CROP_VERSION = 1
+# 4: blaze adds a full-range pass on wide scenes. 5: crops made by FacePreparer (predict's reduced JPEG decode).
+PREPARATION_VERSION = 5
 
 
 def default_cache_dir() -> Path:
@@ -38,109 +38,85 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _short_hash(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 class FaceCropper:
-    """``cropper(path_or_image) -> (crop, box or None)``; the whole image when no face is found.
+    """``cropper(path_or_image, box=None) -> (crop, box or None)``: the crop ``predict`` makes of the largest
+    face (of ``box``, ``x, y, w, h`` in the file's pixels, e.g. a manifest's ``face_box``, when given: no
+    detection), or the whole image, as predict decodes it, when no face is found.
 
-    Crops of files are cached under ``cache_dir`` by the SHA-256 of the file's bytes and the crop settings:
-    ``<sha>.<detection-key>.json`` holds the box (so a hit needs no detection and a new margin reuses it) and
-    ``<sha>.<detection-key>.<crop-key>.png`` the crop. Detectors are created lazily, so the object pickles
-    into DataLoader workers cheaply.
+    ``input_size``: the network's input side, which sets predict's decode (``Recognizer.preparer``); None
+    decodes in full (``data faces`` and ``data people``, which only need boxes). Crops of files are cached
+    under ``cache_dir``: ``<sha>.<key>.json`` holds the box and ``<sha>.<key>.png`` the crop, the key hashing
+    the crop settings, detector model, decode sizes, ``box`` and ``PREPARATION_VERSION``. Detectors are made
+    lazily, so the object pickles into DataLoader workers cheaply.
     """
 
-    def __init__(self, config: FaceCropConfig | None = None, cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        config: FaceCropConfig | None = None,
+        cache_dir: str | Path | None = None,
+        *,
+        input_size: int | None = None,
+    ):
         self.config = config or FaceCropConfig()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.preparer = FacePreparer(
+            None,
+            self.config,
+            keep_crops=True,
+            decode_side=DETECT_DECODE_SIDE if input_size else None,
+            min_crop_side=CROP_OVERSAMPLE * input_size if input_size else 0,
+        )
         self._cache_warned = False
 
     def __repr__(self) -> str:
         return f"FaceCropper({self.config!r}, cache_dir={str(self.cache_dir)!r})"
 
-    # Keys ----------------------------------------------------------------------------------------------
-    def _detection_key(self) -> str:
-        model = None
-        if self.config.detector_model is not None:
-            path = Path(self.config.detector_model)
-            stat = path.stat() if path.is_file() else None
-            model = _file_digest(str(path), stat.st_size, stat.st_mtime_ns) if stat else str(path)
-        return _short_hash({"detector": self.config.detector, "model": model, "version": DETECTION_VERSION})
-
-    def _crop_key(self) -> str:
-        return _short_hash(
-            {"margin": self.config.margin, "align": self.config.align, "version": CROP_VERSION}
-        )
-
-    def cache_paths(self, digest: str) -> tuple[Path, Path]:
-        """(box JSON, crop PNG) for the file whose SHA-256 is ``digest``."""
-        folder = self.cache_dir / digest[:2]
-        stem = f"{digest}.{self._detection_key()}"
-        return folder / f"{stem}.json", folder / f"{stem}.{self._crop_key()}.png"
-
-    # Detection -------------------------------------------------------------------------------------------
-    def detect(self, image: Image.Image | np.ndarray) -> FaceBox | None:
-        """The largest face the configured detector finds that can be cropped, or None."""
-        return largest_face(image, self.config)
-
-    def crop(self, image: Image.Image | np.ndarray, box: FaceBox | None) -> Image.Image:
-        """Crop ``box`` with the configured margin and alignment; the whole image (RGB) when ``box`` is None."""
-        if box is None:
-            return (
-                image.convert("RGB")
-                if isinstance(image, Image.Image)
-                else Image.fromarray(as_rgb_array(image))
-            )
-        return crop_box(image, box, self.config)
-
-    def __call__(self, source: str | Path | Image.Image | np.ndarray) -> tuple[Image.Image, FaceBox | None]:
-        if isinstance(source, Image.Image | np.ndarray):
-            box = self.detect(source)
-            return self.crop(source, box), box
-        return self._crop_file(Path(source))
-
-    def _crop_file(self, path: Path) -> tuple[Image.Image, FaceBox | None]:
-        data = read_file_bytes(path)  # never opens a FIFO (reading one blocks for ever)
-        box_file, crop_file = self.cache_paths(hashlib.sha256(data).hexdigest())
-        cached = self._read_box(box_file)
-        if cached is not None:
-            box = cached[0]
-            if box is None:
-                return read_image(data, name=str(path)), None
-            try:
-                with open_image(crop_file) as crop:
-                    return crop.convert("RGB"), box
-            except (OSError, ValueError):
-                pass  # box cached, crop not (yet, or for other settings): crop below without detecting
-            image = read_image(data, name=str(path))
-        else:
-            image = read_image(data, name=str(path))
-            box = self.detect(image)
-            self._write(
-                box_file, lambda name: Path(name).write_text(json.dumps(self._box_record(box, image)))
-            )
-        crop = self.crop(image, box)
-        if box is not None:
-            self._write(crop_file, lambda name: crop.save(name, format="PNG"))
-        return crop, box
-
-    def _box_record(self, box: FaceBox | None, image: Image.Image) -> dict:
-        return {
-            "box": box.to_dict() if box else None,
-            "image_size": list(image.size),
+    def cache_paths(self, digest: str, box: tuple[int, int, int, int] | None = None) -> tuple[Path, Path]:
+        """(box JSON, crop PNG) for the file whose SHA-256 is ``digest``, cropped at ``box`` or the largest face."""
+        model = self.config.detector_model
+        if model is not None and Path(model).is_file():
+            stat = Path(model).stat()
+            model = _file_digest(str(model), stat.st_size, stat.st_mtime_ns)
+        settings = {
             "config": self.config.to_dict(),
-            "version": DETECTION_VERSION,
+            "model": model,
+            "decode": [self.preparer.decode_side, self.preparer.min_crop_side],
+            "box": list(box) if box is not None else None,
+            "version": PREPARATION_VERSION,
         }
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        folder = self.cache_dir / digest[:2]
+        return folder / f"{digest}.{key}.json", folder / f"{digest}.{key}.png"
 
-    @staticmethod
-    def _read_box(box_file: Path) -> tuple[FaceBox | None] | None:
-        """``(box or None,)`` from the cache, or None on a miss (or an unreadable entry)."""
+    def __call__(
+        self, source: str | Path | Image.Image | np.ndarray, box: tuple[int, int, int, int] | None = None
+    ) -> tuple[Image.Image, FaceBox | None]:
+        if not isinstance(source, str | Path):
+            return self._prepare(source, "<image>", box)
+        path = Path(source)
+        data = read_file_bytes(path)  # never opens a FIFO (reading one blocks for ever)
+        box_file, crop_file = self.cache_paths(hashlib.sha256(data).hexdigest(), box)
         try:
             record = json.loads(box_file.read_text())
-            return (FaceBox.from_dict(record["box"]) if record["box"] else None,)
+            found = FaceBox.from_dict(record["box"]) if record["box"] else None
+            if found is None:  # the whole image, decoded as predict decodes it
+                return read_image(data, name=str(path), min_side=self.preparer.reduced_side()), None
+            with open_image(crop_file) as crop:
+                return crop.convert("RGB"), found
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            pass  # a miss, or an unreadable entry: prepare again
+        crop, found = self._prepare(path, str(path), box)
+        record = {"box": found.to_dict() if found else None, "version": PREPARATION_VERSION}
+        if found is not None:
+            self._write(crop_file, lambda name: crop.save(name, format="PNG"))
+        self._write(box_file, lambda name: Path(name).write_text(json.dumps(record)))
+        return crop, found
+
+    def _prepare(self, source, name: str, box) -> tuple[Image.Image, FaceBox | None]:
+        item = self.preparer(source, name=name, box=box)
+        if item.error is not None:
+            raise ImageReadError(name, item.error)
+        return item.crops[0], None if item.no_face else item.boxes[0]
 
     def _write(self, path: Path, write) -> None:
         try:
@@ -153,18 +129,5 @@ class FaceCropper:
                 self._cache_warned = True
 
     def detect_file(self, path: str | Path) -> FaceBox | None:
-        """The face box of one file (from the cache, or detected), filling the cache with box and crop."""
-        return self._crop_file(Path(path))[1]
-
-    # Training loader -------------------------------------------------------------------------------------
-    def crop_file(self, path: str | Path, box: tuple[int, int, int, int] | None = None) -> Image.Image:
-        """The crop of one file: of ``box`` (``x, y, w, h`` in the file's pixels, e.g. a manifest's ``face_box``)
-        when given, with no detection; else of the largest face found (from the cache, or detected)."""
-        if box is None:
-            return self._crop_file(Path(path))[0]
-        image = read_image(path)
-        x, y, w, h = box
-        try:
-            return crop_box(image, FaceBox(x, y, w, h, detector="manifest"), self.config)
-        except EmotionlabError as error:
-            raise EmotionlabError(f"{path}: {error}") from error
+        """The largest face box of one file, in its pixels (from the cache, or detected), or None."""
+        return self(path)[1]

@@ -18,6 +18,7 @@ The `emotionlab predict` job (shards, --resume, output writers) lives beside the
 ``emotionlab.cli.predict``.
 """
 
+from emotionlab.faces.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
 from emotionlab.inference.classifier import BaseClassifier, Classifier
 from emotionlab.inference.inputs import expand_inputs
 from emotionlab.inference.loading import (
@@ -31,7 +32,6 @@ from emotionlab.inference.loading import (
     load_recognizer,
     resolve_model_path,
 )
-from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
 from emotionlab.inference.recognizer import (
     CHANNELS,
     DECIMALS,

@@ -21,9 +21,9 @@ from emotionlab import paths
 from emotionlab.data.preprocess import EvalTransform
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces import FaceCropConfig
+from emotionlab.faces.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer
 from emotionlab.fileio import write_atomic
 from emotionlab.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
-from emotionlab.inference.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer
 from emotionlab.models.io import load_model_file, read_metadata
 
 OPSET = 17

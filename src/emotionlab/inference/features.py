@@ -1,10 +1,10 @@
 """A model's frozen penultimate features (and its probabilities) for image files, computed once and cached.
 
 Model-in-the-loop labelling, the label-error audit and the active-learning benchmark all refit a small head
-(logistic regression) on these features many times; the network itself runs once per photo. Each photo is cropped
-exactly as the model was trained (the model file's face settings, the shared crop cache) and the features are the
-input of the model's last linear layer (``forward_head(..., pre_logits=True)``, timm's hook); an ensemble gives
-its members' features side by side, each averaged over its test-time flips.
+(logistic regression) on these features many times; the network itself runs once per photo. Each photo is prepared
+as ``predict`` prepares it (``FacePreparer`` with the model file's face settings: its largest face), and the
+features are the input of the model's last linear layer (``forward_head(..., pre_logits=True)``, timm's hook);
+an ensemble gives its members' features side by side, each averaged over its test-time flips.
 
 The cache is one ``.npz`` per model under ``$EMOTIONLAB_CACHE/features`` (or ``~/.cache/emotionlab/features``),
 keyed by the SHA-256 of each file's bytes, so renamed or moved photos are still hits and a changed photo is not.
@@ -27,7 +27,7 @@ from emotionlab.fileio import write_atomic
 log = logging.getLogger("emotionlab")
 
 # Bump when the feature definition changes, so old cache files are not read as new ones.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: faces prepared as predict prepares them (FacePreparer: reduced JPEG decode)
 BATCH_SIZE = 64
 
 
@@ -79,7 +79,7 @@ class FeatureExtractor:
         self.classifier = load_classifier(model, backend="torch")
         self.path = Path(self.classifier.path)
         self.labels = list(self.classifier.labels)
-        self.recognizer = Recognizer(self.classifier)
+        self.preparer = Recognizer(self.classifier).preparer(keep_crops=True)
         digest = read_metadata(self.path).get("weights_sha256") or _file_sha256(self.path)
         self.model_digest = str(digest)
         if cache_dir is False:
@@ -89,11 +89,10 @@ class FeatureExtractor:
             self.cache_file = folder / f"{self.model_digest[:24]}.v{FEATURE_VERSION}.npz"
 
     def _face(self, path: str):
-        from emotionlab.data.images import read_image
-
-        if self.recognizer.cropper is None:
-            return read_image(path)
-        return self.recognizer.cropper(path)[0]
+        item = self.preparer(path)  # the image as predict prepares it; its largest face, or the whole image
+        if item.error is not None:
+            raise EmotionlabError(f"{path}: {item.error}")
+        return item.crops[0]
 
     def _load_cache(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if self.cache_file is None or not self.cache_file.is_file():
@@ -135,8 +134,6 @@ class FeatureExtractor:
     ) -> FeatureSet:
         import torch
 
-        from emotionlab.data.images import ImageReadError
-
         paths = [str(path) for path in paths]
         digests = []
         for path in paths:
@@ -149,10 +146,7 @@ class FeatureExtractor:
         model = self.classifier.model
         for start in range(0, len(missing), BATCH_SIZE):
             chunk = missing[start : start + BATCH_SIZE]
-            try:
-                faces = [self._face(paths[index]) for index in chunk]
-            except ImageReadError as error:
-                raise EmotionlabError(f"{error}") from error
+            faces = [self._face(paths[index]) for index in chunk]
             batch = self.classifier.preprocess(faces)
             with torch.inference_mode():
                 features = penultimate(model, batch).float().numpy()

@@ -29,9 +29,8 @@ import numpy as np
 from PIL import Image
 
 from emotionlab.errors import EmotionlabError
-from emotionlab.faces import PREDICT_DETECTOR, FaceCropConfig, FaceCropper, as_rgb_array
-from emotionlab.inference.classifier import BaseClassifier
-from emotionlab.inference.preparation import (
+from emotionlab.faces import PREDICT_DETECTOR, FaceCropConfig, as_rgb_array
+from emotionlab.faces.preparation import (
     CROP_OVERSAMPLE,
     DETECT_DECODE_SIDE,
     FacePreparer,
@@ -39,6 +38,7 @@ from emotionlab.inference.preparation import (
     prepare_in_threads,
     thread_safe_detection,
 )
+from emotionlab.inference.classifier import BaseClassifier
 from emotionlab.inference.workers import physical_cores
 from emotionlab.isolation import isolated_map
 from emotionlab.progress import progress as progress_bar  # public as emotionlab.inference.progress_bar
@@ -74,7 +74,6 @@ class Recognizer:
         faces = classifier.metadata.get("faces")
         self.detect = bool(faces) if detect is None else bool(detect)
         self.crop_config = None
-        self.cropper = None  # the cached largest-face cropper (training's crops; feature caches)
         if self.detect:
             config = FaceCropConfig.from_dict(faces) if faces else FaceCropConfig(detector=PREDICT_DETECTOR)
             if isinstance(detector, str) and detector:
@@ -82,7 +81,6 @@ class Recognizer:
                     {**config.to_dict(), "detector": detector}
                 )  # checks the name
             self.crop_config = config
-            self.cropper = FaceCropper(config)
         self.face_detector = None if detector is None or isinstance(detector, str) else detector
         self.max_faces = max_faces
 

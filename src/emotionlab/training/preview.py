@@ -41,7 +41,7 @@ def augment_preview(
     for position in range(max(map(len, by_label))):
         chosen += [group[position] for group in by_label if position < len(group)]
     chosen = chosen[:rows]
-    loader = build_image_loader(RunConfig(data=DataConfig(faces=faces))) if faces else None
+    loader = build_image_loader(RunConfig(data=DataConfig(faces=faces, image_size=image_size)))
     plain = ImageDataset(
         chosen,
         sample_set.labels,

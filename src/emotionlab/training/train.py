@@ -193,7 +193,11 @@ def train(
     sample_set = load_samples(config.data.root, config.data.manifest)
     # --detect: every crop made (and cached) first in worker processes; an image that fails is skipped, not fatal.
     sample_set = prepare_face_samples(
-        sample_set, config.data.faces, workers=max(1, config.data.num_workers), show_progress=progress
+        sample_set,
+        config.data.faces,
+        image_size=config.data.image_size,
+        workers=max(1, config.data.num_workers),
+        show_progress=progress,
     )
     ensure_outside_root(sample_set.root, run_dir)  # a dataset is never written to, as every `data` command
     # Absolute dataset paths in the saved config: `--resume` works from any directory.

@@ -9,12 +9,14 @@ from emotionlab.models.factory import model_spec
 
 
 def build_image_loader(config: RunConfig):
-    """What reads a sample for training: the whole image, or its face crop when ``data.faces`` is set."""
+    """What reads a sample for training: the whole image, or, when ``data.faces`` is set, its face crop as
+    ``predict`` makes it for this model (``FaceCropper``: the one preparation, cached)."""
     if not config.data.faces:
         return None
     from emotionlab.faces import FaceCropConfig, FaceCropper
 
-    return FaceCropLoader(FaceCropper(FaceCropConfig.from_dict(config.data.faces)))
+    crop_config = FaceCropConfig.from_dict(config.data.faces)
+    return FaceCropLoader(FaceCropper(crop_config, input_size=config.data.image_size))
 
 
 class FaceCropLoader:
@@ -25,7 +27,7 @@ class FaceCropLoader:
         self.cropper = cropper
 
     def __call__(self, sample):
-        return self.cropper.crop_file(sample.path, sample.face_box)
+        return self.cropper(sample.path, sample.face_box)[0]
 
 
 def image_metadata(config: RunConfig) -> dict:

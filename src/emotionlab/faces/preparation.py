@@ -1,7 +1,7 @@
 """Face preparation: image -> faces -> model inputs. Holds no model, so it runs in worker processes.
 
 ``FacePreparer(transform, crop_config)(path_or_image) -> PreparedImage``: decode (a large JPEG at a reduced
-scale), find every face, crop each exactly as the model's training data was, apply the model's eval transform.
+scale), find every face, crop each (the crops a model is trained on), apply the model's eval transform.
 Whatever goes wrong with one image becomes that image's ``error`` reason; the run goes on.
 """
 
@@ -19,7 +19,10 @@ from PIL import Image
 
 from emotionlab.data.images import ImageReadError, read_image
 from emotionlab.errors import EmotionlabError
-from emotionlab.faces import FaceBox, as_rgb_array, crop_box, crop_faces, find_faces
+from emotionlab.faces import detectors
+from emotionlab.faces.boxes import FaceBox, as_rgb_array
+from emotionlab.faces.crop import crop_box, crop_faces
+from emotionlab.faces.detectors import find_faces
 from emotionlab.isolation import error_reason
 
 # Decode less: a JPEG file is decoded at a reduced scale whose shorter side stays >= DETECT_DECODE_SIDE for
@@ -65,8 +68,9 @@ class FacePreparer:
     None / 0: always decode in full.
 
     This is the one preparation of a photo: ``predict``, ``serve``, ``evaluate`` (the largest face, or a
-    manifest's ``face_box`` passed as ``box``), ``report`` and ``explain`` all go through it, so a published
-    score is measured on exactly what users run.
+    manifest's ``face_box`` passed as ``box``), ``report``, ``explain`` and training's cached crops
+    (``faces/cropper.py``) all go through it, so a model is trained, and its score measured, on exactly the
+    crops users run. ``transform`` None: crops only (``inputs`` stays None).
     """
 
     def __init__(
@@ -93,10 +97,10 @@ class FacePreparer:
     def detect(self, array: np.ndarray) -> list:
         return find_faces(array, self.crop_config, detector=self.detector, max_faces=self.max_faces)
 
-    def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return np.stack([self.transform(image) for image in images])
+    def _inputs(self, images: Sequence[Image.Image]) -> np.ndarray | None:
+        return None if self.transform is None else np.stack([self.transform(image) for image in images])
 
-    def _reduced_side(self) -> int | None:
+    def reduced_side(self) -> int | None:
         """The shorter side a file may be decoded down to (None: decode in full)."""
         if not self.min_crop_side:
             return None
@@ -124,7 +128,7 @@ class FacePreparer:
         scale = 1.0  # file pixels per pixel of the decoded image
         try:
             if isinstance(source, str | Path):
-                image = read_image(source, min_side=self._reduced_side())
+                image = read_image(source, min_side=self.reduced_side())
                 scale = image.info.get("decode_scale", 1.0)
             elif isinstance(source, Image.Image):
                 image = source.convert("RGB")
@@ -197,10 +201,8 @@ def thread_safe_detection(preparer: FacePreparer) -> bool:
         return True
     if preparer.detector is not None:
         return bool(getattr(preparer.detector, "thread_safe", False))
-    from emotionlab.faces.detectors import create_detector
-
     config = preparer.crop_config
-    detector = create_detector(config.detector, model_file=config.detector_model)
+    detector = detectors.create_detector(config.detector, model_file=config.detector_model)
     return bool(getattr(detector, "thread_safe", False))
 
 
