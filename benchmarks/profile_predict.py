@@ -98,7 +98,7 @@ def settings_comparison(model, paths: list[str], rounds: int) -> dict:
     import numpy as np
 
     from emotionlab.inference import load_recognizer
-    from emotionlab.inference.onnx import OnnxClassifier
+    from emotionlab.inference.classifier import OnnxClassifier
     from emotionlab.inference.recognizer import Recognizer
 
     base = load_recognizer(model)

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from emotionlab.cli import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier
+from emotionlab.inference.classifier import OnnxClassifier
 from emotionlab.inference.export import export_onnx
-from emotionlab.inference.onnx import OnnxClassifier
 from emotionlab.models.ensemble import build_ensemble
 from emotionlab.models.io import read_metadata
 

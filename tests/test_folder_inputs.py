@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from emotionlab.inference.inputs import list_inputs
+from emotionlab.data.images import list_inputs
 
 
 def photo_folder(root: Path) -> Path:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from emotionlab.cli import app
 from emotionlab.errors import EmotionlabError
 from emotionlab.inference import Classifier, load_classifier, load_recognizer
+from emotionlab.inference.classifier import OnnxClassifier, read_onnx_metadata
 from emotionlab.inference.export import export_onnx
-from emotionlab.inference.onnx import OnnxClassifier, read_onnx_metadata
 from emotionlab.labels import EMOTIONS
 
 

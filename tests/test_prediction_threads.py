@@ -13,7 +13,7 @@ import pytest
 from helpers import BIG, SMALL, BoxDetector, save_tiny_model, two_face_image
 
 from emotionlab.inference import load_recognizer
-from emotionlab.inference.workers import physical_cores
+from emotionlab.inference.classifier import physical_cores
 from emotionlab.synthetic import make_face
 
 

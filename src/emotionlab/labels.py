@@ -33,10 +33,6 @@ def order_labels(names: Iterable[str]) -> list[str]:
     return known + [label for label in unique if label not in EMOTIONS]
 
 
-def label_to_index(labels: list[str]) -> dict[str, int]:
-    return {label: index for index, label in enumerate(labels)}
-
-
 # The dataset splits, in order; every module spells them from here.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 

@@ -17,10 +17,10 @@ import typer
 from emotionlab.cli.predict_ray import RAY_OPTIONS, check_ray_options, ray_results
 from emotionlab.cli.records import VIDEO_FAILED, PreparingNote, RecordWriter, output_format_for, read_done
 from emotionlab.cli.root import Backend, Classes, DetectorOverride, DetectOverride, Five, answer_classes, app
+from emotionlab.data.images import is_video_name, list_inputs
 from emotionlab.errors import EmotionlabError, Interrupted
 from emotionlab.fileio import is_inside
 from emotionlab.inference import PreparedImage, load_recognizer, progress_bar
-from emotionlab.inference.inputs import is_video_name, list_inputs
 from emotionlab.isolation import error_reason, printable
 
 log = logging.getLogger("emotionlab")

@@ -20,7 +20,7 @@ def read_done(output: Path, output_format: str) -> dict[str, int]:
     video that ended in an error record). Streams the file; a last line cut off by a crash is removed from
     it, so appending continues cleanly."""
 
-    from emotionlab.inference.inputs import is_video_name
+    from emotionlab.data.images import is_video_name
 
     if output_format not in ("jsonl", "csv"):
         raise EmotionlabError("--resume needs --format jsonl or csv")

@@ -146,6 +146,7 @@ def label_photos(
             "the order and the suggestions follow your labels.",
         ),
     ] = False,
+    # A refit takes < 1 s; 20 labels are about a minute of work.
     retrain_every: Annotated[int, typer.Option(help="With --retrain: new labels between refits.")] = 20,
     review: Annotated[
         Path | None,

@@ -269,16 +269,6 @@ class Explainer:
         classes = [int(row.argmax()) if fixed is None else fixed for row in probabilities]
         return classes, self.cam(torch.as_tensor(np.asarray(inputs)), classes)
 
-    def explain_crops(
-        self, crops: Sequence[Image.Image], *, target: str | None = None
-    ) -> tuple[np.ndarray, list[int], np.ndarray]:
-        """(probabilities, explained class, heat maps) of ready face crops, as evaluation classifies them."""
-        classifier = self.recognizer.classifier
-        inputs = classifier.preprocess(crops)
-        probabilities = classifier.probabilities(inputs)
-        classes, maps = self.heatmaps(inputs, probabilities, target)
-        return probabilities, classes, maps
-
     def explain(self, source, *, target: str | None = None, name: str | None = None) -> ImageExplanation:
         """Find, crop and classify every face of ``source`` (path, PIL image or RGB array) and explain each."""
         item = self.recognizer.preparer(keep_image=True)(source, name=name)

@@ -4,13 +4,10 @@ One module per part, in the order data flows:
 
 - ``loading``: a model name or path -> classifier -> ``Recognizer`` (``load_classifier``, ``load_recognizer``,
   the shipped models and their ONNX exports);
-- ``classifier``: what every classifier shares (no PyTorch) and the PyTorch ``Classifier`` (``[train]`` extra);
-- ``onnx``: the ONNX Runtime classifier (the shipped models, ``--backend onnx``, the light install);
+- ``classifier``: what every classifier shares (the model's preprocessing, no PyTorch), the ONNX Runtime
+  ``OnnxClassifier`` (the shipped models, ``--backend onnx``, the light install), the PyTorch ``Classifier``;
 - ``export``: ONNX export, int8 quantisation and the export cache (``[train]`` extra);
-- ``preparation``: decode, find and crop faces (``FacePreparer``; no model, runs in worker processes);
 - ``recognizer``: ``Recognizer``: images in, one record per image out;
-- ``inputs``: files, folders and globs -> the list of files a run reads;
-- ``workers``: how many cores there are to use;
 - ``video``: video files and cameras -> per-frame records, timelines; ``annotate``: boxes drawn on pictures.
 - ``compound``: a top-2 reading ("surprised + happy") when the second emotion is close to the first.
 
@@ -18,9 +15,9 @@ The `emotionlab predict` job (shards, --resume, output writers) lives beside the
 ``emotionlab.cli.predict``.
 """
 
+from emotionlab.data.images import expand_inputs
 from emotionlab.faces.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer, PreparedImage
-from emotionlab.inference.classifier import BaseClassifier, Classifier
-from emotionlab.inference.inputs import expand_inputs
+from emotionlab.inference.classifier import BaseClassifier, Classifier, physical_cores
 from emotionlab.inference.loading import (
     ASSETS,
     BACKENDS,
@@ -41,7 +38,6 @@ from emotionlab.inference.recognizer import (
     progress_bar,
     to_dataframe,
 )
-from emotionlab.inference.workers import physical_cores
 
 __all__ = [
     "ASSETS",

@@ -1,9 +1,9 @@
 """ONNX export of a model file, int8 quantisation, and the export cache (needs the ``[train]`` extra).
 
-``export_onnx(model.safetensors, out.onnx)`` writes a self-describing ONNX file (see ``emotionlab.inference.onnx``:
-the input, the softmax output and the model file's metadata inside). ``int8=True`` quantises the weights:
-statically (activations too, calibrated on images cropped as the model was trained) when calibration inputs are
-given, else dynamically. ``cached_onnx`` exports a model file once, keyed by its weights' SHA-256.
+``export_onnx(model.safetensors, out.onnx)`` writes a self-describing ONNX file (see
+``emotionlab.inference.classifier``: the input, the softmax output and the model file's metadata inside).
+``int8=True`` quantises the weights: statically (activations too, calibrated on images cropped as the model
+was trained) when calibration inputs are given, else dynamically. ``cached_onnx`` exports a model file once, keyed by its weights' SHA-256.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from emotionlab import paths
-from emotionlab.data.preprocess import EvalTransform
 from emotionlab.errors import EmotionlabError
 from emotionlab.faces import FaceCropConfig
 from emotionlab.faces.preparation import CROP_OVERSAMPLE, DETECT_DECODE_SIDE, FacePreparer
 from emotionlab.fileio import write_atomic
-from emotionlab.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
+from emotionlab.inference.classifier import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, EvalTransform
 from emotionlab.models.io import load_model_file, read_metadata
 
 OPSET = 17

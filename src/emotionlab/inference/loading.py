@@ -15,8 +15,7 @@ from pathlib import Path
 
 from emotionlab.errors import EmotionlabError
 from emotionlab.extras import require
-from emotionlab.inference.classifier import BaseClassifier, Classifier, restrict_labels
-from emotionlab.inference.onnx import OnnxClassifier
+from emotionlab.inference.classifier import BaseClassifier, Classifier, OnnxClassifier, restrict_labels
 from emotionlab.inference.recognizer import Recognizer
 from emotionlab.model_file import read_header
 from emotionlab.paths import ASSETS

@@ -38,8 +38,7 @@ from emotionlab.faces.preparation import (
     prepare_in_threads,
     thread_safe_detection,
 )
-from emotionlab.inference.classifier import BaseClassifier
-from emotionlab.inference.workers import physical_cores
+from emotionlab.inference.classifier import BaseClassifier, physical_cores
 from emotionlab.isolation import isolated_map
 from emotionlab.progress import progress as progress_bar  # public as emotionlab.inference.progress_bar
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emotionlab.data.images import VIDEO_SUFFIXES, is_video_name  # noqa: F401  (public here too)
 from emotionlab.errors import EmotionlabError
-from emotionlab.inference.inputs import VIDEO_SUFFIXES, is_video_name  # noqa: F401  (public here too)
 from emotionlab.inference.timeline import Timeline
 
 WINDOW_TITLE = "emotionlab (q to quit)"

@@ -30,9 +30,6 @@ import numpy as np
 from emotionlab.errors import EmotionlabError
 
 ORDERS = ("path", "uncertain", "margin", "random")
-DEFAULT_RETRAIN_EVERY = (
-    20  # labels between head refits: a refit takes < 1 s, 20 labels about a minute of work
-)
 SCORE_DECIMALS = 4  # probabilities in the journal: enough to rank and to show a percentage
 
 

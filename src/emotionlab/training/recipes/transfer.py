@@ -47,7 +47,6 @@ from emotionlab.training.recipes.registry import Prepared, register_recipe
 log = logging.getLogger("emotionlab")
 
 FEATURE_VERSION = 1  # bump when feature extraction changes, so old cache files are not reused
-DEFAULT_FEATURE_VIEWS = 4
 _MEMORY_CACHE: dict[str, torch.Tensor] = {}
 
 

@@ -1,6 +1,6 @@
 // The Python path's image work, ported so the page gives the same boxes and probabilities as `emotionlab predict`:
 // BlazeFace's letterbox, anchors, decoding and weighted non-maximum suppression (faces/blaze.py), the square
-// crop with edge pixels repeated (faces/crop.py), and the classifier's eval transform (data/preprocess.py:
+// crop with edge pixels repeated (faces/crop.py), and the classifier's eval transform (inference/classifier.py:
 // Pillow's bilinear resize, grey, scale, normalisation). Pure functions on RGB byte arrays (3 bytes a pixel),
 // no DOM, no ONNX Runtime. Every resize is Pillow's, rounding included: a pixel one grey level off moves the
 // classifier's probabilities, and a box one pixel off moves the crop.
@@ -116,7 +116,7 @@
     return result;
   }
 
-  // ---- the classifier's input: data/preprocess.py EvalTransform ----------------------------------------
+  // ---- the classifier's input: inference/classifier.py EvalTransform ----------------------------------------
 
   // One face (RGB image) -> Float32Array 3 x size x size, written at ``offset`` of ``out``.
   function modelInput(face, model, out, offset) {
