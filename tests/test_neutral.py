@@ -255,7 +255,7 @@ def test_serve_five_answers_among_the_five_in_its_worker_processes_and_says_so(
             record["results"][0]["label"] == NEUTRAL
             and client.get("/model").json()["restricted_from"] is None
         )
-        assert 'neutral: "#' in client.get("/static/predict.js").text
+        assert 'neutral: "#' in client.get("/static/faces.js").text
 
 
 # ---- the labeller -----------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def test_export_writes_a_static_site_with_the_models_settings_from_their_own_met
         "local.js",
         "vision.js",
         "predict.css",
+        "faces.js",
         *(f"ort/{f}" for f in site.ORT_WEB_FILES),
     ):
         assert (exported / name).is_file(), name
@@ -68,7 +69,7 @@ def test_export_writes_a_static_site_with_the_models_settings_from_their_own_met
 
 
 def test_the_page_loads_nothing_from_another_host(exported):
-    for name in ("index.html", "local.js", "vision.js", "local.css", "predict.css"):
+    for name in ("index.html", "local.js", "vision.js", "local.css", "predict.css", "faces.js"):
         text = (exported / name).read_text()
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, re.IGNORECASE), name
     html = (exported / "index.html").read_text()
@@ -141,11 +142,20 @@ def test_serve_offers_the_same_page_at_local(exported):
         assert client.get("/local/web/site.py").status_code == 404
 
 
-def test_page_colours_are_the_service_pages():
-    pattern = re.compile(r"const COLOURS = (\{.*?\});", re.DOTALL)
-    service = (ROOT / "src/emotionlab/serving/static/predict.js").read_text()
-    page = (ROOT / "src/emotionlab/web/static/local.js").read_text()
-    assert pattern.search(service).group(1) == pattern.search(page).group(1)
+def test_page_draws_faces_with_the_service_pages_script(exported):
+    """One faces.js (colours, boxes, table) for both pages: the export copies the service's, and each page
+    loads it before its own script."""
+    service = ROOT / "src/emotionlab/serving/static"
+    assert (exported / "faces.js").read_bytes() == (service / "faces.js").read_bytes()
+    pages = {
+        exported / "index.html": ["faces.js", "local.js"],
+        service / "predict.html": ["static/faces.js", "static/predict.js"],
+    }
+    for html, order in pages.items():
+        scripts = re.findall(r'<script src="([^"]+)"', html.read_text())
+        assert [name for name in scripts if name in order] == order, html
+    for page in (service / "predict.js", exported / "local.js"):
+        assert "const COLOURS" not in page.read_text(), page  # drawn by faces.js only
 
 
 # ---- in headless Chromium -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from emotionlab.serving.local import add_local_page
 STATIC = Path(__file__).parent / "static"
 
 # The only files /static/ serves: a name from the client is looked up here, never joined to a path.
-STATIC_FILES = {"predict.js": "text/javascript", "predict.css": "text/css"}
+STATIC_FILES = {"faces.js": "text/javascript", "predict.js": "text/javascript", "predict.css": "text/css"}
 # The pages load only this service's own files; the uploaded photo is shown from a blob: URL.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "

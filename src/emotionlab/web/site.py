@@ -1,10 +1,10 @@
 """The web page's files: what `emotionlab export --web DIR` writes and `emotionlab serve` offers at /local.
 
-One list (``site_files``) says which files make the site: the page (``static/``), the service page's stylesheet,
-BlazeFace and the classifier(s) as ONNX files, ONNX Runtime Web (vendored from npm by
-``scripts/vendor_onnxruntime_web.py``), and ``config.json``: every setting the page's JavaScript needs, read from
-the models' own metadata (labels, input size, colour, normalisation, crop margin) and from the Python detector's
-constants, so the page crops and classifies exactly as ``emotionlab predict`` does.
+One list (``site_files``) says which files make the site: the page (``static/``), the service page's stylesheet
+and its drawing of boxes and table (``faces.js``), BlazeFace and the classifier(s) as ONNX files, ONNX Runtime Web
+(vendored from npm by ``scripts/vendor_onnxruntime_web.py``), and ``config.json``: every setting the page's
+JavaScript needs, read from the models' own metadata (labels, input size, colour, normalisation, crop margin) and
+from the Python detector's constants, so the page crops and classifies exactly as ``emotionlab predict`` does.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from emotionlab.version import __version__
 PACKAGE = Path(__file__).resolve().parent
 STATIC = PACKAGE / "static"
 ASSETS = PACKAGE.parent / "assets"
-SERVICE_STYLE = PACKAGE.parent / "serving" / "static" / "predict.css"
+SERVICE_STATIC = PACKAGE.parent / "serving" / "static"  # the service page's predict.css and faces.js
 
 # ONNX Runtime Web, pinned: the npm package's version and the sha512 integrity npm publishes for its tarball.
 ORT_WEB_VERSION = "1.23.2"
@@ -167,7 +167,8 @@ def site_files(models: Sequence[str | Path] | None = None) -> dict[str, Path | b
     entries = [model_entry(name, path) for name, path in chosen]
     detector = detector_config()
     files: dict[str, Path | bytes] = {name: STATIC / name for name in PAGE_FILES}
-    files["predict.css"] = SERVICE_STYLE
+    for name in ("predict.css", "faces.js"):
+        files[name] = SERVICE_STATIC / name
     for model in detector["models"].values():
         files[model["file"]] = ASSETS / Path(model["file"]).name
     for entry, (_, path) in zip(entries, chosen, strict=True):

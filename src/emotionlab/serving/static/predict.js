@@ -1,16 +1,8 @@
 // The page of `emotionlab serve`: send one photo to POST /predict, draw every face's box in its emotion's
-// colour, numbered as the rows of the table (the order of the JSON answer). A failed upload clears the last
-// result and shows the server's message. Nothing is fetched from another host.
+// colour, numbered as the rows of the table (the order of the JSON answer; faces.js draws both). A failed
+// upload clears the last result and shows the server's message. Nothing is fetched from another host.
 "use strict";
 
-// Okabe-Ito colours (told apart with the common colour-vision deficiencies), one per emotion the project knows.
-const COLOURS = {
-  angry: "#d55e00", disgusted: "#009e73", fearful: "#cc79a7", happy: "#f0e442",
-  neutral: "#bbbbbb", sad: "#0072b2", surprised: "#e69f00", contempt: "#56b4e9",
-};
-// For a model with other class names: given in the order of its labels.
-const SPARE = ["#882255", "#44aa99", "#999933", "#332288", "#117733", "#aa4499", "#88ccee", "#ddcc77"];
-const colours = new Map();
 let limits = null;   // the service's limits, from /model
 let uploads = 0;     // the newest upload: answers to older ones are dropped
 let photoUrl = null;
@@ -20,45 +12,6 @@ const $ = id => document.getElementById(id);
 // the browser (no server log holds it); the API calls carry it.
 const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 const AUTH = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
-
-function colourOf(label) {
-  if (!colours.has(label)) {
-    const spare = Array.from(colours.keys()).filter(name => !(name in COLOURS)).length;
-    colours.set(label, COLOURS[label] || SPARE[spare % SPARE.length]);
-  }
-  return colours.get(label);
-}
-
-function textColourOn(hex) {  // black on light colours, white on dark ones
-  const [r, g, b] = [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16) / 255);
-  return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 ? "#000" : "#fff";
-}
-
-function element(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined) node.textContent = text;
-  if (className) node.className = className;
-  return node;
-}
-
-function swatch(label) {
-  const node = element("span", undefined, "swatch");
-  node.style.background = colourOf(label);
-  return node;
-}
-
-const percent = (value, digits = 0) => `${(value * 100).toFixed(digits)}%`;
-
-function showLegend(labels) {
-  const legend = $("legend");
-  legend.replaceChildren();
-  for (const label of labels) {
-    const item = element("li");
-    item.dataset.label = label;
-    item.append(swatch(label), label);
-    legend.append(item);
-  }
-}
 
 function setState(state) { document.body.dataset.state = state; }
 
@@ -128,14 +81,14 @@ async function send(file) {
 function show(file, record) {
   const faces = record.no_face ? [] : record.faces;
   const [width, height] = record.size || [0, 0];
-  showTable(record, faces);
+  fillTable($("faces"), record);
   $("summary").textContent = record.no_face
     ? `No face found: the whole image reads as ${record.label} (${percent(record.confidence)}).`
     : `${faces.length} face(s); the largest (1) looks ${record.label} (${percent(record.confidence)}).`;
   const photo = $("photo");
   photoUrl = URL.createObjectURL(file);
   photo.onload = () => {
-    drawBoxes(faces, width || photo.naturalWidth, height || photo.naturalHeight);
+    drawBoxes($("boxes"), faces, width || photo.naturalWidth, height || photo.naturalHeight);
     setState("done");
   };
   photo.onerror = () => {  // e.g. TIFF: the service reads it, this browser cannot show it
@@ -146,49 +99,6 @@ function show(file, record) {
   $("figure").hidden = false;
   $("result").hidden = false;
   photo.src = photoUrl;
-}
-
-function drawBoxes(faces, width, height) {
-  const boxes = $("boxes");
-  boxes.replaceChildren();
-  faces.forEach((face, index) => {
-    const [x, y, w, h] = face.box;
-    const colour = colourOf(face.label);
-    const box = element("div", undefined, "box");
-    box.dataset.face = String(index + 1);
-    box.dataset.label = face.label;
-    Object.assign(box.style, {
-      left: `${(100 * x) / width}%`, top: `${(100 * y) / height}%`,
-      width: `${(100 * w) / width}%`, height: `${(100 * h) / height}%`, borderColor: colour,
-    });
-    if (y / height < 0.08) box.classList.add("low");  // no room above: the tag goes under the box
-    const tag = element("span", `${index + 1} ${face.label} ${percent(face.confidence)}`, "tag");
-    tag.style.background = colour;
-    tag.style.color = textColourOn(colour);
-    box.append(tag);
-    boxes.append(box);
-  });
-}
-
-function showTable(record, faces) {
-  const labels = Object.keys(record.probabilities);
-  const head = element("tr");
-  head.append(element("th", "face"), element("th", "emotion"), ...labels.map(label => element("th", label)));
-  $("faces").tHead.replaceChildren(head);
-  const rows = faces.length ? faces : [{ ...record, whole: true }];
-  $("faces").tBodies[0].replaceChildren(...rows.map((face, index) => {
-    const row = element("tr");
-    row.dataset.face = face.whole ? "" : String(index + 1);
-    row.dataset.label = face.label;
-    const number = element("td");
-    number.append(swatch(face.label), face.whole ? "whole image" : String(index + 1));
-    const reading = face.compound ? ` (${face.compound.text})` : "";
-    row.append(number, element("td", `${face.label} ${percent(face.confidence)}${reading}`));
-    for (const label of labels) {
-      row.append(element("td", percent(face.probabilities[label], 1), label === face.label ? "best" : ""));
-    }
-    return row;
-  }));
 }
 
 function start() {
