@@ -1,6 +1,6 @@
 """Start fast: `emotionlab predict photo.jpg` as a cold process, and what the light install weighs.
 
-    nice -n 19 .venv/bin/python benchmarks/startup.py                       # examples/grace_hopper.jpg, 10 runs
+    .venv/bin/python benchmarks/startup.py       # examples/grace_hopper.jpg, 10 runs (on a quiet machine)
     nice -n 19 .venv/bin/python benchmarks/startup.py --compare-src ../old/src   # also an older checkout
 
 1. Builds the wheel of this checkout (``pip wheel --no-deps``) and installs it without extras into a fresh venv,
@@ -140,6 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as they come, also in a log
     photo = args.photo.resolve()
+    load_before = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="emotionlab-startup-") as folder:
         light = build_light_venv(Path(folder))
         venv = light.pop("venv")
@@ -163,7 +164,11 @@ def main() -> None:
     print(f"light, in one process: {results['light']['phases']}")
     report = {
         "benchmark": "startup",
-        "command": "nice -n 19 .venv/bin/python benchmarks/startup.py " + " ".join(sys.argv[1:]),
+        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
+        + ".venv/bin/python benchmarks/startup.py "
+        + " ".join(sys.argv[1:]),
+        "load_average_before": load_before,
+        "load_average_after": list(os.getloadavg()),
         "photo": str(photo.relative_to(REPO)) if photo.is_relative_to(REPO) else str(photo),
         "runs": args.runs,
         "targets": {"predict_cold_seconds": 0.5, "light_install_mb": 300, "install_seconds_from_cache": 30},
