@@ -129,3 +129,11 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
         again["recipes"]["balanced"]["confusion_matrix"] == table["recipes"]["balanced"]["confusion_matrix"]
     )
     assert {path: path.stat().st_mtime_ns for path in out.glob("plain/fold*/model.safetensors")} == before
+
+    # The same recipe name with other settings: refused in one line, never scored with the old fold models.
+    changed = [arg.replace("--epochs 2", "--epochs 3") if arg.startswith("plain=") else arg for arg in args]
+    third = runner.invoke(app, changed)
+    assert third.exit_code != 0
+    message = str(third.exception)
+    assert "plain" in message and "fold0: holds a run trained with other settings (train.epochs 2 -> 3)" in message
+    assert json.loads((out / "cv.json").read_text()) == again  # the table of the old settings is left as it was

@@ -28,6 +28,7 @@ import numpy as np
 
 from emotionlab.config import RunConfig, to_dict
 from emotionlab.errors import EmotionlabError
+from emotionlab.experiments.runs import check_same_settings, run_or_reuse
 from emotionlab.fileio import write_atomic
 from emotionlab.labels import EMOTIONS, order_labels
 
@@ -126,6 +127,7 @@ def _fold_probabilities(
     """Train (or reuse / resume) one fold's run; its out-of-fold probabilities, cached in ``oof.json``.
 
     Returns paths, probabilities, probabilities with test-time flips (None unless ``tta``) and the run summary."""
+    check_same_settings(config)  # before the cache too: its predictions are the old run's
     cache = Path(config.out) / "oof.json"
     stored = json.loads(cache.read_text()) if cache.is_file() else _score_fold(config, fold_manifest, data)
     if tta and "probabilities_flip" not in stored:
@@ -154,8 +156,6 @@ def _score_with_flips(run_dir: Path, fold_manifest: Path, data: str | None) -> l
 def _score_fold(config: RunConfig, fold_manifest: Path, data: str | None) -> dict:
     from emotionlab.data.dataset import load_samples
     from emotionlab.evaluation.evaluate import evaluate_samples
-    from emotionlab.experiments.runs import run_or_reuse
-
     model_path, summary = run_or_reuse(config)
     test = load_samples(data, fold_manifest).split("test")
     metrics = evaluate_samples(model_path, test)

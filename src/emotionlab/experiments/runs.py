@@ -1,7 +1,9 @@
 """One run of an experiment: train it, or reuse it when finished, or resume it when interrupted.
 
 The ablation and cross-validation are many ordinary training runs; each goes through ``run_or_reuse``, so a
-killed experiment costs only the run in progress and a re-run gives the same table.
+killed experiment costs only the run in progress and a re-run gives the same table. A run folder is reused
+only for the settings it was trained with (``check_same_settings``): a recipe changed under the same name is
+refused, not silently scored with the old model.
 """
 
 from __future__ import annotations
@@ -10,9 +12,52 @@ import logging
 import time
 from pathlib import Path
 
-from emotionlab.config import RunConfig
+from emotionlab.config import RunConfig, load_config, to_dict
+from emotionlab.errors import EmotionlabError
 
 log = logging.getLogger("emotionlab")
+
+# Settings that change where or how fast a run trains, not what it learns: they may differ on a re-run.
+_NOT_COMPARED = {"out", "data.num_workers", "train.accelerator", "train.devices", "train.strategy", "train.num_nodes"}
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _comparable(config: RunConfig) -> dict:
+    """``config`` as flat ``{dotted key: value}``, dataset paths absolute (as a run folder's config.yaml holds them)."""
+    flat = _flat(to_dict(config))
+    for key in ("data.root", "data.manifest"):
+        if flat.get(key):
+            flat[key] = str(Path(flat[key]).resolve())
+    return {key: value for key, value in flat.items() if key not in _NOT_COMPARED}
+
+
+def check_same_settings(config: RunConfig) -> None:
+    """Refuse, in one line, to reuse or resume the run folder ``config.out`` if it was made with other settings."""
+    from emotionlab.training.train import CONFIG_NAME
+
+    saved_path = Path(config.out) / CONFIG_NAME
+    if not saved_path.is_file():
+        return
+    saved, wanted = _comparable(load_config(saved_path)), _comparable(config)
+    if saved.get("data.root") is None or wanted.get("data.root") is None:  # $EMOTIONLAB_DATA decides: not compared
+        saved.pop("data.root", None), wanted.pop("data.root", None)
+    changed = [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    if changed:
+        shown = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise EmotionlabError(
+            f"{config.out}: holds a run trained with other settings ({shown}{more}); give the recipe another "
+            "name or --out (or remove that folder to retrain it)"
+        )
 
 
 def run_or_reuse(config: RunConfig) -> tuple[Path, dict]:
@@ -23,6 +68,7 @@ def run_or_reuse(config: RunConfig) -> tuple[Path, dict]:
     run_dir = Path(config.out)
     model_path = run_dir / "model.safetensors"
     started = time.perf_counter()
+    check_same_settings(config)
     if model_path.is_file():
         log.info("experiment: reusing %s", model_path)
     else:
