@@ -135,5 +135,10 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     third = runner.invoke(app, changed)
     assert third.exit_code != 0
     message = str(third.exception)
-    assert "plain" in message and "fold0: holds a run trained with other settings (train.epochs 2 -> 3)" in message
-    assert json.loads((out / "cv.json").read_text()) == again  # the table of the old settings is left as it was
+    assert (
+        "plain" in message
+        and "fold0: holds a run trained with other settings (train.epochs 2 -> 3)" in message
+    )
+    assert (
+        json.loads((out / "cv.json").read_text()) == again
+    )  # the table of the old settings is left as it was

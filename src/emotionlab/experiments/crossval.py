@@ -156,6 +156,7 @@ def _score_with_flips(run_dir: Path, fold_manifest: Path, data: str | None) -> l
 def _score_fold(config: RunConfig, fold_manifest: Path, data: str | None) -> dict:
     from emotionlab.data.dataset import load_samples
     from emotionlab.evaluation.evaluate import evaluate_samples
+
     model_path, summary = run_or_reuse(config)
     test = load_samples(data, fold_manifest).split("test")
     metrics = evaluate_samples(model_path, test)

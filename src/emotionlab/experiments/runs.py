@@ -18,7 +18,14 @@ from emotionlab.errors import EmotionlabError
 log = logging.getLogger("emotionlab")
 
 # Settings that change where or how fast a run trains, not what it learns: they may differ on a re-run.
-_NOT_COMPARED = {"out", "data.num_workers", "train.accelerator", "train.devices", "train.strategy", "train.num_nodes"}
+_NOT_COMPARED = {
+    "out",
+    "data.num_workers",
+    "train.accelerator",
+    "train.devices",
+    "train.strategy",
+    "train.num_nodes",
+}
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
@@ -48,7 +55,9 @@ def check_same_settings(config: RunConfig) -> None:
     if not saved_path.is_file():
         return
     saved, wanted = _comparable(load_config(saved_path)), _comparable(config)
-    if saved.get("data.root") is None or wanted.get("data.root") is None:  # $EMOTIONLAB_DATA decides: not compared
+    if (
+        saved.get("data.root") is None or wanted.get("data.root") is None
+    ):  # $EMOTIONLAB_DATA decides: not compared
         saved.pop("data.root", None), wanted.pop("data.root", None)
     changed = [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
     if changed:
