@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
+
+import recorded
 
 from emotionlab.experiments.ablation import (
     ROWS,
@@ -79,12 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         finetune_epochs=args.finetune_epochs,
         patience=args.patience,
     )
-    threads = os.environ.get("OMP_NUM_THREADS")
-    command = (
-        (f"OMP_NUM_THREADS={threads} " if threads else "")
-        + ".venv/bin/python benchmarks/ablation.py "
-        + shlex.join(argv if argv is not None else sys.argv[1:])
-    )
+    command = recorded.command_line(__file__, argv)
     print(command, flush=True)
     results = run_ablation(settings)
     if args.keep_rows_from:

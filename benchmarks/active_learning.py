@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+import recorded
 
 from emotionlab.data.dataset import read_manifest
 from emotionlab.heads import fit_head
@@ -217,8 +217,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "active_learning",
-        "command": f"benchmarks/active_learning.py --seeds {args.seeds} --step {args.step} --model {args.model}",
-        "machine": platform.platform(),
+        "command": recorded.command_line(),
+        "machine": recorded.machine(),
         "pool": len(pool),
         "evaluation": len(evaluation),
         "model": extractor.path.name,

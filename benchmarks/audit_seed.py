@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import recorded
 from PIL import Image
 
 from emotionlab.data.audit import audit_dataset, write_audit
@@ -181,7 +182,7 @@ def main(argv: list[str]) -> None:
             f"within {DEFAULT_THRESHOLD}: {row['share_within_threshold']:.0%}"
         )
     result = {
-        "command": "python benchmarks/audit_seed.py " + root_arg,
+        "command": recorded.command_line(__file__, argv),
         "chosen_threshold": DEFAULT_THRESHOLD,
         "reason": (
             "Nearest-neighbour distances have a gap at 8 bits (2 images) between the duplicates at 0-6 bits "

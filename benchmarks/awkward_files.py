@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "awkward_files.json"
 
+import recorded
 from awkward_corpus import ANY, ERROR, kinds_count, snapshot, write_corpus, write_videos
 
 TIMEOUT = 900
@@ -322,13 +322,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     results = {
-        "command": "OMP_NUM_THREADS=1 "
-        + " ".join([".venv/bin/python", "benchmarks/awkward_files.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_1min": os.getloadavg()[0],
-        },
+        "command": recorded.command_line(),
+        "machine": recorded.machine(),
     }
     with tempfile.TemporaryDirectory(prefix="emotionlab-awkward-") as folder:
         work = Path(folder)
@@ -338,7 +333,7 @@ def main() -> None:
             print(json.dumps(results["corpus"], indent=1), flush=True)
         if not args.skip_throughput:
             results["throughput"] = throughput(work, args.throughput_count, args.rounds)
-    results["machine"]["load_1min_end"] = os.getloadavg()[0]
+    results["machine"]["load_average_at_end"] = recorded.load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

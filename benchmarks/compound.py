@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import recorded
 
 from emotionlab.data import ferplus
 from emotionlab.data.images import read_image
@@ -98,7 +99,8 @@ def main() -> None:
         "test": test,
         "test_pairs": dict(sorted(pairs.items(), key=lambda item: -item[1])),
         "test_crowd_split_faces": int(crowd_split(votes).sum()),
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compound.py",
+        "command": recorded.command_line(),
+        "machine": recorded.machine(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import recorded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "decode.json"
@@ -177,13 +175,8 @@ def main() -> None:
     paths = generate(args.folder, args.count)
     print(f"{len(paths)} JPEGs 4000x3000 in {args.folder} ({time.perf_counter() - start:.0f} s)", flush=True)
     results = {
-        "command": "OMP_NUM_THREADS=1 "
-        + " ".join([".venv/bin/python", "benchmarks/decode.py", *sys.argv[1:]]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_1min": os.getloadavg()[0],
-        },
+        "command": recorded.command_line(),
+        "machine": recorded.machine(),
         "settings": {"detect_decode_side": DETECT_DECODE_SIDE, "crop_oversample": CROP_OVERSAMPLE},
         "decode_only": decode_only(paths),
         "large_jpegs": {},
@@ -207,7 +200,7 @@ def main() -> None:
         row = compare(load_recognizer(), seed_jpegs)
         results["seed_jpegs"] = row
         print("seed JPEGs", row, flush=True)
-    results["machine"]["load_1min_end"] = os.getloadavg()[0]
+    results["machine"]["load_average_at_end"] = recorded.load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

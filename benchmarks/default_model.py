@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from emotionlab.labels import EMOTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+import recorded
 from pretrain_ferplus import training_command
 
 RESAMPLES = 2000
@@ -180,8 +180,7 @@ def throughput(path: str, *, batch: int = 64, seconds: float = 5.0) -> dict:
         "backend": "onnx",
         "batch": batch,
         "faces_per_second": round(count / (time.perf_counter() - started), 1),
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "load_average": recorded.load_average(),
     }
 
 
@@ -248,7 +247,8 @@ def main() -> None:
         previous = json.loads(Path(args.previous).read_text())
         previous.pop("previous", None)  # one generation back is enough
         result["previous"] = previous
-    result["command"] = ".venv/bin/python benchmarks/default_model.py " + shlex.join(sys.argv[1:])
+    result["command"] = recorded.command_line()
+    result["machine"] = recorded.machine()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for key in (

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import onnxruntime
+import recorded
 
 from emotionlab.data.images import is_image_name, read_image
 from emotionlab.faces import (
@@ -140,7 +140,7 @@ def main() -> None:
     decode_seconds = time.perf_counter() - started
     sizes = {key: image.size for key, image in images}
     print(f"{len(images)} images from {root} (decoded in {decode_seconds:.1f} s)", flush=True)
-    load_before = os.getloadavg()
+    machine = recorded.machine()  # before the detectors run
 
     results: dict[str, dict] = {}
     boxes: dict[str, dict[str, FaceBox | None]] = {}
@@ -194,7 +194,7 @@ def main() -> None:
     }
 
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": recorded.command_line(),
         "data": str(root),
         "images": len(images),
         "decode_seconds": round(decode_seconds, 1),
@@ -205,10 +205,8 @@ def main() -> None:
         "missed_by_all": missed_by_all,
         "box_agreement": agreement,
         "machine": {
-            "cpu_count": os.cpu_count(),
-            "load_average_before": [round(v, 2) for v in load_before],
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
-            "python": platform.python_version(),
+            **machine,
+            "load_average_after": recorded.load_average(),
             "opencv": cv2.__version__,
             "opencv_threads": cv2.getNumThreads(),
             "onnxruntime": onnxruntime.__version__,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import recorded
 import uvicorn
 from PIL import Image
 
@@ -121,11 +120,8 @@ def main() -> None:
         "restart_replay_seconds": round(replay_seconds, 4),
         "resumed_done": resumed_done,
         "journal_bytes": journal.stat().st_size,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_1min": os.getloadavg()[0],
-        },
+        "command": recorded.command_line(),
+        "machine": recorded.machine(),
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)

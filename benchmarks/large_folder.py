@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import recorded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "large_folder.json"
@@ -176,9 +177,9 @@ def main() -> None:
     common += ["--detector", args.detector] if args.detector else ["--no-detect"]
     results = {
         "what": "emotionlab predict on a large folder of generated 64x64 PNG faces",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": recorded.command_line(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+        "machine": recorded.machine(),
         "count": args.count,
         "generation_seconds": round(generated_seconds, 1),
         "model": str(model),
@@ -221,7 +222,7 @@ def main() -> None:
         "expected": expected,
         "ok": records == distinct == expected,
     }
-    results["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    results["machine"]["load_average_after"] = recorded.load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'images':>8} {'seconds':>8} {'images/s':>9} {'peak RSS main MB':>17} {'peak PSS all MB':>16}")

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import recorded
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "omp_wait_policy.json"
 SEED_TEST = REPO.parent / "shared" / "datasets" / "seed-emotions" / "test"
@@ -68,13 +70,13 @@ def main() -> None:
     print(f"torch loaded before predict's command runs: {torch_before}")
     report = {
         "benchmark": "omp_wait_policy",
-        "command": "nice -n 19 .venv/bin/python benchmarks/omp_wait_policy.py " + " ".join(sys.argv[1:]),
+        "command": recorded.command_line(),
         "images": str(args.images),
         "predict": "--backend torch --batch-size 1",
         "images_per_second_median": medians,
         "images_per_second_runs": {name: [round(v, 1) for v in values] for name, values in rates.items()},
         "torch_loaded_before_predict_command": torch_before,
-        "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
+        "machine": recorded.machine(),  # at the end
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

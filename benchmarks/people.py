@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import recorded
 
 from emotionlab.data.people import (
     DEFAULT_PERSON_THRESHOLD,
@@ -256,7 +257,7 @@ def main(argv: list[str]) -> None:
     model = shipped_model_by_person(root, rows, person_of)
 
     result = {
-        "command": "python benchmarks/people.py " + root_arg,
+        "command": recorded.command_line(__file__, argv),
         "data": root_arg,
         "canonical_manifest": str(CANONICAL.relative_to(REPO)),
         "embedding": {

@@ -24,6 +24,8 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
+import recorded
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "emotionlab"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "predict_path.json"
@@ -104,7 +106,7 @@ def main() -> None:
         print(f"  {name:34} {', '.join(sorted(recorder.functions[name]))}")
     result = {
         "command": command,
-        "measured_with": "benchmarks/predict_path.py (sys.setprofile in every thread around emotionlab.cli.main)",
+        "measured_with": recorded.command_line(),  # sys.setprofile in every thread around emotionlab.cli.main
         "modules": len(modules),
         "functions": {name: sorted(recorder.functions[name]) for name in modules},
         "records": len(output.splitlines()),

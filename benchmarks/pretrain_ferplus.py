@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
 
 import numpy as np
+import recorded
 import torch
 
 from emotionlab.config import run_config_from_dict
@@ -135,14 +135,8 @@ def main() -> None:
         "training_seconds": round(sum(row.get("seconds", 0.0) for row in history), 1),
         "best_validation": min(history, key=lambda row: row.get("val_loss", 1e9)) if history else None,
         "evaluation_seconds": round(seconds, 1),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "command": ".venv/bin/python benchmarks/pretrain_ferplus.py "
-        + shlex.join([f"--model={os.path.relpath(args.model, REPO)}", f"--split={args.split}"]),
+        "machine": {**recorded.machine(), "torch_threads": torch.get_num_threads()},
+        "command": recorded.command_line(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

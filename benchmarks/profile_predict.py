@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import recorded
+
 REPO = Path(__file__).resolve().parents[1]
 SPLIT_MANIFEST = REPO / "benchmarks" / "splits" / "seed-emotions.csv"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "profile_predict.json"
@@ -176,9 +178,9 @@ def main() -> None:
     recognizer = load_recognizer(args.model)
     list(recognizer.predict_many(paths[:8], threads=0))  # sessions and decoders loaded
     result = {
-        "command": " ".join(["nice -n 19 .venv/bin/python benchmarks/profile_predict.py", *sys.argv[1:]]),
+        "command": recorded.command_line(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "loadavg_before": [round(value, 2) for value in os.getloadavg()],
+        "machine": recorded.machine(),  # before
         "model": {
             "architecture": recognizer.classifier.metadata.get("architecture"),
             "input_size": recognizer.classifier.input_size,
@@ -187,7 +189,7 @@ def main() -> None:
         },
         "stages": stage_profile(recognizer, paths),
         "comparison": settings_comparison(args.model, paths, args.rounds),
-        "loadavg_after": [round(value, 2) for value in os.getloadavg()],
+        "load_average_after": recorded.load_average(),
     }
     stages = result["stages"]
     print(f"{len(paths)} seed photos, {stages['faces_classified']} faces; CPU ms per image by stage:")

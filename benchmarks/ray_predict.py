@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import recorded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "ray_predict.json"
@@ -118,7 +119,8 @@ def main() -> None:
         },
         "ray_init_alone_seconds": init,
         "identical_records": same,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work during the run",
+        "command": recorded.command_line(),
+        "machine": recorded.machine(),  # the CPUs are shared with other work
         "note": "wall times include the command's own start (imports, model load) for both engines",
     }
     print(json.dumps(result, indent=2))

@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import select
 import shutil
 import signal
@@ -43,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the server helpers shared with the tests
 
+import recorded
 from serve_load import build_payloads, percentile, photo_paths, run_level, serial_reference
 from service_helpers import start_server, stop_server
 
@@ -534,11 +534,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     report: dict = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(),
-            "python": platform.python_version(),
-        },
+        "command": recorded.command_line(),  # with --only: the sections it ran; the others kept from before
+        "machine": recorded.machine(),
     }
     if args.out.exists() and args.only:
         report = {**json.loads(args.out.read_text()), **report}

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
+import recorded
 import torch
 
 from emotionlab.config import DataConfig, RunConfig, TrainConfig
@@ -71,7 +70,7 @@ def main() -> None:
         "split": "dataset folders (leaks: near-duplicates across splits)"
         if key == "folder_split"
         else f"duplicate-aware manifest {args.manifest}",
-        "command": "python " + " ".join(sys.argv),
+        "command": recorded.command_line(),
         "seed": args.seed,
         "epochs_run": result.epochs_run,
         "best_val_loss": result.best_val_loss,
@@ -79,7 +78,7 @@ def main() -> None:
         "train_seconds": round(sum(row.get("seconds", 0) for row in read_history(out / "metrics.csv")), 1),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",
+        "machine": recorded.machine(),
         "study_reported_accuracy": 0.619,
     }
     for split in ("validation", "test"):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import signal
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the server helpers and the fuzz generator shared with the tests
 
+import recorded
 from service_helpers import Server, start_server, stop_server
 from test_service_fuzz import fuzz_uploads
 
@@ -333,16 +333,12 @@ def main() -> None:
         *(["--detector", args.detector] if args.detector else []),
     ]
     results: dict = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": recorded.command_line(),
         "photos": {"source": source, "count": len(paths)},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_before": [round(value, 2) for value in os.getloadavg()],
-        },
+        "machine": recorded.machine(),
         "detector_thread_scaling": detector_thread_scaling(paths),
     }
-    print(f"photos: {len(paths)} from {source}; load average {results['machine']['load_average_before']}")
+    print(f"photos: {len(paths)} from {source}; load average {results['machine']['load_average']}")
     print(f"two threads with their own detector / one thread: {results['detector_thread_scaling']}")
 
     if args.compare_workers:
@@ -395,7 +391,7 @@ def main() -> None:
             )
     finally:
         stop_server(server)
-    results["machine"]["load_average_after"] = [round(value, 2) for value in os.getloadavg()]
+    results["machine"]["load_average_after"] = recorded.load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import recorded
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "speed.json"
 SPLIT_MANIFEST = REPO / "benchmarks" / "splits" / "seed-emotions.csv"
@@ -100,10 +102,6 @@ def image_sets(root: Path, limit: int | None) -> dict[str, list[dict]]:
     return {**sets, "labels": sorted({row["label"] for row in rows})}  # the photos' classes
 
 
-def load_now() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
-
-
 def peak_rss_mb() -> dict:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -140,7 +138,7 @@ def measure_pipeline(args) -> dict:
         "prepare_threads": recognizer.prepare_threads(),  # threads preparing images beside the network (workers 0)
         "classifier_threads": session.get_session_options().intra_op_num_threads if session else None,
         "load_seconds": round(load_seconds, 2),
-        "load_before": load_now(),
+        "load_before": recorded.load_average(),
         "sets": {},
     }
     for set_name in args.sets.split(","):
@@ -173,7 +171,7 @@ def measure_pipeline(args) -> dict:
                     [_best_among(r, data_labels) for r in one], items
                 )
         result["sets"][set_name] = entry
-    result["load_after"] = load_now()
+    result["load_after"] = recorded.load_average()
     result.update(peak_rss_mb())
     return result
 
@@ -210,7 +208,7 @@ def measure_classification(args) -> dict:
     inputs = np.concatenate([p.inputs[:1] for p, _ in kept]).astype(np.float32)
     pool = np.concatenate([inputs] * (1 + 256 // len(inputs)))[:256]
     batches = [pool[i : i + CLASSIFY_BATCH] for i in range(0, len(pool), CLASSIFY_BATCH)]
-    result = {"faces": len(inputs), "batch_size": CLASSIFY_BATCH, "load_before": load_now()}
+    result = {"faces": len(inputs), "batch_size": CLASSIFY_BATCH, "load_before": recorded.load_average()}
     for backend in ("onnx", "torch"):
         classifier = load_classifier(args.model, backend=backend)
         rows = classifier.predict_inputs(inputs, batch_size=CLASSIFY_BATCH)
@@ -221,7 +219,7 @@ def measure_classification(args) -> dict:
             ),
             "accuracy_on_crops": accuracy(labels, [item for _, item in kept]),
         }
-    result["load_after"] = load_now()
+    result["load_after"] = recorded.load_average()
     result.update(peak_rss_mb())
     return result
 
@@ -467,13 +465,12 @@ def main() -> None:
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     results = {
         "what": "end to end (decode + detect + classify): emotionlab's pipelines against fer, in one run",
-        "command": " ".join([".venv/bin/python", "benchmarks/speed.py", *sys.argv[1:]]),
+        "command": recorded.command_line(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": {
+            **recorded.machine(),  # before
             "cpu": platform.processor() or platform.machine(),
             "physical_cores": physical_cores(),
-            "logical_cpus": os.cpu_count(),
-            "loadavg_before": load_now(),
             "uptime_before": subprocess.run(
                 ["uptime"], check=False, capture_output=True, text=True
             ).stdout.strip(),
@@ -552,16 +549,15 @@ def main() -> None:
         k: v for k, v in results["emotionlab"].items() if "error" in v
     }
     results["ratio_default_to_fer_fastest"] = ratios(results)
-    results["machine"]["loadavg_after"] = load_now()
+    results["machine"]["load_average_after"] = recorded.load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
         f"model {results['model']['path']} ({metadata['architecture']}, {metadata['input_size']} px, "
         f"faces {metadata.get('faces')})"
     )
-    print(
-        f"load average before {results['machine']['loadavg_before']}, after {results['machine']['loadavg_after']}"
-    )
+    machine = results["machine"]
+    print(f"load average before {machine['load_average']}, after {machine['load_average_after']}")
     print(table(results))
     print(f"wrote {args.out}")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import recorded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "startup.json"
@@ -140,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as they come, also in a log
     photo = args.photo.resolve()
-    load_before = list(os.getloadavg())
+    machine = recorded.machine()  # before
     with tempfile.TemporaryDirectory(prefix="emotionlab-startup-") as folder:
         light = build_light_venv(Path(folder))
         venv = light.pop("venv")
@@ -164,22 +165,13 @@ def main() -> None:
     print(f"light, in one process: {results['light']['phases']}")
     report = {
         "benchmark": "startup",
-        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
-        + ".venv/bin/python benchmarks/startup.py "
-        + " ".join(sys.argv[1:]),
-        "load_average_before": load_before,
-        "load_average_after": list(os.getloadavg()),
+        "command": recorded.command_line(),
         "photo": str(photo.relative_to(REPO)) if photo.is_relative_to(REPO) else str(photo),
         "runs": args.runs,
         "targets": {"predict_cold_seconds": 0.5, "light_install_mb": 300, "install_seconds_from_cache": 30},
         "light_install": light,
         "predict": results,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
-            "niceness": os.nice(0),
-        },
+        "machine": {**machine, "load_average_after": recorded.load_average()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

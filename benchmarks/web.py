@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import recorded
+
 import emotionlab
 from emotionlab.web.site import ORT_WEB_VERSION, export_web
 from tests.browser import browser_missing, write_y4m
@@ -178,10 +180,9 @@ def main() -> None:
     else:
         print(f"{args.data} absent: the seed test photos are skipped")
     result = {
-        "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
-        + " ".join([".venv/bin/python benchmarks/web.py", *sys.argv[1:]]),
+        "command": recorded.command_line(),
         "onnxruntime_web": ORT_WEB_VERSION,
-        "machine": f"{os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.1f} at the start",
+        "machine": recorded.machine(),  # at the start
     }
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
