@@ -142,3 +142,36 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     assert (
         json.loads((out / "cv.json").read_text()) == again
     )  # the table of the old settings is left as it was
+
+
+def test_a_finished_run_is_not_reused_once_its_start_model_file_holds_other_weights(tmp_path):
+    """A recipe that fine-tunes from a file by path (e.g. the shipped ferplus8) must not reuse fold models trained
+    from that path's old contents after the file was replaced (re-shipped)."""
+    from dataclasses import replace
+
+    import torch
+    from helpers import model_metadata, save_tiny_model
+
+    from emotionlab.config import RunConfig, TrainConfig, save_config
+    from emotionlab.errors import EmotionlabError
+    from emotionlab.experiments.runs import check_same_settings
+    from emotionlab.models.factory import create_model
+    from emotionlab.models.io import read_metadata, save_model_file
+
+    start = save_tiny_model(tmp_path / "start.safetensors", seed=0)
+    run = tmp_path / "cv" / "six" / "fold0"
+    run.mkdir(parents=True)
+    config = RunConfig(train=replace(TrainConfig(), recipe="finetune", init_from=str(start)), out=str(run))
+    save_config(config, run / "config.yaml")
+    torch.manual_seed(1)
+    trained_from = {"path": str(start), "weights_sha256": read_metadata(start)["weights_sha256"]}
+    metadata = {**model_metadata(), "finetuned_from": trained_from}
+    save_model_file(run / "model.safetensors", create_model("seed_cnn", 5, image_size=64), metadata)
+    check_same_settings(config)  # the same start model: the finished run is reused
+
+    save_tiny_model(start, seed=1)  # same path, new weights
+    with pytest.raises(EmotionlabError) as refused:
+        check_same_settings(config)
+    message = str(refused.value)
+    assert message.startswith(f"{run}: holds a run trained with other settings (train.init_from ")
+    assert "its weights changed since" in message and "\n" not in message

@@ -47,6 +47,25 @@ def _comparable(config: RunConfig) -> dict:
     return {key: value for key, value in flat.items() if key not in _NOT_COMPARED}
 
 
+def _changed_start(config: RunConfig) -> list[str]:
+    """``["train.init_from 'X' (its weights changed since)"]`` when the finished run was fine-tuned from other weights than
+    the file ``--init-from`` names now (same path, new contents: e.g. a re-shipped model), else ``[]``."""
+    model = Path(config.out) / "model.safetensors"
+    if not (config.train.init_from and model.is_file()):
+        return []
+    from emotionlab.models.io import read_metadata
+    from emotionlab.training.recipes.finetune import resolve_model_source
+
+    trained_from = (read_metadata(model).get("finetuned_from") or {}).get("weights_sha256")
+    try:
+        source = resolve_model_source(config.train.init_from)
+    except EmotionlabError:
+        return []  # a missing start model is training's one-line error, not this check's
+    if trained_from and read_metadata(source).get("weights_sha256") != trained_from:
+        return [f"train.init_from {config.train.init_from!r} (its weights changed since)"]
+    return []
+
+
 def check_same_settings(config: RunConfig) -> None:
     """Refuse, in one line, to reuse or resume the run folder ``config.out`` if it was made with other settings."""
     from emotionlab.training.train import CONFIG_NAME
@@ -55,17 +74,18 @@ def check_same_settings(config: RunConfig) -> None:
     if not saved_path.is_file():
         return
     saved, wanted = _comparable(load_config(saved_path)), _comparable(config)
-    if (
-        saved.get("data.root") is None or wanted.get("data.root") is None
-    ):  # $EMOTIONLAB_DATA decides: not compared
-        saved.pop("data.root", None), wanted.pop("data.root", None)
-    changed = [key for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+    if saved.get("data.root") is None or wanted.get("data.root") is None:
+        saved.pop("data.root", None), wanted.pop("data.root", None)  # $EMOTIONLAB_DATA decides: not compared
+    changed = [
+        f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}"
+        for key in sorted(set(saved) | set(wanted))
+        if saved.get(key) != wanted.get(key)
+    ] + _changed_start(config)
     if changed:
-        shown = ", ".join(f"{key} {saved.get(key)!r} -> {wanted.get(key)!r}" for key in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise EmotionlabError(
-            f"{config.out}: holds a run trained with other settings ({shown}{more}); give the recipe another "
-            "name or --out (or remove that folder to retrain it)"
+            f"{config.out}: holds a run trained with other settings ({', '.join(changed[:3])}{more}); give the "
+            "recipe another name or --out (or remove that folder to retrain it)"
         )
 
 
