@@ -18,6 +18,16 @@ from emotionlab.progress import progress
 from emotionlab.synthetic import make_face
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_children():
+    """Ctrl+C as in a terminal. A test run started in the background (`cmd &`, nohup) ignores SIGINT and its
+    children would inherit that; with a handler here, the children start with the default (Python's
+    KeyboardInterrupt)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _start(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "emotionlab", *args],
