@@ -127,8 +127,9 @@ def _fold_probabilities(
     """Train (or reuse / resume) one fold's run; its out-of-fold probabilities, cached in ``oof.json``.
 
     Returns paths, probabilities, probabilities with test-time flips (None unless ``tta``) and the run summary."""
-    check_same_settings(config)  # before the cache too: its predictions are the old run's
     cache = Path(config.out) / "oof.json"
+    if cache.is_file():  # cached predictions: check as run_or_reuse does before training
+        check_same_settings(config)
     stored = json.loads(cache.read_text()) if cache.is_file() else _score_fold(config, fold_manifest, data)
     if tta and "probabilities_flip" not in stored:
         stored["probabilities_flip"] = _score_with_flips(Path(config.out), fold_manifest, data)
