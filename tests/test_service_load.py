@@ -147,11 +147,27 @@ def test_a_worker_killed_mid_request_costs_that_request_only(server):
     if status == 422:
         assert "worker stopped" in body["detail"]
     after = server.post(one_face)  # the slot starts a new worker: same answer as before
-    assert after[0] == 200 and after[2] == before[2]
+    assert after[0] == 200 and after[2] == before[2], (status, body, after)
     deadline = time.time() + 120
     while len(_worker_pids(server.process.pid)) < 2 and time.time() < deadline:  # the other is started again
         time.sleep(0.2)
     assert server.alive() and len(_worker_pids(server.process.pid)) == 2
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_workers_killed_while_idle_cost_no_request(server):
+    one_face = [("grace_hopper.jpg", (EXAMPLES / "grace_hopper.jpg").read_bytes(), "image/jpeg")]
+    before = server.post(one_face)
+    for _round in range(3):
+        workers = _worker_pids(server.process.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        # At once: a worker may still be dying as the image reaches it; it had not taken it, so a new one does.
+        answers = [server.post(one_face), server.post(one_face)]  # one through each slot
+        assert [answer[0] for answer in answers] == [200, 200], [answer[2] for answer in answers]
+        assert all(answer[2] == before[2] for answer in answers)
+    assert server.alive()
 
 
 def test_a_full_queue_answers_503_with_retry_after_at_once():

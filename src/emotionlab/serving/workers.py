@@ -102,8 +102,14 @@ class LocalSlot:
 # ---- worker processes --------------------------------------------------------------------------------------
 
 
+# A worker says it has an image before it works on it: a worker that dies before saying so (killed while idle,
+# found dead only as the image reached it) died of something else, and the image goes to a new worker.
+TAKEN = ("taken",)
+
+
 def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits, main_pid: int) -> None:
-    """A worker process: build the Recognizer, say ready, then answer ``(name, bytes)`` jobs until EOF."""
+    """A worker process: build the Recognizer, say ready, then answer ``(name, bytes)`` jobs until EOF: first
+    ``TAKEN``, then the image's answer."""
     start_worker(main_pid)  # Ctrl+C stops the service, which stops its workers
     from emotionlab.inference import load_recognizer  # in the worker only: the service may never need it
 
@@ -125,7 +131,9 @@ def _worker_main(connection, spec: WorkerSpec, limits: ServiceLimits, main_pid: 
             job = connection.recv()
         except (EOFError, OSError):  # the server has gone: so do we
             return
-        if job is None or not _answer(connection, predict_image(recognizer, job[0], job[1], limits)):
+        if job is None or not _answer(connection, TAKEN):
+            return
+        if not _answer(connection, predict_image(recognizer, job[0], job[1], limits)):
             return
 
 
@@ -189,8 +197,10 @@ class ProcessSlot:
         self.model_info = detail
 
     def run(self, name: str, data: bytes) -> tuple:
-        # A worker found dead before it took the job (killed while idle) is replaced and the job given to the
-        # new one; a worker that dies while working on it costs this image a 422.
+        # A worker that dies before it has taken the image (killed while idle, found dead only now, or dying as
+        # the image is sent) is replaced and the image given to the new one; a worker that dies while working
+        # on it costs this image a 422 (the image may be what killed it: it is not tried again).
+        timeout = self.limits.image_timeout_seconds
         for _attempt in range(2):
             if self.process is None or not self.process.is_alive():
                 try:
@@ -199,12 +209,16 @@ class ProcessSlot:
                     return ("refused", 503, f"{name}: no worker available ({error}); try again later")
             try:
                 self.connection.send((name, data))
-                break
-            except OSError:
-                self._discard()
+                if not self.connection.poll(timeout):
+                    self._discard()
+                    return ("refused", 422, f"{name}: not taken by its worker within {timeout:.0f} s; stopped")
+                if self.connection.recv() == TAKEN:
+                    break
+            except (EOFError, OSError):
+                pass
+            self._discard()
         else:
             return ("refused", 503, f"{name}: no worker available; try again later")
-        timeout = self.limits.image_timeout_seconds
         try:
             if not self.connection.poll(timeout):
                 self._discard()
