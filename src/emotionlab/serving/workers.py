@@ -211,7 +211,11 @@ class ProcessSlot:
                 self.connection.send((name, data))
                 if not self.connection.poll(timeout):
                     self._discard()
-                    return ("refused", 422, f"{name}: not taken by its worker within {timeout:.0f} s; stopped")
+                    return (
+                        "refused",
+                        422,
+                        f"{name}: not taken by its worker within {timeout:.0f} s; stopped",
+                    )
                 if self.connection.recv() == TAKEN:
                     break
             except (EOFError, OSError):
