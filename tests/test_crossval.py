@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -71,6 +72,17 @@ def test_too_few_images_per_class_is_one_line(grouped_dataset):
     assert "20-fold cross-validation needs at least 20 images of every class" in str(result.exception)
 
 
+def test_an_ensemble_of_unknown_recipes_is_one_line_before_any_training(grouped_dataset, tmp_path):
+    _, manifest = grouped_dataset
+    args = ["experiment", "cv", "--manifest", str(manifest), "--out", str(tmp_path / "cv")]
+    result = runner.invoke(app, [*args, "--recipe", "a=--epochs 1", "--ensemble", "both=a+b"])
+    assert result.exit_code != 0
+    assert str(result.exception) == "--ensemble both: needs two or more of the recipes (a), got a+b"
+    assert not (tmp_path / "cv").exists()  # refused before any fold was written or trained
+    result = runner.invoke(app, [*args, "--recipe", "a=--epochs 1", "--ensemble", "both:a+b"])
+    assert "expected NAME=RECIPE+RECIPE" in str(result.exception)
+
+
 def test_bad_recipe_options_are_one_line(grouped_dataset):
     _, manifest = grouped_dataset
     result = runner.invoke(app, ["experiment", "cv", "--manifest", str(manifest), "--recipe", "a=--epochs x"])
@@ -98,6 +110,8 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
         "--recipe",
         f"balanced={common} --class-balance weight",
         "--tta",
+        "--ensemble",
+        "both=plain+balanced",
     ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -108,13 +122,32 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
         "plain+flip",
         "balanced",
         "balanced+flip",
-    }  # --tta: flipped rows too
+        "both",
+        "both+flip",
+    }  # --tta: flipped rows too; the ensemble's rows with and without flips
+    # The ensemble row is the average of the two recipes' out-of-fold probabilities, image by image.
+    for suffix, key in (("", "probabilities"), ("+flip", "probabilities_flip")):
+        averaged = {}
+        for recipe in ("plain", "balanced"):
+            for cache in out.glob(f"{recipe}/fold*/oof.json"):
+                stored = json.loads(cache.read_text())
+                for path, row in zip(stored["paths"], stored[key], strict=True):
+                    averaged.setdefault(path, []).append(np.asarray(row))
+        labels = table["recipes"]["both" + suffix]["labels"]
+        hits = [
+            labels[int(np.argmax(np.mean(rows, axis=0)))] == Path(path).parent.name
+            for path, rows in averaged.items()
+        ]
+        assert len(hits) == 50 and all(len(rows) == 2 for rows in averaged.values())
+        assert table["recipes"]["both" + suffix]["accuracy"] == pytest.approx(np.mean(hits))
+        assert table["recipes"]["both" + suffix]["ensemble_of"] == ["plain", "balanced"]
     for recipe in table["recipes"].values():
         assert sum(map(sum, recipe["confusion_matrix"])) == 50  # every train+validation image scored once
         low, high = recipe["accuracy_ci95"]
         assert low <= recipe["accuracy"] <= high
     pairs = {(pair["first"], pair["second"]) for pair in table["paired"]}
-    assert ("plain", "balanced") in pairs and ("plain", "plain+flip") in pairs and len(pairs) == 6
+    assert ("plain", "balanced") in pairs and ("plain", "plain+flip") in pairs and ("plain", "both") in pairs
+    assert len(pairs) == 15
     assert "| plain |" in (out / "cv.md").read_text()
 
     # Interrupted: one fold's run lost its model and cached predictions; the re-run retrains only that fold.

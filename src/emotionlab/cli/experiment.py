@@ -126,6 +126,15 @@ def _cv_recipe(text: str):
     return name.strip(), train_run_config(**context.params)
 
 
+def _cv_ensemble(text: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME=A+B`` -> (name, (A, B))."""
+    name, sep, members = text.partition("=")
+    parts = tuple(part.strip() for part in members.split("+"))
+    if not sep or not name.strip() or not all(parts):
+        raise EmotionlabError(f"--ensemble {text!r}: expected NAME=RECIPE+RECIPE, e.g. both=base+wide")
+    return name.strip(), parts
+
+
 @experiment_app.command("cv")
 def experiment_cv(
     recipes: Annotated[
@@ -155,6 +164,14 @@ def experiment_cv(
             "--tta/--no-tta", help="Also score each fold model with test-time flips (rows NAME+flip)."
         ),
     ] = False,
+    ensembles: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ensemble",
+            help="NAME=A+B: also score the average of recipes A and B's fold models (as `emotionlab ensemble`); "
+            "no training.",
+        ),
+    ] = None,
 ) -> None:
     """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
 
@@ -170,6 +187,7 @@ def experiment_cv(
         folds=folds,
         seed=seed,
         tta=tta,
+        ensembles=tuple(_cv_ensemble(text) for text in ensembles or []),
     )
     command = "emotionlab " + shlex.join(sys.argv[1:])
     try:

@@ -47,6 +47,8 @@ class CvSettings:
     seed: int = 0
     resamples: int = BOOTSTRAP_RESAMPLES
     tta: bool = False  # also score each fold model with test-time flips: rows "NAME+flip"
+    # rows averaging recipes' out-of-fold probabilities, as `emotionlab ensemble` of their models would
+    ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def _group_ids(rows: list[dict]) -> list[str]:
@@ -229,10 +231,27 @@ def paired_difference(
     }
 
 
+def _check_ensembles(settings: CvSettings, recipes: dict[str, RunConfig]) -> None:
+    for name, members in settings.ensembles:
+        if name in recipes:
+            raise EmotionlabError(f"--ensemble {name}: a recipe has that name too")
+        unknown = [member for member in members if member not in recipes]
+        if unknown or len(members) < 2:
+            raise EmotionlabError(
+                f"--ensemble {name}: needs two or more of the recipes ({', '.join(recipes)}), "
+                f"got {'+'.join(members)}"
+            )
+
+
 def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
-    """Train every recipe on every fold; out-of-fold metrics per recipe and paired differences between them."""
+    """Train every recipe on every fold; out-of-fold metrics per recipe and paired differences between them.
+
+    An ensemble row averages its members' out-of-fold probabilities (and, with flips, their flipped ones): the
+    mean of softmax probabilities that ``emotionlab ensemble`` of the members' fold models computes. Each fold's
+    members were trained on the same images, so the row is out of fold too."""
     if not recipes:
         raise EmotionlabError("cross-validation needs at least one recipe")
+    _check_ensembles(settings, recipes)
     rows, fold_of, fold_paths = write_folds(settings)
     labels = order_labels(row["label"] for row in rows)
     truth_by_path = {row["path"]: labels.index(row["label"]) for row in rows}
@@ -245,7 +264,19 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
         "recipes": {},
     }
     predictions: dict[str, np.ndarray] = {}  # label names
+    outputs: dict[str, tuple] = {}  # variant -> (probability matrix, model labels, training runs)
     truth = np.array([labels[truth_by_path[path]] for path in order])
+
+    def add_rows(variant: str, matrix: np.ndarray, model_labels: list[str], runs: list, about: dict) -> None:
+        for suffix, (metrics, predicted) in recipe_scores(truth, matrix, model_labels, labels).items():
+            predictions[variant + suffix] = predicted
+            results["recipes"][variant + suffix] = {
+                **about,
+                **_scores(metrics),
+                "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
+                "runs": runs,
+            }
+
     for name, template in recipes.items():
         probabilities: dict[str, np.ndarray] = {}
         flipped: dict[str, np.ndarray] = {}
@@ -269,15 +300,20 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
         variants = {name: probabilities, **({f"{name}+flip": flipped} if settings.tta else {})}
         for variant, by_path in variants.items():
             matrix = np.stack([by_path[path] for path in order])
-            for suffix, (metrics, predicted) in recipe_scores(truth, matrix, model_labels, labels).items():
-                predictions[variant + suffix] = predicted
-                results["recipes"][variant + suffix] = {
-                    "config": to_dict(replace(template, out="")),
-                    "test_time_flips": variant != name,
-                    **_scores(metrics),
-                    "train_seconds": round(sum(run.get("train_seconds") or 0.0 for run in runs), 1),
-                    "runs": runs,
-                }
+            outputs[variant] = (matrix, model_labels, runs)
+            about = {"config": to_dict(replace(template, out="")), "test_time_flips": variant != name}
+            add_rows(variant, matrix, model_labels, runs, about)
+    for name, members in settings.ensembles:
+        member_labels = {member: outputs[member][1] for member in members}
+        if len({tuple(value) for value in member_labels.values()}) > 1:
+            raise EmotionlabError(
+                f"--ensemble {name}: its members' models have different labels {member_labels}"
+            )
+        for suffix in ("", "+flip") if settings.tta else ("",):
+            matrix = np.mean([outputs[member + suffix][0] for member in members], axis=0)
+            runs = [run for member in members for run in outputs[member + suffix][2]]
+            about = {"ensemble_of": list(members), "test_time_flips": bool(suffix)}
+            add_rows(name + suffix, matrix, outputs[members[0]][1], runs, about)
     names = list(predictions)
     results["paired"] = [
         {
