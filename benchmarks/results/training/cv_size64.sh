@@ -1,0 +1,6 @@
+#!/bin/bash
+# Session 7 (3): the 15-epoch fer_cnn_wide backbone fine-tuned on 64 px crops instead of 48 (median seed face is 74 px wide)
+cd "$(dirname "$0")/../../.."  # the project root
+OMP_NUM_THREADS=2 exec nice -n -10 .venv/bin/emotionlab experiment cv --data ../shared/datasets/seed-emotions --manifest benchmarks/splits/seed-emotions.csv --out runs/cv7 --tta \
+  --recipe 'wide15=--recipe finetune --image-size 48 --augment light --epochs 15 --batch-size 32 --lr 1e-3 --optimizer adamw --weight-decay 0.01 --scheduler cosine --warmup-epochs 2 --label-smoothing 0.1 --patience 6 --backbone-lr-scale 0.3 --detect --detector blaze --margin 0.1 --mix-ferplus ../shared/datasets/ferplus --mix-ratio 1.0 --mix-balanced --add-class neutral --seed 0 --no-progress --init-from models/wide_ferplus8.safetensors' \
+  --recipe 'wide64=--recipe finetune --image-size 48 --augment light --epochs 15 --batch-size 32 --lr 1e-3 --optimizer adamw --weight-decay 0.01 --scheduler cosine --warmup-epochs 2 --label-smoothing 0.1 --patience 6 --backbone-lr-scale 0.3 --detect --detector blaze --margin 0.1 --mix-ferplus ../shared/datasets/ferplus --mix-ratio 1.0 --mix-balanced --add-class neutral --seed 0 --no-progress --image-size 64 --init-from models/wide_ferplus8.safetensors'
