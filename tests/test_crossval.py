@@ -208,3 +208,36 @@ def test_a_finished_run_is_not_reused_once_its_start_model_file_holds_other_weig
     message = str(refused.value)
     assert message.startswith(f"{run}: holds a run trained with other settings (train.init_from ")
     assert "its weights changed since" in message and "\n" not in message
+
+
+@pytest.mark.slow  # real fine-tuning, one epoch
+def test_an_interrupted_run_does_not_resume_once_its_start_model_file_holds_other_weights(tmp_path):
+    """The same for a fold that was interrupted: it has checkpoints but no model file yet. Resuming it would
+    continue epochs that began from the old weights, and its model file would record the new ones."""
+    from helpers import save_tiny_model
+
+    from emotionlab.config import DataConfig, RunConfig, TrainConfig
+    from emotionlab.errors import EmotionlabError
+    from emotionlab.experiments.runs import check_same_settings
+    from emotionlab.training.train import train
+
+    data = write_dataset(tmp_path / "faces", per_class=8, size=64, seed=5)
+    start = save_tiny_model(tmp_path / "start.safetensors", seed=0)
+    run = tmp_path / "cv" / "six" / "fold0"
+    config = RunConfig(
+        data=DataConfig(root=str(data), image_size=64),
+        train=TrainConfig(recipe="finetune", init_from=str(start), epochs=1, batch_size=8),
+        out=str(run),
+    )
+    train(config, progress=False)
+    (run / "model.safetensors").unlink()  # as if stopped after the checkpoint, before the model file
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    check_same_settings(config)  # the same start model: the run may resume
+
+    save_tiny_model(start, seed=1)  # same path, new weights
+    with pytest.raises(EmotionlabError) as refused:
+        check_same_settings(config)
+    assert "its weights changed since" in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(EmotionlabError) as resumed:  # `emotionlab train --resume` by hand: refused too
+        train(config, resume=True, progress=False)
+    assert str(resumed.value).startswith(f"{run}: was started from other weights than {start} holds now")

@@ -8,6 +8,7 @@ refused, not silently scored with the old model.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -48,15 +49,21 @@ def _comparable(config: RunConfig) -> dict:
 
 
 def _changed_start(config: RunConfig) -> list[str]:
-    """``["train.init_from 'X' (its weights changed since)"]`` when the finished run was fine-tuned from other weights than
-    the file ``--init-from`` names now (same path, new contents: e.g. a re-shipped model), else ``[]``."""
-    model = Path(config.out) / "model.safetensors"
-    if not (config.train.init_from and model.is_file()):
+    """``["train.init_from 'X' (its weights changed since)"]`` when the run (finished or interrupted) started from
+    other weights than the file ``--init-from`` names now (same path, new contents: a re-shipped model), else ``[]``."""
+    if not config.train.init_from:
         return []
     from emotionlab.models.io import read_metadata
     from emotionlab.training.recipes.finetune import resolve_model_source
+    from emotionlab.training.train import MODEL_NAME, STARTED_FROM_NAME
 
-    trained_from = (read_metadata(model).get("finetuned_from") or {}).get("weights_sha256")
+    model, started = Path(config.out) / MODEL_NAME, Path(config.out) / STARTED_FROM_NAME
+    if model.is_file():  # finished: its model file says what it was fine-tuned from
+        trained_from = (read_metadata(model).get("finetuned_from") or {}).get("weights_sha256")
+    elif started.is_file():  # interrupted: what it started from, recorded before its first epoch
+        trained_from = json.loads(started.read_text()).get("weights_sha256")
+    else:
+        return []
     try:
         source = resolve_model_source(config.train.init_from)
     except EmotionlabError:

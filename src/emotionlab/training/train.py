@@ -8,6 +8,7 @@ metadata, which records the training and validation images by content hash and t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from emotionlab.data.dataset import EpochSampler, load_samples, prepare_face_sam
 from emotionlab.data.samples import Sample, SampleSet
 from emotionlab.data.split import split_samples
 from emotionlab.errors import EmotionlabError, Interrupted
-from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest, ensure_outside_root
+from emotionlab.fileio import CONTENT_DIGEST_HEX, content_digest, ensure_outside_root, write_atomic
 from emotionlab.models.io import save_model_file
 from emotionlab.training.callbacks import (
     ChecksummedCheckpointIO,
@@ -42,6 +43,9 @@ log = logging.getLogger("emotionlab")
 
 CONFIG_NAME = "config.yaml"
 MODEL_NAME = "model.safetensors"
+STARTED_FROM_NAME = (
+    "started_from.json"  # a fine-tuned run's start model (path, weights digest), before any epoch
+)
 
 
 @dataclass
@@ -157,6 +161,27 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _check_or_record_start(run_dir: Path, started_from: dict | None, *, resuming: bool) -> None:
+    """A fine-tuned run's start model, recorded before its first epoch; a resumed run refuses a start file that
+    now holds other weights (a re-shipped model under the same path): its epochs so far began from the old ones,
+    and its model file would record the new ones."""
+    if not started_from:
+        return
+    record = run_dir / STARTED_FROM_NAME
+    wanted = {"path": started_from["path"], "weights_sha256": started_from.get("weights_sha256")}
+    if resuming and record.is_file():
+        before = json.loads(record.read_text())
+        if before.get("weights_sha256") != wanted["weights_sha256"]:
+            raise EmotionlabError(
+                f"{run_dir}: was started from other weights than {wanted['path']} holds now (its weights changed "
+                "since); resuming would mix the two: start a new run with another --out"
+            )
+        return
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        text = json.dumps(wanted, indent=2)
+        write_atomic(record, lambda temporary: Path(temporary).write_text(text))
+
+
 def train(
     config: RunConfig,
     *,
@@ -215,6 +240,9 @@ def train(
     all_samples = split_all(config, sample_set)
     train_samples, val_samples = resolve_splits(config, sample_set, all_samples)
     prepared = create_recipe(config.train.recipe)(config, sample_set, train_samples, val_samples)
+    _check_or_record_start(
+        run_dir, prepared.metadata.get("finetuned_from"), resuming=resume and last.is_file()
+    )
 
     module = EmotionClassifier(
         prepared.net,
