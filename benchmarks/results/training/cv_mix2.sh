@@ -1,0 +1,6 @@
+#!/bin/bash
+# Session 7 (4): v4's recipe with twice as many FER+ faces mixed in per epoch (--mix-ratio 2.0, class-balanced)
+cd "$(dirname "$0")/../../.."  # the project root
+OMP_NUM_THREADS=2 exec nice -n -10 .venv/bin/emotionlab experiment cv --data ../shared/datasets/seed-emotions --manifest benchmarks/splits/seed-emotions.csv --out runs/cv7 --tta \
+  --recipe 'wide15=--recipe finetune --image-size 48 --augment light --epochs 15 --batch-size 32 --lr 1e-3 --optimizer adamw --weight-decay 0.01 --scheduler cosine --warmup-epochs 2 --label-smoothing 0.1 --patience 6 --backbone-lr-scale 0.3 --detect --detector blaze --margin 0.1 --mix-ferplus ../shared/datasets/ferplus --mix-ratio 1.0 --mix-balanced --add-class neutral --seed 0 --no-progress --init-from models/wide_ferplus8.safetensors' \
+  --recipe 'mix2=--recipe finetune --image-size 48 --augment light --epochs 15 --batch-size 32 --lr 1e-3 --optimizer adamw --weight-decay 0.01 --scheduler cosine --warmup-epochs 2 --label-smoothing 0.1 --patience 6 --backbone-lr-scale 0.3 --detect --detector blaze --margin 0.1 --mix-ferplus ../shared/datasets/ferplus --mix-ratio 2.0 --mix-balanced --add-class neutral --seed 0 --no-progress --init-from models/wide_ferplus8.safetensors'
