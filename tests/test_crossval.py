@@ -79,6 +79,9 @@ def test_an_ensemble_of_unknown_recipes_is_one_line_before_any_training(grouped_
     assert result.exit_code != 0
     assert str(result.exception) == "--ensemble both: needs two or more of the recipes (a), got a+b"
     assert not (tmp_path / "cv").exists()  # refused before any fold was written or trained
+    result = runner.invoke(app, [*args, "--recipe", "a=--epochs 1", "--baseline", "b"])
+    assert str(result.exception) == "--baseline b: not one of the recipes or ensembles (a)"
+    assert not (tmp_path / "cv").exists()
     result = runner.invoke(app, [*args, "--recipe", "a=--epochs 1", "--ensemble", "both:a+b"])
     assert "expected NAME=RECIPE+RECIPE" in str(result.exception)
 
@@ -149,6 +152,17 @@ def test_two_recipes_side_by_side_and_a_resumed_run_gives_the_same_table(grouped
     assert ("plain", "balanced") in pairs and ("plain", "plain+flip") in pairs and ("plain", "both") in pairs
     assert len(pairs) == 15
     assert "| plain |" in (out / "cv.md").read_text()
+    # --baseline: each other row against the baseline's row of the same kind only (the folds are reused).
+    focused = runner.invoke(app, [*args, "--baseline", "plain"])
+    assert focused.exit_code == 0, focused.output
+    paired = json.loads((out / "cv.json").read_text())["paired"]
+    assert {(pair["first"], pair["second"]) for pair in paired} == {
+        ("balanced", "plain"),
+        ("balanced+flip", "plain+flip"),
+        ("both", "plain"),
+        ("both+flip", "plain+flip"),
+    }
+    runner.invoke(app, args)  # the table with every pair again, for what follows
 
     # Interrupted: one fold's run lost its model and cached predictions; the re-run retrains only that fold.
     shutil.rmtree(out / "balanced" / "fold1")

@@ -172,6 +172,13 @@ def experiment_cv(
             "no training.",
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Pair each row with this recipe's (or ensemble's) row of the same kind only, instead of every "
+            "pair of rows."
+        ),
+    ] = None,
 ) -> None:
     """Out-of-fold accuracy, macro-F1 and per-class recall of each recipe, with paired differences between them."""
 
@@ -188,6 +195,7 @@ def experiment_cv(
         seed=seed,
         tta=tta,
         ensembles=tuple(_cv_ensemble(text) for text in ensembles or []),
+        baseline=baseline,
     )
     command = "emotionlab " + shlex.join(sys.argv[1:])
     try:

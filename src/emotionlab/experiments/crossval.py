@@ -49,6 +49,9 @@ class CvSettings:
     tta: bool = False  # also score each fold model with test-time flips: rows "NAME+flip"
     # rows averaging recipes' out-of-fold probabilities, as `emotionlab ensemble` of their models would
     ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    baseline: str | None = (
+        None  # pair every row with this recipe's row of the same kind only (else: every pair)
+    )
 
 
 def _group_ids(rows: list[dict]) -> list[str]:
@@ -252,6 +255,11 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
     if not recipes:
         raise EmotionlabError("cross-validation needs at least one recipe")
     _check_ensembles(settings, recipes)
+    known = [*recipes, *(name for name, _ in settings.ensembles)]
+    if settings.baseline is not None and settings.baseline not in known:
+        raise EmotionlabError(
+            f"--baseline {settings.baseline}: not one of the recipes or ensembles ({', '.join(known)})"
+        )
     rows, fold_of, fold_paths = write_folds(settings)
     labels = order_labels(row["label"] for row in rows)
     truth_by_path = {row["path"]: labels.index(row["label"]) for row in rows}
@@ -267,9 +275,16 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
     outputs: dict[str, tuple] = {}  # variant -> (probability matrix, model labels, training runs)
     truth = np.array([labels[truth_by_path[path]] for path in order])
 
-    def add_rows(variant: str, matrix: np.ndarray, model_labels: list[str], runs: list, about: dict) -> None:
+    kinds: dict[
+        str, tuple[str, str]
+    ] = {}  # row -> (recipe or ensemble, kind of row: "", "+flip", "+flip+five" ...)
+
+    def add_rows(
+        source: str, variant: str, matrix: np.ndarray, model_labels, runs: list, about: dict
+    ) -> None:
         for suffix, (metrics, predicted) in recipe_scores(truth, matrix, model_labels, labels).items():
             predictions[variant + suffix] = predicted
+            kinds[variant + suffix] = (source, variant[len(source) :] + suffix)
             results["recipes"][variant + suffix] = {
                 **about,
                 **_scores(metrics),
@@ -302,7 +317,7 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
             matrix = np.stack([by_path[path] for path in order])
             outputs[variant] = (matrix, model_labels, runs)
             about = {"config": to_dict(replace(template, out="")), "test_time_flips": variant != name}
-            add_rows(variant, matrix, model_labels, runs, about)
+            add_rows(name, variant, matrix, model_labels, runs, about)
     for name, members in settings.ensembles:
         member_labels = {member: outputs[member][1] for member in members}
         if len({tuple(value) for value in member_labels.values()}) > 1:
@@ -313,16 +328,24 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
             matrix = np.mean([outputs[member + suffix][0] for member in members], axis=0)
             runs = [run for member in members for run in outputs[member + suffix][2]]
             about = {"ensemble_of": list(members), "test_time_flips": bool(suffix)}
-            add_rows(name + suffix, matrix, outputs[members[0]][1], runs, about)
+            add_rows(name, name + suffix, matrix, outputs[members[0]][1], runs, about)
     names = list(predictions)
+    if settings.baseline is None:
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    else:  # each other row against the baseline's row of the same kind (with flips against with flips ...)
+        base = {kind: row for row, (source, kind) in kinds.items() if source == settings.baseline}
+        pairs = [
+            (row, base[kind])
+            for row, (source, kind) in kinds.items()
+            if source != settings.baseline and kind in base
+        ]
     results["paired"] = [
         {
             "first": a,
             "second": b,
             **paired_difference(truth, predictions[a], predictions[b], resamples=settings.resamples),
         }
-        for i, a in enumerate(names)
-        for b in names[i + 1 :]
+        for a, b in pairs
     ]
     return results
 
