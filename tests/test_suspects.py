@@ -47,6 +47,23 @@ def test_photos_filed_under_the_wrong_class_are_the_top_suspects():
     assert len(ranked) <= 6  # ... and hardly anything else on clean clusters
 
 
+def test_ranking_never_forks_this_process(monkeypatch):
+    """A fork of a process with other threads running (ONNX Runtime's, torch's, Ray's) can hang on a lock: the
+    ranking must run here, never in a forked pool (cleanlab's default; it hung the test suite once)."""
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("the suspects ranking started a multiprocessing pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    features, labels = clustered()
+    labels[3] = "happy"
+    groups = [f"single:{index}" for index in range(len(labels))]
+    probabilities = out_of_fold_probabilities(features, labels, groups, CLASSES, folds=5, seed=0)
+    ranked, _ = rank_suspects(probabilities, labels, CLASSES)
+    assert ranked[0] == 3
+
+
 def test_too_few_photos_of_a_class_for_the_folds_is_one_clear_error():
     features, labels = clustered(per_class=3)
     with pytest.raises(

@@ -107,8 +107,11 @@ def rank_suspects(
     from cleanlab.rank import get_label_quality_scores
 
     given = np.array([classes.index(label) for label in labels])
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool (one process per core) from this process, and a
+    # fork of a process with other threads running (ONNX Runtime's, torch's, Ray's) can hang forever on a lock
+    # one of them held (seen in the test suite after the Ray tests). A thousand rows take milliseconds anyway.
     ranked = find_label_issues(
-        labels=given, pred_probs=probabilities, return_indices_ranked_by="self_confidence"
+        labels=given, pred_probs=probabilities, return_indices_ranked_by="self_confidence", n_jobs=1
     )
     quality = get_label_quality_scores(given, probabilities, method="self_confidence")
     return [int(index) for index in ranked], quality
