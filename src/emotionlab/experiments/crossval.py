@@ -49,9 +49,8 @@ class CvSettings:
     tta: bool = False  # also score each fold model with test-time flips: rows "NAME+flip"
     # rows averaging recipes' out-of-fold probabilities, as `emotionlab ensemble` of their models would
     ensembles: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    baseline: str | None = (
-        None  # pair every row with this recipe's row of the same kind only (else: every pair)
-    )
+    # pair every row with this recipe's row of the same kind only (else: every pair)
+    baseline: str | None = None
 
 
 def _group_ids(rows: list[dict]) -> list[str]:
@@ -275,9 +274,8 @@ def run_cv(settings: CvSettings, recipes: dict[str, RunConfig]) -> dict:
     outputs: dict[str, tuple] = {}  # variant -> (probability matrix, model labels, training runs)
     truth = np.array([labels[truth_by_path[path]] for path in order])
 
-    kinds: dict[
-        str, tuple[str, str]
-    ] = {}  # row -> (recipe or ensemble, kind of row: "", "+flip", "+flip+five" ...)
+    # row -> (its recipe or ensemble, the kind of row: "", "+flip", "+flip+five" ...)
+    kinds: dict[str, tuple[str, str]] = {}
 
     def add_rows(
         source: str, variant: str, matrix: np.ndarray, model_labels, runs: list, about: dict

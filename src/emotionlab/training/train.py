@@ -43,9 +43,8 @@ log = logging.getLogger("emotionlab")
 
 CONFIG_NAME = "config.yaml"
 MODEL_NAME = "model.safetensors"
-STARTED_FROM_NAME = (
-    "started_from.json"  # a fine-tuned run's start model (path, weights digest), before any epoch
-)
+# A fine-tuned run's start model (path, weights digest), written before its first epoch.
+STARTED_FROM_NAME = "started_from.json"
 
 
 @dataclass
